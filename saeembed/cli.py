@@ -128,5 +128,4 @@ def drop(name: str, store: str) -> None:
     click.echo(f"dropped {name!r} from {store}", err=True)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+# Command modules register themselves on ``main`` when imported (one line each, below).

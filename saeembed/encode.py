@@ -20,6 +20,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,7 +32,7 @@ import torch
 from . import store as store_mod
 from .corpus import Corpus, read_corpus
 from .errors import UserError
-from .reader import Reader, Window, batches_by_budget, pad_batch
+from .reader import Reader, Window, batches_by_budget, pad_batch, resolve_reader
 from .sae import LoadedSAE, SparseAutoencoder, open_sae
 
 ACT_SCHEMA = {"row_idx": pl.Int64, "feature_id": pl.Int32, "value": pl.Float32,
@@ -91,7 +92,9 @@ def pool_windows(sae: SparseAutoencoder, hidden: torch.Tensor, pool: torch.Tenso
         for c0 in range(0, flat.shape[0], tokens_per_chunk):
             a = sae.encode(flat[c0:c0 + tokens_per_chunk]).float()
             s = seg[c0:c0 + tokens_per_chunk]
-            vmax.index_reduce_(0, s, a, "amax", include_self=True)
+            with warnings.catch_warnings():  # "index_reduce is in beta": it is exact, and the fastest segment max
+                warnings.simplefilter("ignore")
+                vmax.index_reduce_(0, s, a, "amax", include_self=True)
             vsum.index_add_(0, s, a)
             vcnt.index_add_(0, s, (a > 0).float())
         nz = vmax.nonzero(as_tuple=True)
@@ -292,6 +295,18 @@ def encode_corpus(
         existing = _existing_corpus(con, name)
     finally:
         con.close()
+    reader_name = loaded_reader.name if loaded_reader else resolve_reader(reader or cfg.model_name)[0]
+    work_dir = Path(f"{store_path}.work") / name
+    if existing is not None:
+        same = (existing["reader"], existing["layer"], existing["sae"]) == (reader_name, layer, loaded.sae_id)
+        if same and existing["config"].get("corpus_fingerprint") == corpus.fingerprint:
+            shutil.rmtree(work_dir, ignore_errors=True)
+            _log(f"corpus {name!r} is already encoded in {store_path} with these settings; nothing to do")
+            return store_mod.StoreReader(store_mod.connect(store_path, read_only=True)).corpus(name)
+        raise UserError(
+            f"corpus name {name!r} is already used in {store_path} (reader {existing['reader']}, layer "
+            f"{existing['layer']}, SAE {existing['sae']}); choose another --name or `saeembed drop {name}`"
+        )
 
     rdr = loaded_reader or Reader(reader or cfg.model_name, layer=layer, device=device, dtype=dtype,
                                   chat_template=chat_template, include_special=include_special, window=window)
@@ -309,18 +324,6 @@ def encode_corpus(
         corpus_fingerprint=corpus.fingerprint, n_docs=corpus.n_docs,
         extra={"text_col": text_col, "messages_col": messages_col, "kind": corpus.kind},
     )
-    work_dir = Path(f"{store_path}.work") / name
-    if existing is not None:
-        same = (existing["reader"], existing["layer"], existing["sae"]) == (rdr.name, layer, loaded.sae_id)
-        if same and existing["config"].get("corpus_fingerprint") == corpus.fingerprint:
-            shutil.rmtree(work_dir, ignore_errors=True)
-            _log(f"corpus {name!r} is already encoded in {store_path} with these settings; nothing to do")
-            return store_mod.StoreReader(store_mod.connect(store_path, read_only=True)).corpus(name)
-        raise UserError(
-            f"corpus name {name!r} is already used in {store_path} (reader {existing['reader']}, layer "
-            f"{existing['layer']}, SAE {existing['sae']}); choose another --name or `saeembed drop {name}`"
-        )
-
     _prepare_workdir(work_dir, settings)
     n_shards = (corpus.n_docs + shard_docs - 1) // shard_docs
     pending = [s for s in range(n_shards) if not _act_path(work_dir, s).exists()]

@@ -56,7 +56,7 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | Path | None = None,
         Path(output).write_text(text + ("\n" if not text.endswith("\n") else ""))
         print(f"wrote {df.height} rows to {output}", file=sys.stderr)
     else:
-        click.echo(text)
+        click.echo(text.rstrip("\n"))
 
 
 def _cell(value: Any, width: int) -> str:

@@ -173,7 +173,16 @@ class Reader:
                             "pass a valid --layer")
         self.layer = layer
         self.n_layers = n_layers
-        model_obj = AutoModel.from_pretrained(load_from, dtype=self.dtype)
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # loading a CausalLM checkpoint into AutoModel reports the unused head
+        hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
+        try:
+            model_obj = AutoModel.from_pretrained(load_from, dtype=self.dtype)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
         parent, attr, blocks = _find_blocks(model_obj, n_layers)
         setattr(parent, attr, nn.ModuleList(list(blocks)[: layer + 1]))
         self._captured: torch.Tensor | None = None

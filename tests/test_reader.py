@@ -1,0 +1,88 @@
+"""Reader: hook point, truncation, template masking and windowing on real (tiny and shipped) models."""
+
+from __future__ import annotations
+
+import torch
+
+from saeembed.reader import Reader, pad_batch
+from saeembed.sae.formats import load_sae
+from saeembed.encode import pool_windows
+
+
+def test_hook_output_is_hidden_states_layer_plus_one(tiny_llama):
+    from transformers import AutoModel
+
+    reader = Reader(str(tiny_llama), layer=2, chat_template=False)
+    full = AutoModel.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    ids = torch.tensor([reader.tokenizer("the cat sat on the mat")["input_ids"]])
+    attn = torch.ones_like(ids)
+    ours = reader.hidden_states(ids, attn)
+    with torch.inference_mode():
+        ref = full(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[3]
+    torch.testing.assert_close(ours, ref)
+    # blocks after the SAE's layer are gone from the module, so they can never run
+    assert sum(1 for n, _ in reader.model.named_modules() if n.count(".") == 1 and n.startswith("layers.")) == 3
+
+
+def test_template_tokens_are_not_pooled(smollm2_reader):
+    reader = smollm2_reader
+    (win,) = reader.windows("Dogs are loyal.", 0)
+    pooled = [t for t, p in zip(win.ids, win.pool) if p]
+    assert reader.tokenizer.decode(pooled) == "Dogs are loyal."
+    special = set(reader.tokenizer.all_special_ids)
+    assert not any(p and t in special for t, p in zip(win.ids, win.pool))
+    assert len(win.ids) > len(pooled)  # the system prompt and role header are there, unpooled
+
+
+def test_include_special_pools_template_tokens(tiny_llama):
+    plain = Reader(str(tiny_llama), layer=1, chat_template=True)
+    every = Reader(str(tiny_llama), layer=1, chat_template=True, include_special=True)
+    (a,) = plain.windows("hello there", 0)
+    (b,) = every.windows("hello there", 0)
+    assert a.ids == b.ids
+    assert all(b.pool) and sum(a.pool) < len(a.pool)
+
+
+def test_long_document_windows_max_pool_equals_max_over_windows(tiny_llama, tiny_sae):
+    reader = Reader(str(tiny_llama), layer=2, chat_template=True, window=48)
+    sae = load_sae(tiny_sae)
+    doc = " ".join(f"word{i} is followed by another sentence." for i in range(40))
+    windows = reader.windows(doc, 0)
+    assert len(windows) >= 3
+    content = [t for w in windows for t, p in zip(w.ids, w.pool) if p]
+    assert reader.tokenizer.decode(content) == doc  # nothing dropped, nothing repeated
+    per_window = []
+    for w in windows:
+        ids, attn, pool = pad_batch([w], reader.pad_id)
+        res = pool_windows(sae, reader.hidden_states(ids, attn), pool)
+        v = torch.zeros(sae.d_sae)
+        v[torch.as_tensor(res["feature_id"], dtype=torch.long)] = torch.as_tensor(res["value"])
+        per_window.append(v)
+    expected = torch.stack(per_window).max(0).values
+
+    from saeembed.encode import _tokenise_shard, encode_shard
+    from saeembed.corpus import Corpus
+    import polars as pl
+
+    corpus = Corpus("mem", pl.DataFrame({"row_idx": [0], "text": [doc], "meta": [None]},
+                                        schema={"row_idx": pl.Int64, "text": pl.String, "meta": pl.String}),
+                    "text", "x")
+    rows = encode_shard(reader, sae, _tokenise_shard(reader, corpus, 0, 1, batch_tokens=4096))
+    got = torch.zeros(sae.d_sae)
+    got[torch.as_tensor(rows["feature_id"].to_numpy(), dtype=torch.long)] = torch.as_tensor(rows["value"].to_numpy())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert rows.height == int((expected > 0).sum())
+
+
+def test_batched_padding_does_not_change_pooled_values(tiny_llama, tiny_sae):
+    reader = Reader(str(tiny_llama), layer=2, chat_template=False)
+    sae = load_sae(tiny_sae)
+    short, long = reader.windows("a short one", 0)[0], reader.windows("a much longer document " * 6, 1)[0]
+    ids, attn, pool = pad_batch([short, long], reader.pad_id)
+    both = pool_windows(sae, reader.hidden_states(ids, attn), pool)
+    ids1, attn1, pool1 = pad_batch([short], reader.pad_id)
+    alone = pool_windows(sae, reader.hidden_states(ids1, attn1), pool1)
+    first = both["row"] == 0
+    assert list(both["feature_id"][first]) == list(alone["feature_id"])
+    torch.testing.assert_close(torch.as_tensor(both["value"][first]), torch.as_tensor(alone["value"]),
+                               rtol=1e-4, atol=1e-5)
