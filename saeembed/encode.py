@@ -244,7 +244,7 @@ def _existing_corpus(con: Any, name: str) -> dict[str, Any] | None:
 def _estimate_size(reader: Reader, sae: SparseAutoencoder, corpus: Corpus, batch_tokens: int) -> str:
     """Pilot-encode a few evenly spaced documents to predict the store's growth."""
     n = corpus.n_docs
-    picks = sorted(set(np.linspace(0, n - 1, num=min(8, n)).astype(int).tolist()))
+    picks = sorted(set(np.linspace(0, n - 1, num=min(4, n)).astype(int).tolist()))
     sample = Corpus(corpus.source, corpus.docs[picks], corpus.kind, corpus.fingerprint)
     work = _tokenise_shard(reader, sample, 0, len(picks), batch_tokens)
     nnz = encode_shard(reader, sae, work).height / len(picks)
