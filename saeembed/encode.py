@@ -90,8 +90,18 @@ def pool_windows(sae: SparseAutoencoder, hidden: torch.Tensor, pool: torch.Tenso
         vsum = torch.zeros_like(vmax)
         vcnt = torch.zeros_like(vmax)
         for c0 in range(0, flat.shape[0], tokens_per_chunk):
-            a = sae.encode(flat[c0:c0 + tokens_per_chunk]).float()
+            x = flat[c0:c0 + tokens_per_chunk]
             s = seg[c0:c0 + tokens_per_chunk]
+            sparse = sae.encode_sparse(x)
+            if sparse is not None:  # TopK: reduce k values per token instead of d_sae
+                vals, idx = sparse
+                flat_idx = (s.unsqueeze(1) * d_sae + idx).reshape(-1)
+                v = vals.float().reshape(-1)
+                vmax.view(-1).scatter_reduce_(0, flat_idx, v, "amax", include_self=True)
+                vsum.view(-1).index_add_(0, flat_idx, v)
+                vcnt.view(-1).index_add_(0, flat_idx, (v > 0).float())
+                continue
+            a = sae.encode(x).float()
             with warnings.catch_warnings():  # "index_reduce is in beta": it is exact, and the fastest segment max
                 warnings.simplefilter("ignore")
                 vmax.index_reduce_(0, s, a, "amax", include_self=True)

@@ -86,3 +86,22 @@ def test_batched_padding_does_not_change_pooled_values(tiny_llama, tiny_sae):
     assert list(both["feature_id"][first]) == list(alone["feature_id"])
     torch.testing.assert_close(torch.as_tensor(both["value"][first]), torch.as_tensor(alone["value"]),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_topk_sparse_pooling_equals_dense_pooling(tiny_llama, tmp_path):
+    from tests.conftest import make_random_sae
+
+    reader = Reader(str(tiny_llama), layer=2, chat_template=True)
+    sae = load_sae(make_random_sae(tmp_path / "topk", d_in=32, d_sae=96, layer=2, model_name=str(tiny_llama),
+                                   activation="topk", k=5))
+    wins = [reader.windows(t, i)[0] for i, t in enumerate(["one two three", "a longer text about cats and dogs"])]
+    ids, attn, pool = pad_batch(wins, reader.pad_id)
+    hidden = reader.hidden_states(ids, attn)
+    fast = pool_windows(sae, hidden, pool)
+    dense_acts = sae.encode(hidden) * pool.unsqueeze(-1)
+    vmax, vsum, vcnt = dense_acts.max(1).values, dense_acts.sum(1), (dense_acts > 0).sum(1)
+    rows, feats = vmax.nonzero(as_tuple=True)
+    assert list(zip(fast["row"], fast["feature_id"])) == list(zip(rows.tolist(), feats.tolist()))
+    torch.testing.assert_close(torch.as_tensor(fast["value"]), vmax[rows, feats])
+    torch.testing.assert_close(torch.as_tensor(fast["total"]), vsum[rows, feats], rtol=1e-5, atol=1e-5)
+    assert fast["n_active"].tolist() == vcnt[rows, feats].tolist()

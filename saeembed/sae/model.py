@@ -104,6 +104,17 @@ class SparseAutoencoder(nn.Module):
         vals, idx = pre.topk(k, dim=-1)
         return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
 
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For TopK SAEs: (values, latent ids), each [..., k], without materialising d_sae zeros.
+
+        Returns None for activations whose support is not bounded by k (ReLU, JumpReLU).
+        """
+        if self.cfg.activation not in ("topk", "batchtopk"):
+            return None
+        pre = self.pre_activation(x.to(self.W_enc.dtype))
+        vals, idx = pre.topk(min(int(self.cfg.k), pre.shape[-1]), dim=-1)
+        return torch.relu(vals), idx
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latent activations for inputs of shape [..., d_in]."""
         x = x.to(self.W_enc.dtype)
