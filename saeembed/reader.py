@@ -225,16 +225,17 @@ class Reader:
 
     # -- tokenisation ----------------------------------------------------------------------------
     def _bare_special_tokens(self) -> tuple[list[int], list[int]]:
-        """Tokens the tokenizer wraps around plain text (BERT's [CLS] .. [SEP], a BOS, or none)."""
-        marker = -12345
-        try:
-            ids = self.tokenizer.build_inputs_with_special_tokens([marker])
-        except Exception:
-            return [], []
-        if marker not in ids:
-            return [], []
-        i = ids.index(marker)
-        return list(ids[:i]), list(ids[i + 1:])
+        """Tokens the tokenizer wraps around plain text (BERT's [CLS] .. [SEP], a BOS, or none).
+
+        Found by tokenising a probe with and without special tokens and locating the bare ids.
+        """
+        probe = "hello world"
+        full = list(self.tokenizer(probe)["input_ids"])
+        bare = list(self.tokenizer(probe, add_special_tokens=False)["input_ids"])
+        for i in range(len(full) - len(bare) + 1):
+            if full[i:i + len(bare)] == bare:
+                return full[:i], full[i + len(bare):]
+        return [], []
 
     def _template_overhead(self) -> list[int]:
         pieces = self.pieces("x")

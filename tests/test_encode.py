@@ -190,3 +190,30 @@ def test_shipped_smollm2_with_sae_checkpoint_from_disk(tmp_path, smollm2_reader,
     mat, _ = s.embeddings("three")
     assert mat.shape[0] == 3 and (mat.getnnz(axis=1) > 0).all()
     assert s.features().height > 0 or test_sae_spec != "default"
+
+
+def test_corpus_formats_and_messages(tmp_path, tiny_llama, tiny_sae):
+    from saeembed.corpus import read_corpus
+
+    (tmp_path / "lines.txt").write_text("first document\nsecond document\n")
+    assert read_corpus(tmp_path / "lines.txt").docs["text"].to_list() == ["first document", "second document"]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha")
+    (folder / "b.txt").write_text("beta")
+    c = read_corpus(folder)
+    assert c.docs["text"].to_list() == ["alpha", "beta"] and "a.txt" in c.docs["meta"][0]
+    (tmp_path / "t.csv").write_text("title,comment\nx,hello there\ny,general kenobi\n")
+    err = pytest.raises(Exception, read_corpus, tmp_path / "t.csv")
+    assert "--text-col" in str(err.value)
+    assert read_corpus(tmp_path / "t.csv", text_col="comment").n_docs == 2
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("\n".join(json.dumps({"conv": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                               for q, a in [("hi", "hello!"), ("2+2?", "4")]))
+    store = tmp_path / "s.duckdb"
+    code, out, err = cli("encode", str(chats), "--store", str(store), "--name", "chats", "--messages-col", "conv",
+                         "--reader", str(tiny_llama), "--sae", str(tiny_sae), "--quiet", "--format", "json")
+    assert code == 0, err
+    docs = saeembed.open_store(store).documents("chats")
+    assert json.loads(docs["text"][0])[1]["content"] == "hello!"

@@ -105,3 +105,33 @@ def test_topk_sparse_pooling_equals_dense_pooling(tiny_llama, tmp_path):
     torch.testing.assert_close(torch.as_tensor(fast["value"]), vmax[rows, feats])
     torch.testing.assert_close(torch.as_tensor(fast["total"]), vsum[rows, feats], rtol=1e-5, atol=1e-5)
     assert fast["n_active"].tolist() == vcnt[rows, feats].tolist()
+
+
+def test_encoder_reader_masks_cls_and_sep(tmp_path):
+    """A BERT-style encoder works too: [CLS]/[SEP] are found and never pooled."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from saeembed.embed import _wheel_model_dir
+
+    tok = AutoTokenizer.from_pretrained(_wheel_model_dir())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(tmp_path / "bert")
+    tok.save_pretrained(tmp_path / "bert")
+    reader = Reader(str(tmp_path / "bert"), layer=1)
+    assert not reader.chat_template
+    (w,) = reader.windows("dogs bark", 0)
+    assert w.ids[0] == tok.cls_token_id and w.ids[-1] == tok.sep_token_id
+    assert w.pool == [False] + [True] * (len(w.ids) - 2) + [False]
+    long = reader.windows("word " * 300, 1)
+    assert len(long) == 3 and all(x.ids[0] == tok.cls_token_id and len(x.ids) <= 128 for x in long)
+    ids, attn, _ = pad_batch(long, reader.pad_id)
+    assert reader.hidden_states(ids, attn).shape == (3, ids.shape[1], 32)
+
+
+def test_chat_messages_pool_every_message_content(tiny_llama):
+    reader = Reader(str(tiny_llama), layer=1, chat_template=True)
+    msgs = [{"role": "user", "content": "What is a dog?"}, {"role": "assistant", "content": "A loyal animal."}]
+    (w,) = reader.windows(msgs, 0)
+    pooled = reader.tokenizer.decode([t for t, p in zip(w.ids, w.pool) if p])
+    assert pooled == "What is a dog?A loyal animal."
