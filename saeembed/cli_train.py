@@ -1,0 +1,98 @@
+"""``saeembed train-sae``: cache a reader's activations on corpora and train a TopK SAE on them.
+
+The result is an SAELens checkpoint (``cfg.json`` + ``sae_weights.safetensors``) that
+``saeembed encode --sae DIR`` reads, plus ``labels.parquet`` unless ``--no-labels``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import polars as pl
+
+from .cli import main
+from .errors import UserError
+from .output import emit
+
+
+@main.command("train-sae")
+@click.option("--corpus", "corpora", multiple=True, required=True,
+              help="corpus file (parquet/csv/jsonl/txt); repeatable; PATH:COL names the text column")
+@click.option("--text-col", "text_cols", multiple=True,
+              help="text column, one per --corpus in order, or one for all (default: text, or the only string column)")
+@click.option("--max-docs", type=int, help="sample at most this many documents per corpus")
+@click.option("--max-chars", type=int, help="cut documents to this many characters (spreads tokens over more documents)")
+@click.option("--reader", help="Hugging Face model id or local path (default: SmolLM2-135M-Instruct)")
+@click.option("--layer", type=int, default=15, show_default=True, help="block whose output (resid_post) is read")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="checkpoint directory to write")
+@click.option("--cache", "cache", type=click.Path(file_okay=False),
+              help="activation cache directory (default: OUT/.act_cache); reruns resume from it")
+@click.option("--d-sae", type=int, default=6144, show_default=True, help="number of latents")
+@click.option("--k", type=int, default=32, show_default=True, help="active latents per token (TopK)")
+@click.option("--max-tokens", type=int, default=400_000, show_default=True, help="tokens to cache")
+@click.option("--epochs", type=float, default=4.0, show_default=True, help="passes over the training tokens")
+@click.option("--steps", type=int, help="optimizer steps (overrides --epochs)")
+@click.option("--batch-size", type=int, default=2048, show_default=True)
+@click.option("--lr", type=float, help="Adam learning rate (default 2e-4 / sqrt(d_sae / 2^14))")
+@click.option("--auxk-coef", type=float, default=1 / 32, show_default=True, help="AuxK loss weight (0 disables)")
+@click.option("--heldout", type=float, default=0.05, show_default=True, help="fraction of documents held out")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
+@click.option("--labels/--no-labels", default=True, show_default=True, help="write offline labels.parquet")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: int | None, max_chars: int | None,
+              reader: str | None, layer: int, out: str, cache: str | None, d_sae: int, k: int, max_tokens: int,
+              epochs: float, steps: int | None, batch_size: int, lr: float | None, auxk_coef: float,
+              heldout: float, device: str, labels: bool, seed: int, fmt: str) -> None:
+    """Train a TopK SAE (with AuxK against dead latents) on a reader's activations over CORPUS files."""
+    from .sae.train import CorpusSpec, TrainConfig, cache_activations, parse_corpus_spec, save_trained_sae, train_topk_sae
+
+    if text_cols and len(text_cols) not in (1, len(corpora)):
+        raise UserError(f"pass one --text-col for all corpora or one per --corpus ({len(corpora)}), not {len(text_cols)}")
+    specs: list[CorpusSpec] = []
+    for i, c in enumerate(corpora):
+        col = text_cols[0] if len(text_cols) == 1 else (text_cols[i] if text_cols else None)
+        spec = parse_corpus_spec(c, col)
+        if not Path(spec.path).exists():
+            raise UserError(f"corpus file {spec.path} not found; check the --corpus path")
+        spec.max_docs, spec.max_chars = max_docs, max_chars
+        specs.append(spec)
+    if k <= 0 or d_sae <= k:
+        raise UserError(f"need 0 < k < d_sae, got k={k}, d_sae={d_sae}")
+    out_dir = Path(out)
+    cache_dir = Path(cache) if cache else out_dir / ".act_cache"
+    say = lambda m: click.echo(m, err=True)  # noqa: E731 - progress goes to stderr
+    t0 = time.time()
+    man = cache_activations(specs, cache_dir, reader=reader, layer=layer, device=device, max_tokens=max_tokens,
+                            seed=seed, progress=say)
+    cache_s = time.time() - t0
+    cfg = TrainConfig(d_sae=d_sae, k=k, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
+                      auxk_coef=auxk_coef, heldout_frac=heldout, device=device, seed=seed,
+                      extra={"cache_tokens": man["n_tokens"], "cache_wall_s": round(cache_s, 1)})
+    sae, metrics = train_topk_sae(cache_dir, cfg, progress=say)
+    save_trained_sae(sae, out_dir)
+    if labels:
+        from transformers import AutoTokenizer
+
+        from .labels_offline import label_latents, write_labels
+        from .reader import resolve_reader
+        from .sae.train import ActivationCache
+
+        tok = AutoTokenizer.from_pretrained(resolve_reader(reader)[1])
+        write_labels(label_latents(sae, ActivationCache(cache_dir), tok), out_dir / "labels.parquet")
+    h = metrics["heldout"]
+    row = {"out": str(out_dir), "reader": man["reader"], "layer": man["layer"], "d_sae": d_sae, "k": k,
+           "tokens": man["n_tokens"], "train_tokens": metrics["train_tokens"], "steps": metrics["steps"],
+           "heldout_fvu": h.get("fvu"), "heldout_l0": h.get("l0"), "heldout_dead_frac": h.get("dead_frac"),
+           "train_dead_frac": metrics["train_dead_frac"], "cache_s": round(cache_s, 1),
+           "train_s": metrics["train_wall_s"]}
+    if fmt == "json":
+        click.echo(json.dumps(row))
+    else:
+        fmt_v = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+        emit(pl.DataFrame({"metric": list(row), "value": [fmt_v(v) for v in row.values()]}), "table")
+    sys.stdout.flush()
