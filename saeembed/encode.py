@@ -295,7 +295,9 @@ def encode_corpus(
     loaded: LoadedSAE = open_sae(sae or "default")
     cfg = loaded.sae.cfg
     if layer is None:
-        layer = cfg.hook_layer if cfg.hook_layer is not None else 15
+        if cfg.hook_layer is None:
+            raise UserError(f"SAE {loaded.sae_id} does not record which layer it reads; pass --layer")
+        layer = cfg.hook_layer
     elif cfg.hook_layer is not None and layer != cfg.hook_layer:
         raise UserError(f"SAE {loaded.sae_id} reads layer {cfg.hook_layer} but --layer {layer} was given; "
                         f"drop --layer or pass the SAE trained on layer {layer}")
@@ -305,6 +307,8 @@ def encode_corpus(
         existing = _existing_corpus(con, name)
     finally:
         con.close()
+    if loaded_reader is None and reader is None and not cfg.model_name:
+        raise UserError(f"SAE {loaded.sae_id} does not record its reader model; pass --reader")
     reader_name = loaded_reader.name if loaded_reader else resolve_reader(reader or cfg.model_name)[0]
     work_dir = Path(f"{store_path}.work") / name
     if existing is not None:
