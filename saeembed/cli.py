@@ -97,10 +97,17 @@ def corpora(store: str, fmt: str) -> None:
 @store_option()
 @click.option("--sae", help="only this SAE's latents (default: all)")
 @click.option("--limit", type=int, default=None, help="at most N rows")
+@click.option("--search", "query", help="rank latents by how well their labels match this text")
+@click.option("--k", type=int, default=20, show_default=True, help="with --search: the best K latents")
 @format_option()
-def features(store: str, sae: str | None, limit: int | None, fmt: str) -> None:
-    """List latents with their best label."""
-    df = open_existing_store(store).features(sae)
+def features(store: str, sae: str | None, limit: int | None, query: str | None, k: int, fmt: str) -> None:
+    """List latents with their best label, or (--search) the latents whose labels best match a query."""
+    if query is not None:
+        from .labels import search_features
+
+        df = search_features(open_existing_store(store), query, k=k, sae=sae)
+    else:
+        df = open_existing_store(store).features(sae)
     emit(df.head(limit) if limit else df, fmt)
 
 
@@ -130,3 +137,4 @@ def drop(name: str, store: str) -> None:
 
 # Command modules register themselves on ``main`` when imported (one line each, below).
 from . import cli_train  # noqa: E402,F401
+from . import cli_labels  # noqa: E402,F401
