@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "datasets"
 DATASETS = REPO / "datasets"
+GOEMOTIONS_SAMPLE = DATASETS / "goemotions" / "sample.parquet"  # 1,500 labelled comments, Apache-2.0
 
 
 def shared_dataset(name: str) -> Path:
@@ -89,21 +90,31 @@ def smollm2_reader(test_sae_spec: str):
 def real_store(tmp_path_factory: pytest.TempPathFactory, smollm2_reader, test_sae_spec: str) -> Path:
     """One store shared by the analysis tests, encoded with the shipped reader and SAE:
 
-    - ``ge``: 400 GoEmotions comments (multi-label emotions in ``meta``)
-    - ``amazon``: 400 Amazon reviews, 50 per domain × sentiment cell, truncated to 400 chars
+    - ``ge``: 400 GoEmotions validation comments from ``datasets/`` (``emo_*`` flags in ``meta``);
+      always present, so the analyses are exercised on a clean clone.
+    - ``amazon``: 400 Amazon reviews, 50 per domain × sentiment cell, truncated to 400 chars; only
+      where ``../shared/datasets`` exists (tests that need it call ``needs_amazon``).
     """
     from saeembed.encode import encode_corpus
 
     root = tmp_path_factory.mktemp("real_store")
-    ge = pl.read_parquet(shared_dataset("goemotions")).head(400)
-    ge.write_parquet(root / "ge.parquet")
-    amazon = (pl.read_parquet(shared_dataset("amazon_multidomain_sentiment"))
-              .group_by("domain", "sentiment", maintain_order=True).head(50)
-              .with_columns(pl.col("text").str.slice(0, 400))
-              .select("id", "domain", "sentiment", "text"))
-    amazon.write_parquet(root / "amazon.parquet")
+    pl.read_parquet(DATASETS / "goemotions" / "sample.parquet").head(400).write_parquet(root / "ge.parquet")
+    names = ["ge"]
+    amazon_path = SHARED / "amazon_multidomain_sentiment" / "data.parquet"
+    if amazon_path.exists():
+        amazon = (pl.read_parquet(amazon_path)
+                  .group_by("domain", "sentiment", maintain_order=True).head(50)
+                  .with_columns(pl.col("text").str.slice(0, 400))
+                  .select("id", "domain", "sentiment", "text"))
+        amazon.write_parquet(root / "amazon.parquet")
+        names.append("amazon")
     store = root / "store.duckdb"
-    for name in ("ge", "amazon"):
+    for name in names:
         encode_corpus(store, root / f"{name}.parquet", name, sae=test_sae_spec, progress=False,
                       loaded_reader=smollm2_reader)
     return store
+
+
+def needs_amazon(store: Path) -> None:
+    """Skip a test that needs the Amazon corpus where ../shared/datasets is absent."""
+    shared_dataset("amazon_multidomain_sentiment")

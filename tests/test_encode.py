@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import saeembed
 from saeembed.cli import main
-from tests.conftest import make_random_sae, shared_dataset
+from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -28,7 +28,7 @@ def cli(*args: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def ge_small(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ge") / "ge.parquet"
-    pl.read_parquet(shared_dataset("goemotions")).head(120).select("id", "text", "ekman").write_parquet(path)
+    pl.read_parquet(GOEMOTIONS_SAMPLE).head(120).select("id", "text", "ekman").write_parquet(path)
     return path
 
 
@@ -80,7 +80,7 @@ def test_tiny_encode_end_to_end_and_api(tmp_path, tiny_llama, tiny_sae, ge_small
 
 
 def test_resume_after_kill_gives_identical_rows(tmp_path, tiny_llama, tiny_sae):
-    texts = pl.read_parquet(shared_dataset("goemotions")).head(600).select("text")
+    texts = pl.read_parquet(GOEMOTIONS_SAMPLE).head(600).select("text")
     corpus = tmp_path / "c.parquet"
     texts.write_parquet(corpus)
     args = [str(corpus), "--name", "c", "--reader", str(tiny_llama), "--sae", str(tiny_sae),

@@ -19,7 +19,7 @@ from saeembed.cli import main
 from saeembed.errors import UserError
 from saeembed.labels import import_labels, search_features
 
-from tests.conftest import shared_dataset
+from tests.conftest import GOEMOTIONS_SAMPLE
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def small_store(tmp_path_factory: pytest.TempPathFactory, smollm2_reader, test_s
     from saeembed.encode import encode_corpus
 
     root = tmp_path_factory.mktemp("labels_store")
-    pl.read_parquet(shared_dataset("goemotions")).head(40).write_parquet(root / "ge.parquet")
+    pl.read_parquet(GOEMOTIONS_SAMPLE).head(40).write_parquet(root / "ge.parquet")
     store = root / "store.duckdb"
     encode_corpus(store, root / "ge.parquet", "ge", sae=test_sae_spec, progress=False, loaded_reader=smollm2_reader)
     return store
