@@ -18,7 +18,7 @@ from saeembed.errors import UserError
 from saeembed.sae.train import (ActivationCache, CorpusSpec, TrainConfig, cache_activations, evaluate_sae,
                                 parse_corpus_spec, save_trained_sae, train_topk_sae)
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets"
+from tests.conftest import GOEMOTIONS_SAMPLE
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +47,7 @@ def reader64(llama64: Path):
 
 @pytest.fixture(scope="module")
 def corpus() -> CorpusSpec:
-    path = SHARED / "goemotions" / "data.parquet"
-    if not path.exists():
-        pytest.skip(f"shared dataset goemotions not available at {path}")
-    return CorpusSpec(str(path), "text", max_docs=400, max_chars=300)
+    return CorpusSpec(str(GOEMOTIONS_SAMPLE), "text", max_docs=400, max_chars=300)
 
 
 @pytest.fixture(scope="module")
