@@ -138,3 +138,4 @@ def drop(name: str, store: str) -> None:
 # Command modules register themselves on ``main`` when imported (one line each, below).
 from . import cli_train  # noqa: E402,F401
 from . import cli_labels  # noqa: E402,F401
+from . import cli_analysis  # noqa: E402,F401

@@ -1,0 +1,231 @@
+"""Targeted clustering: group documents by the latents that matter for one question.
+
+Paper: pick the latents whose labels match the query's keyphrases (top 100 per phrase, union),
+binarise, compute Jaccard similarities between documents, run spectral clustering, and describe
+every cluster by its most distinctive latents (frequency inside − outside) and its most central
+documents. Restricting the latents is the point: "reasoning style" clusters differ from topic
+clusters of the same documents; ``unfiltered`` clusters on all latents for comparison.
+
+Additions:
+
+- ``k`` chosen by the eigengap of the normalised affinity when not given;
+- HDBSCAN (scikit-learn's, on ``1 − Jaccard``) as a density-based alternative that needs no ``k``
+  and leaves outliers unassigned (cluster −1);
+- documents where no selected latent fires cannot be placed and get cluster −1 too;
+- a dense N × N Jaccard matrix costs 4·N² bytes, so beyond ``max_docs`` placed documents a random
+  sample of ``max_docs`` is clustered and every other document joins the cluster it is most similar
+  to (mean Jaccard to the cluster's sampled members, computed in blocks);
+- the description counts latents per cluster in SQL (``queries/cluster_feature_counts.sql``),
+  so the corpus' activations never leave DuckDB whole.
+
+:func:`cluster` returns one row per cluster; ``doc_ids`` / ``centrality`` list every member, most
+central first (``cluster_assignments`` explodes them into one row per document).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from ..errors import UserError
+from .common import (as_store, binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels,
+                     run_query)
+from .select import PER_PHRASE, parse_feature_list, select_features
+
+if TYPE_CHECKING:
+    from ..api import Store
+
+METHODS = ("spectral", "hdbscan")
+DESCRIBE = ("all", "selected")
+MAX_DOCS = 6000  # dense Jaccard of this many documents: 144 MB float32
+MAX_K = 12
+
+SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_features": pl.List(pl.Int32),
+          "top_labels": pl.List(pl.String), "top_diffs": pl.List(pl.Float64), "central_docs": pl.List(pl.Int64),
+          "central_text": pl.String, "doc_ids": pl.List(pl.Int64), "centrality": pl.List(pl.Float64),
+          "k": pl.Int64, "n_features": pl.Int64, "method": pl.String}
+
+
+def jaccard(mat, other=None) -> np.ndarray:  # noqa: ANN001 - binary scipy CSR [n, f]
+    """Dense float32 Jaccard similarity between the rows of binary sparse matrices (0 where both are empty)."""
+    other = mat if other is None else other
+    inter = (mat @ other.T).toarray().astype(np.float32)
+    sa = np.asarray(mat.sum(axis=1), dtype=np.float32).ravel()
+    sb = np.asarray(other.sum(axis=1), dtype=np.float32).ravel()
+    union = sa[:, None] + sb[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0).astype(np.float32)
+
+
+def eigengap_k(affinity: np.ndarray, max_k: int = MAX_K) -> int:
+    """Number of clusters at the largest gap among the top eigenvalues of D^-½ A D^-½ (k >= 2)."""
+    from scipy.linalg import eigh
+
+    n = affinity.shape[0]
+    if n <= 3:
+        return 2
+    a = affinity.astype(np.float64)
+    d = a.sum(axis=1)
+    dinv = 1 / np.sqrt(np.maximum(d, 1e-12))
+    norm = a * dinv[:, None] * dinv[None, :]
+    top = min(max_k + 1, n - 1)
+    vals = eigh(norm, eigvals_only=True, subset_by_index=[n - top, n - 1])[::-1]
+    gaps = vals[1:top - 1] - vals[2:top]  # gaps[0] = λ2 − λ3: the gap after k = 2
+    return int(np.argmax(gaps)) + 2 if len(gaps) else 2
+
+
+def _fit(sim: np.ndarray, method: str, k: int | None, min_cluster_size: int, seed: int) -> tuple[np.ndarray, int]:
+    n = sim.shape[0]
+    if method == "spectral":
+        from sklearn.cluster import SpectralClustering
+
+        k = k or eigengap_k(sim)
+        if k >= n:
+            raise UserError(f"--k {k} needs more than {n} clusterable documents; lower --k")
+        sc = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not fully connected.*")
+            return sc.fit_predict(sim.astype(np.float64)), k
+    from sklearn.cluster import HDBSCAN  # takes the precomputed distances directly; see README
+
+    hd = HDBSCAN(metric="precomputed", min_cluster_size=max(2, min_cluster_size), copy=True)
+    lab = hd.fit_predict(np.clip(1.0 - sim.astype(np.float64), 0.0, 1.0))
+    return lab, int(lab.max()) + 1
+
+
+def _assign(rest, sample, labels: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """Cluster (and mean Jaccard to it) of each ``rest`` row: the cluster of the sampled documents
+    it is most similar to on average. Noise (−1) is not a cluster one can join."""
+    ids = np.unique(labels[labels >= 0])
+    if len(ids) == 0:
+        return np.full(rest.shape[0], -1), np.zeros(rest.shape[0])
+    onehot = (labels[:, None] == ids[None, :]).astype(np.float32)
+    onehot /= onehot.sum(axis=0, keepdims=True)
+    out_c = np.empty(rest.shape[0], dtype=np.int64)
+    out_s = np.empty(rest.shape[0], dtype=np.float64)
+    for s in range(0, rest.shape[0], block):
+        mean_sim = jaccard(rest[s:s + block], sample) @ onehot
+        best = mean_sim.argmax(axis=1)
+        out_c[s:s + block] = ids[best]
+        out_s[s:s + block] = mean_sim[np.arange(len(best)), best]
+    return out_c, out_s
+
+
+def cluster(store: "Store | str | Path", corpus: str, *, query: str | None = None,
+            features: list[int] | str | None = None, unfiltered: bool = False, method: str = "spectral",
+            k: int | None = None, per_phrase: int = PER_PHRASE, threshold: float = 0.0, min_cluster_size: int = 5,
+            describe: str = "all", n_describe: int = 5, n_central: int = 3, sample: int | None = None,
+            max_docs: int = MAX_DOCS, seed: int = 0) -> pl.DataFrame:
+    """Cluster a corpus on the latents selected by ``query`` (or ``features``, or all: ``unfiltered``).
+
+    Returns one row per cluster (−1 last: documents that could not be placed, or HDBSCAN noise):
+    cluster, size, share, top_features / top_labels / top_diffs (the ``n_describe`` latents whose
+    frequency inside the cluster most exceeds their frequency outside it, among ``all`` latents or
+    the ``selected`` ones), central_docs (the ``n_central`` members with the highest mean Jaccard
+    similarity to the other members), central_text (the most central document, clipped), doc_ids
+    and centrality (every member, most central first), k, n_features (latents clustered on), method.
+
+    ``sample`` clusters only a random sample of N documents; ``max_docs`` bounds the dense
+    similarity matrix (the rest are assigned to the nearest cluster, see the module docstring).
+    """
+    st = as_store(store)
+    threshold = check_threshold(threshold)
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; use spectral or hdbscan")
+    if describe not in DESCRIBE:
+        raise UserError(f"unknown describe mode {describe!r}; use all or selected")
+    if sum(x is not None and x is not False for x in (query, features, unfiltered or None)) != 1:
+        raise UserError("pass exactly one of --query, --features or --unfiltered")
+    if k is not None and k < 2:
+        raise UserError("--k must be at least 2")
+    if (sample is not None and sample < 4) or max_docs < 4 or n_describe < 0 or n_central < 0:
+        raise UserError("--sample and max_docs must be at least 4, and the description sizes >= 0")
+    info = corpus_info(st, corpus)
+    if query is not None:
+        feats = select_features(st, query, info["sae"], k=per_phrase)["feature_id"].to_list()
+    elif features is not None:
+        text = features if isinstance(features, str) else ",".join(map(str, features))
+        feats = parse_feature_list(text, info["d_sae"])
+    else:
+        feats = run_query(st, "feature_frequencies", {"lo": info["lo"], "hi": info["hi"], "threshold": threshold,
+                                                       "min_support": 1, "n": info["d_sae"]})["feature_id"].to_list()
+    mat, rows = binary_matrix(st, info, feats, threshold)
+    rng = np.random.default_rng(seed)
+    if sample is not None and sample < len(rows):
+        pick = np.sort(rng.choice(len(rows), sample, replace=False))
+        mat, rows = mat[pick], rows[pick]
+    n_sel = np.asarray(mat.sum(axis=1)).ravel().astype(np.int64)
+    placed = np.flatnonzero(n_sel > 0)
+    if len(placed) < 4:
+        raise UserError(f"only {len(placed)} documents contain any selected latent; broaden the query or features")
+    fit_idx = placed if len(placed) <= max_docs else np.sort(rng.choice(placed, max_docs, replace=False))
+    sim = jaccard(mat[fit_idx])
+    lab, k_used = _fit(sim, method, k, min_cluster_size, seed)
+    clusters = np.full(len(rows), -1, dtype=np.int64)
+    central = np.zeros(len(rows))
+    clusters[fit_idx] = lab
+    for c in np.unique(lab):
+        m = lab == c
+        if c >= 0 and m.sum() > 1:
+            central[fit_idx[m]] = (sim[np.ix_(m, m)].sum(axis=1) - 1) / (m.sum() - 1)
+    rest = np.setdiff1d(placed, fit_idx)
+    if len(rest):
+        clusters[rest], central[rest] = _assign(mat[rest], mat[fit_idx], lab)
+    doc_ids = (int(info["lo"]) | rows).astype(np.int64)
+    describe_feats = feats if describe == "selected" else None
+    summary = _describe(st, info, doc_ids, clusters, central, threshold, describe_feats, n_describe, n_central)
+    return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
+                                pl.lit(method).alias("method")).select(list(SCHEMA))
+
+
+def _describe(store: "Store", info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,
+              threshold: float, feats: list[int] | None, n_describe: int, n_central: int) -> pl.DataFrame:
+    """Distinctive latents (SQL counts per cluster) and central documents of every cluster."""
+    counts = run_query(store, "cluster_feature_counts", {"lo": info["lo"], "hi": info["hi"],
+                                                          "doc_ids": doc_ids.tolist(), "groups": clusters.tolist(),
+                                                          "threshold": threshold})
+    if feats is not None:
+        counts = counts.filter(pl.col("feature_id").is_in([int(f) for f in feats]))
+    d_sae = int(info["d_sae"])
+    ids = sorted(set(clusters.tolist()), key=lambda c: (c < 0, c))
+    grid = np.zeros((len(ids), d_sae), dtype=np.float64)
+    pos = {c: i for i, c in enumerate(ids)}
+    grid[[pos[g] for g in counts["grp"].to_list()], counts["feature_id"].to_numpy().astype(np.int64)] = \
+        counts["n_present"].to_numpy()
+    sizes = np.array([(clusters == c).sum() for c in ids], dtype=np.float64)
+    total, n = grid.sum(axis=0), float(len(clusters))
+    labels = dict(feature_labels(store, info["sae"]).iter_rows())
+    rows = []
+    for c in ids:
+        r = pos[c]
+        f_in = grid[r] / sizes[r]
+        f_out = (total - grid[r]) / max(n - sizes[r], 1.0)
+        d = f_in - f_out
+        cand = np.flatnonzero(grid[r] > 0)
+        top = cand[np.lexsort((cand, -d[cand]))][:n_describe]
+        members = np.flatnonzero(clusters == c)
+        members = members[np.lexsort((doc_ids[members], -central[members]))]
+        rows.append({"cluster": int(c), "size": int(sizes[r]), "share": float(sizes[r] / n),
+                     "top_features": [int(t) for t in top], "top_labels": [labels.get(int(t)) or "" for t in top],
+                     "top_diffs": [float(d[t]) for t in top], "central_docs": doc_ids[members[:n_central]].tolist(),
+                     "doc_ids": doc_ids[members].tolist(), "centrality": central[members].tolist()})
+    out = pl.DataFrame(rows, schema={k: v for k, v in SCHEMA.items() if k not in ("central_text", "k", "n_features",
+                                                                                   "method")})
+    texts = doc_texts(store, [ds[0] for ds in out["central_docs"].to_list() if ds], 160)
+    return out.with_columns(pl.Series("central_text", [texts.get(ds[0], "") if ds else ""
+                                                       for ds in out["central_docs"].to_list()], pl.String))
+
+
+def cluster_assignments(clusters: pl.DataFrame) -> pl.DataFrame:
+    """One row per document (doc_id, row_idx, cluster, centrality) from :func:`cluster`'s result."""
+    return (clusters.select("cluster", "doc_ids", "centrality").explode("doc_ids", "centrality")
+            .rename({"doc_ids": "doc_id"}).drop_nulls("doc_id")
+            .with_columns((pl.col("doc_id") & 0xFFFFFFFF).alias("row_idx"))
+            .select("doc_id", "row_idx", "cluster", "centrality").sort("doc_id"))
+
+
+__all__ = ["cluster", "cluster_assignments", "jaccard", "eigengap_k", "METHODS"]

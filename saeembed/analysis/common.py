@@ -1,0 +1,231 @@
+"""Shared plumbing of the analyses: named SQL, corpus ranges, labels, FDR, example documents.
+
+The SQL lives in the repository's ``queries/`` folder (one documented file per query) so users can
+read and reuse exactly what the analyses run; it is read at run time, never copied into Python.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+import polars as pl
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..api import Store
+
+# The SQL lives in the repository's queries/ folder (saeembed/analysis/common.py → ../../queries).
+# A wheel has no repository root, so the package's own saeembed/queries/ (declared as package data
+# in pyproject.toml) is the fallback; SAEEMBED_QUERIES overrides both, for users editing a query.
+QUERIES_DIR = Path(__file__).resolve().parents[2] / "queries"
+PACKAGED_QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"
+ROW_MASK = 0xFFFFFFFF
+
+
+def query_dirs() -> list[Path]:
+    """Where named queries are looked up, first match wins."""
+    dirs = [Path(os.environ["SAEEMBED_QUERIES"])] if os.environ.get("SAEEMBED_QUERIES") else []
+    return dirs + [QUERIES_DIR, PACKAGED_QUERIES_DIR]
+
+
+@lru_cache(maxsize=None)
+def _read_query(name: str, dirs: tuple[Path, ...]) -> str:
+    for d in dirs:
+        path = d / f"{name}.sql"
+        if path.is_file():
+            return path.read_text()
+    raise UserError(f"query file {name}.sql is not in {', '.join(map(str, dirs))}; reinstall saeembed "
+                    "(the wheel ships saeembed/queries/) or set SAEEMBED_QUERIES to a folder holding it")
+
+
+def load_query(name: str) -> str:
+    """The text of ``queries/<name>.sql`` (see :func:`query_dirs` for the lookup order)."""
+    return _read_query(name, tuple(query_dirs()))
+
+
+def run_query(store: "Store", name: str, params: dict[str, Any]) -> pl.DataFrame:
+    """Run a named query with named parameters on the store's read-only connection."""
+    return store.sql(load_query(name), params)
+
+
+def as_store(store: "Store | str | Path") -> "Store":
+    from ..labels import as_store as _as
+
+    return _as(store)
+
+
+def corpus_info(store: "Store", name: str) -> dict[str, Any]:
+    """The corpus row plus ``lo``/``hi`` (its doc-id range) and ``d_sae`` of its SAE."""
+    info = dict(store.corpus(name))
+    cid = int(info["corpus_id"])
+    info["lo"] = cid << 32
+    info["hi"] = (cid << 32) | ROW_MASK
+    row = store.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [info["sae"]]).fetchall()
+    info["d_sae"] = int(row[0][0]) if row else None
+    return info
+
+
+def check_threshold(threshold: float) -> float:
+    if threshold < 0 or not np.isfinite(threshold):
+        raise UserError(f"--threshold must be a finite number >= 0, not {threshold}")
+    return float(threshold)
+
+
+def bh_qvalues(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values): min over j >= i of p_(j) m / j, capped at 1."""
+    p = np.asarray(p, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(q, 1.0)
+    return out
+
+
+def feature_labels(store: "Store", sae: str, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
+    """(feature_id, label) with each latent's best label; latents without one are absent."""
+    df = store.features(sae).select(pl.col("feature_id").cast(pl.Int32), "label")
+    df = df.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
+    if feature_ids is not None:
+        df = df.filter(pl.col("feature_id").is_in([int(f) for f in feature_ids]))
+    return df
+
+
+def with_labels(df: pl.DataFrame, labels: pl.DataFrame, col: str = "feature_id", name: str = "label") -> pl.DataFrame:
+    lab = labels.rename({"feature_id": col, "label": name}).with_columns(pl.col(col).cast(df.schema[col]))
+    return df.join(lab, on=col, how="left")
+
+
+def top_documents(store: "Store", info: dict[str, Any], feature_ids: list[int], n: int) -> dict[int, list[int]]:
+    """feature_id → doc ids where it fires most strongly in this corpus (best first)."""
+    if not feature_ids or n <= 0:
+        return {}
+    df = run_query(store, "top_documents", {"lo": info["lo"], "hi": info["hi"],
+                                            "features": [int(f) for f in feature_ids], "n": int(n)})
+    out: dict[int, list[int]] = {}
+    for f, d in zip(df["feature_id"].to_list(), df["doc_id"].to_list()):
+        out.setdefault(int(f), []).append(int(d))
+    return out
+
+
+def highlighted_examples(store: "Store", pairs: list[tuple[int, int]], max_chars: int = 300) -> dict[tuple[int, int], str]:
+    """Text of (doc_id, feature_id) pairs with the tokens where the latent fires marked ``<<…>>``.
+
+    Highlighting recomputes token activations with the corpus' reader and SAE (one forward per
+    document); when that is impossible (SAE moved, model missing) the plain text is returned, so an
+    example is never lost for want of a highlight.
+    """
+    if not pairs:
+        return {}
+    doc_ids = sorted({d for d, _ in pairs})
+    texts = dict(store.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
+                           [doc_ids]).iter_rows())
+    out: dict[tuple[int, int], str] = {}
+    try:
+        from ..highlight import render, token_activations
+
+        toks = token_activations(store, doc_ids, sorted({f for _, f in pairs}))
+        for d, f in pairs:
+            out[(d, f)] = _clip(render(toks, d, f, style="markers"), max_chars)
+    except (UserError, OSError, ImportError):
+        for d, f in pairs:
+            out[(d, f)] = _clip(str(texts.get(d, "")), max_chars)
+    return out
+
+
+def _clip(text: str, n: int) -> str:
+    """Keep the first highlight in view: start shortly before it when the text is long."""
+    text = " ".join(text.split())
+    if len(text) <= n:
+        return text
+    at = text.find("<<")
+    start = max(0, min(at - n // 4, len(text) - n)) if at > n // 2 else 0
+    return ("…" if start else "") + text[start:start + n] + "…"
+
+
+def doc_texts(store: "Store", doc_ids: list[int], max_chars: int = 200) -> dict[int, str]:
+    if not doc_ids:
+        return {}
+    df = store.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
+                   [[int(d) for d in doc_ids]])
+    return {int(d): _clip(str(t or ""), max_chars) for d, t in df.iter_rows()}
+
+
+def binary_matrix(store: "Store", info: dict[str, Any], feature_ids: list[int], threshold: float = 0.0,
+                  rows: np.ndarray | None = None):  # noqa: ANN201 - (scipy CSR, rows)
+    """Binarised CSR [len(rows), len(feature_ids)] of one corpus; row i is the document ``rows[i]``.
+
+    ``rows`` (row_idx values, any order, e.g. aligned with another corpus) defaults to every
+    document in row order. Only the requested latents leave DuckDB, so a 10^6-document corpus
+    costs memory proportional to the non-zeros of the selected columns, not to d_sae.
+    """
+    from scipy import sparse
+
+    if rows is None:
+        rows = store.con.execute("SELECT row_idx FROM documents WHERE corpus_id = ? ORDER BY row_idx",
+                                 [info["corpus_id"]]).fetchnumpy()["row_idx"].astype(np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    feats = np.asarray(feature_ids, dtype=np.int64)
+    if len(feats) == 0 or len(rows) == 0:
+        return sparse.csr_matrix((len(rows), len(feats)), dtype=np.float32), rows
+    res = store.con.execute(load_query("binary_rows"), {"lo": info["lo"], "hi": info["hi"],
+                                                        "threshold": float(threshold),
+                                                        "features": feats.tolist()}).fetchnumpy()
+    got = res["row_idx"].astype(np.int64)
+    order = np.argsort(rows, kind="stable")
+    srt = rows[order]
+    pos = np.minimum(np.searchsorted(srt, got), len(srt) - 1)
+    ok = srt[pos] == got  # documents outside ``rows`` are dropped
+    r = order[pos[ok]]
+    col_of = np.full(int(feats.max()) + 1, -1, dtype=np.int64)
+    col_of[feats] = np.arange(len(feats))
+    c = col_of[res["feature_id"].astype(np.int64)[ok]]
+    mat = sparse.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(rows), len(feats)))
+    mat.sum_duplicates()
+    mat.data[:] = 1.0
+    return mat, rows
+
+
+def paired_rows(store: "Store", info_a: dict[str, Any], info_b: dict[str, Any],
+                pair_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (rows_a[i] ↔ rows_b[i]) of the documents two corpora share.
+
+    Documents pair by ``row_idx`` (the same prompt in row i of both files) or, with ``pair_key``,
+    by a field of their ``meta`` JSON (e.g. ``prompt_id``), which also pairs corpora whose rows
+    are in different orders or partly missing. A key that repeats within a corpus is refused:
+    one prompt answered twice would be counted as two independent pairs.
+    """
+    if pair_key is None:
+        expr = "row_idx::VARCHAR"
+        params: list[Any] = [info_a["corpus_id"], info_b["corpus_id"]]
+    else:
+        if not pair_key.strip():
+            raise UserError("--pair-key is empty; name a field of the documents' meta, e.g. --pair-key prompt_id")
+        expr = "json_extract_string(meta, ?)"
+        path = '$."' + pair_key.replace('"', '\\"') + '"'
+        params = [path, info_a["corpus_id"], path, info_b["corpus_id"]]
+    sql = f"""WITH a AS (SELECT row_idx, {expr} AS k FROM documents WHERE corpus_id = ?),
+                   b AS (SELECT row_idx, {expr} AS k FROM documents WHERE corpus_id = ?)
+              SELECT (SELECT count(*) - count(DISTINCT k) FROM a WHERE k IS NOT NULL) AS dup_a,
+                     (SELECT count(*) - count(DISTINCT k) FROM b WHERE k IS NOT NULL) AS dup_b,
+                     list(a.row_idx ORDER BY a.row_idx) AS ra, list(b.row_idx ORDER BY a.row_idx) AS rb
+              FROM a JOIN b USING (k)"""
+    row = store.con.execute(sql, params).fetchall()[0]
+    dup_a, dup_b, ra, rb = row
+    if pair_key is not None and (dup_a or dup_b):
+        which = info_a["name"] if dup_a else info_b["name"]
+        raise UserError(f"meta field {pair_key!r} repeats in corpus {which!r}; pair on a key that is unique per "
+                        "document")
+    if not ra:
+        how = f"meta field {pair_key!r}" if pair_key else "row_idx"
+        hint = "" if pair_key else "; pass --pair-key FIELD to pair on a meta field instead"
+        raise UserError(f"corpora {info_a['name']!r} and {info_b['name']!r} share no document by {how}{hint}")
+    return np.asarray(ra, dtype=np.int64), np.asarray(rb, dtype=np.int64)

@@ -1,0 +1,250 @@
+"""Latent co-occurrence: pairs of latents that fire in the same documents more than chance.
+
+NPMI over binarised document vectors (paper): ``NPMI = log(p_ij / (p_i p_j)) / −log p_ij`` with
+``p_i`` the share of documents where latent i is present and ``p_ij`` the share where both are.
+It is exact: the co-occurrence counts are the sparse product ``Xᵀ X`` of the binarised CSR matrix
+restricted to the ``top_features`` most frequent latents (that reach ``min_support``). The product
+is computed one block of columns at a time and filtered (``min_cooccur``, ``min_npmi``) before the
+next block, so memory follows the surviving pairs, not ``top_features²``; the cost follows the
+non-zeros, so 10^5–10^6 documents and 10^3–10^4 latents run in seconds to minutes.
+
+Interesting pairs are the *non-trivial* ones (paper): latents whose labels say different things
+(MiniLM cosine of the two labels < 0.2; pairs with an unlabelled latent are kept, with a null
+similarity) and, optionally (``token_check``), latents that do not fire on the same or adjacent
+tokens: per-token activations are recomputed for a sample of co-active documents.
+
+Cross mode (``with_corpus``) correlates the latents of one corpus with those of another whose
+documents pair with it (prompt i ↔ response i, by row or by a meta field ``pair_key``): which
+properties of a prompt go with which properties of its answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from ..errors import UserError
+from .common import (as_store, binary_matrix, check_threshold, corpus_info, feature_labels, paired_rows,
+                     run_query)
+
+if TYPE_CHECKING:
+    from ..api import Store
+
+LABEL_SIM_MAX = 0.2
+SAME_TOKEN_MAX = 0.5
+BLOCK_ENTRIES = 4_000_000  # co-occurrence entries computed at once (one block of columns)
+
+COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "n_docs",
+           "label_similarity"]
+
+
+def npmi(counts_ab: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, n: int) -> np.ndarray:
+    """NPMI from co-occurrence counts (arrays broadcast elementwise).
+
+    Pairs that never co-occur get −1 (the limit as p_ij → 0); pairs present in every document
+    (p_ij = 1) get 1.
+    """
+    c = np.asarray(counts_ab, dtype=np.float64)
+    pij = c / n
+    pi = np.asarray(n_a, dtype=np.float64) / n
+    pj = np.asarray(n_b, dtype=np.float64) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (np.log(pij) - np.log(pi) - np.log(pj)) / -np.log(pij)
+    out = np.where(c <= 0, -1.0, out)
+    return np.where((c > 0) & (pij >= 1.0), 1.0, out)
+
+
+npmi_matrix = npmi  # older name
+
+
+def _select(store: "Store", info: dict[str, Any], threshold: float, min_support: int, top_features: int
+            ) -> np.ndarray:
+    """The ``top_features`` most frequent latents with enough support, minus those present in every
+    document (they co-occur with everything, so their NPMI carries no information)."""
+    df = run_query(store, "feature_frequencies", {"lo": info["lo"], "hi": info["hi"], "threshold": threshold,
+                                                   "min_support": int(max(min_support, 1)),
+                                                   "n": int(top_features) + 64})
+    df = df.filter(pl.col("n_present") < int(info["n_docs"])).head(int(top_features))
+    return df["feature_id"].to_numpy().astype(np.int64)
+
+
+def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -1.0,  # noqa: ANN001 - CSR
+                       block_entries: int = BLOCK_ENTRIES) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, n_ij, npmi) of column pairs of binary CSR matrices with n_ij >= min_cooccur and NPMI >= min_npmi.
+
+    Without ``xb`` the pairs are i < j within ``xa``; with it, every column i of ``xa`` against
+    every column j of ``xb`` (same rows). Exact integer counts; computed in column blocks.
+    """
+    n = xa.shape[0]
+    within = xb is None
+    xb = xa if within else xb
+    dtype = np.float32 if n < (1 << 24) else np.float64  # float32 counts are exact below 2^24
+    xa = xa.astype(dtype).tocsc()
+    xb = xb.astype(dtype).tocsc()
+    na = np.asarray(xa.sum(axis=0)).ravel().round().astype(np.int64)
+    nb = np.asarray(xb.sum(axis=0)).ravel().round().astype(np.int64)
+    fa, fb = xa.shape[1], xb.shape[1]
+    block = max(16, int(block_entries // max(fa, 1)))
+    out_i, out_j, out_c, out_v = [], [], [], []
+    for start in range(0, fb, block):
+        end = min(fb, start + block)
+        left = xa[:, :end] if within else xa  # within: only i < j can pair with this block
+        prod = (left.T.tocsr() @ xb[:, start:end]).tocoo()
+        i, j, c = prod.row.astype(np.int64), prod.col.astype(np.int64) + start, prod.data.round().astype(np.int64)
+        keep = c >= min_cooccur
+        if within:
+            keep &= i < j
+        i, j, c = i[keep], j[keep], c[keep]
+        v = npmi(c, na[i], nb[j], n)
+        keep = v >= min_npmi
+        out_i.append(i[keep]), out_j.append(j[keep]), out_c.append(c[keep]), out_v.append(v[keep])
+    cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
+    return cat(out_i, np.int64), cat(out_j, np.int64), cat(out_c, np.int64), cat(out_v, np.float64)
+
+
+def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | None = None,
+              pair_key: str | None = None, threshold: float = 0.0, top_features: int = 2000, min_support: int = 5,
+              min_cooccur: int = 3, min_npmi: float = 0.5, label_filter: bool = True,
+              max_label_similarity: float = LABEL_SIM_MAX, token_check: bool = False, token_sample: int = 5,
+              top: int | None = 200) -> pl.DataFrame:
+    """Pairs of latents with high NPMI, best first (ties: more co-occurrences first).
+
+    Columns: feature_a, label_a, feature_b, label_b, npmi, n_a, n_b, n_ab (documents with a, with
+    b, with both), n_docs, label_similarity (MiniLM cosine of the labels; null when one is
+    missing), and with ``token_check`` same_token_share (share of ``token_sample`` co-active
+    documents where the two fire on the same or adjacent tokens; pairs above 0.5 are dropped).
+    ``label_filter`` drops pairs with label_similarity >= ``max_label_similarity``. In cross mode
+    ``feature_a`` is a latent of ``corpus`` and ``feature_b`` one of ``with_corpus``, and n_docs
+    counts document pairs.
+    """
+    st = as_store(store)
+    threshold = check_threshold(threshold)
+    if top_features <= 0 or min_cooccur < 1 or not -1 <= min_npmi <= 1 or min_support < 0:
+        raise UserError("--top-features must be > 0, --min-support >= 0, --min-cooccur >= 1 and --min-npmi in [-1, 1]")
+    if top is not None and top <= 0:
+        raise UserError("--top must be positive")
+    if pair_key is not None and with_corpus is None:
+        raise UserError("--pair-key pairs two corpora; it needs --with CORPUS")
+    if token_check and with_corpus is not None:
+        raise UserError("--token-check compares tokens within one document; it does not apply with --with")
+    info = corpus_info(st, corpus)
+    feats_a = _select(st, info, threshold, min_support, top_features)
+    if with_corpus is None:
+        xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold)
+        n = len(rows)
+        i, j, c, v = cooccurrence_pairs(xa, min_cooccur=min_cooccur, min_npmi=min_npmi)
+        na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
+        swap = feats_a[i] > feats_a[j]  # report each unordered pair with feature_a < feature_b
+        i, j = np.where(swap, j, i), np.where(swap, i, j)
+        feats_b, sae_b = feats_a, info["sae"]
+    else:
+        info_b = corpus_info(st, with_corpus)
+        rows_a, rows_b = paired_rows(st, info, info_b, pair_key)
+        feats_b = _select(st, info_b, threshold, min_support, top_features)
+        xa, _ = binary_matrix(st, info, feats_a.tolist(), threshold, rows=rows_a)
+        xb, _ = binary_matrix(st, info_b, feats_b.tolist(), threshold, rows=rows_b)
+        n = len(rows_a)
+        # support among the paired documents only; latents in every pair say nothing
+        na, nb = (np.asarray(x.sum(axis=0)).ravel().astype(np.int64) for x in (xa, xb))
+        ka = np.flatnonzero((na >= max(min_support, 1)) & (na < n))
+        kb = np.flatnonzero((nb >= max(min_support, 1)) & (nb < n))
+        xa, xb, feats_a, feats_b, na, nb = xa[:, ka], xb[:, kb], feats_a[ka], feats_b[kb], na[ka], nb[kb]
+        i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=min_cooccur, min_npmi=min_npmi)
+        sae_b = info_b["sae"]
+    out = pl.DataFrame({"feature_a": feats_a[i].astype(np.int32), "feature_b": feats_b[j].astype(np.int32),
+                        "npmi": v, "n_a": na[i], "n_b": nb[j], "n_ab": c,
+                        "n_docs": np.full(len(i), n, dtype=np.int64)})
+    out = out.sort(["npmi", "n_ab", "feature_a", "feature_b"], descending=[True, True, False, False])
+    lab_a = feature_labels(st, info["sae"]).rename({"feature_id": "feature_a", "label": "label_a"})
+    lab_b = feature_labels(st, sae_b).rename({"feature_id": "feature_b", "label": "label_b"})
+    out = out.join(lab_a, on="feature_a", how="left").join(lab_b, on="feature_b", how="left")
+    sims = pl.Series("label_similarity", label_similarity(out["label_a"], out["label_b"]), pl.Float64)
+    out = out.with_columns(sims.fill_nan(None))
+    if label_filter:
+        out = out.filter(pl.col("label_similarity").is_null() | (pl.col("label_similarity") < max_label_similarity))
+    cols = list(COLUMNS)
+    if token_check:
+        # the check costs reader forwards, so it runs on a bounded head; dropped pairs are refilled
+        # from the next candidates until ``top`` pairs survive or the candidates run out
+        want = top if top is not None else out.height
+        kept, offset, chunk = [], 0, max(want, 1)
+        while offset < out.height and sum(k.height for k in kept) < want:
+            part = _token_check(st, info, out.slice(offset, chunk), threshold, token_sample)
+            kept.append(part.filter(pl.col("same_token_share").is_null()
+                                    | (pl.col("same_token_share") <= SAME_TOKEN_MAX)))
+            offset += chunk
+        out = pl.concat(kept) if kept else out.with_columns(pl.lit(None, pl.Float64).alias("same_token_share"))
+        cols.append("same_token_share")
+    out = out.select(cols)
+    return out.head(top) if top is not None else out
+
+
+def label_similarity(labels_a: pl.Series, labels_b: pl.Series) -> np.ndarray:
+    """MiniLM cosine between paired labels (NaN → null where either is missing)."""
+    la, lb = labels_a.to_list(), labels_b.to_list()
+    uniq = sorted({x for x in la + lb if x})
+    sims = np.full(len(la), np.nan)
+    if not uniq:
+        return sims
+    from ..embed import get_embedder
+
+    emb = get_embedder().embed(uniq)
+    index = {s: k for k, s in enumerate(uniq)}
+    both = np.array([bool(a) and bool(b) for a, b in zip(la, lb)], dtype=bool)
+    if both.any():
+        ia = np.array([index[a] for a, ok in zip(la, both) if ok])
+        ib = np.array([index[b] for b, ok in zip(lb, both) if ok])
+        sims[both] = np.einsum("ij,ij->i", emb[ia], emb[ib])
+    return sims
+
+
+def coactive_documents(store: "Store", info: dict[str, Any], pairs: pl.DataFrame, threshold: float,
+                       n: int) -> dict[tuple[int, int], list[int]]:
+    """(feature_a, feature_b) → up to ``n`` doc ids where both are present (spread over the corpus)."""
+    if pairs.height == 0 or n <= 0:
+        return {}
+    df = run_query(store, "coactive_documents", {"lo": info["lo"], "hi": info["hi"], "threshold": float(threshold),
+                                                  "fa": pairs["feature_a"].cast(pl.Int64).to_list(),
+                                                  "fb": pairs["feature_b"].cast(pl.Int64).to_list(), "n": int(n)})
+    out: dict[tuple[int, int], list[int]] = {}
+    for a, b, d in df.iter_rows():
+        out.setdefault((int(a), int(b)), []).append(int(d))
+    return out
+
+
+def same_token_share(fire_a: list[set[int]], fire_b: list[set[int]]) -> float | None:
+    """Share of documents where the smaller firing set of the two latents lies mostly (>= half)
+    on or next to the other's tokens: they then mark one thing, seen twice."""
+    if not fire_a:
+        return None
+    hits = 0
+    for pa, pb in zip(fire_a, fire_b):
+        small, big = (pa, pb) if len(pa) <= len(pb) else (pb, pa)
+        near = {p + k for p in big for k in (-1, 0, 1)}
+        hits += bool(small) and len(small & near) * 2 >= len(small)
+    return hits / len(fire_a)
+
+
+def _token_check(store: "Store", info: dict[str, Any], pairs: pl.DataFrame, threshold: float,
+                 sample: int) -> pl.DataFrame:
+    """Add same_token_share, from token activations recomputed for sampled co-active documents."""
+    from ..highlight import token_activations
+
+    if pairs.height == 0:
+        return pairs.with_columns(pl.lit(None, pl.Float64).alias("same_token_share"))
+    docs = coactive_documents(store, info, pairs, threshold, sample)
+    feats = sorted(set(pairs["feature_a"].to_list()) | set(pairs["feature_b"].to_list()))
+    all_docs = sorted({d for ds in docs.values() for d in ds})
+    toks = token_activations(store, all_docs, feats).filter(pl.col("activation") > threshold)
+    fire = {(int(d), int(f)): set(g["position"].to_list()) for (d, f), g in toks.group_by("doc_id", "feature_id")}
+    shares = []
+    for a, b in pairs.select("feature_a", "feature_b").iter_rows():
+        ds = docs.get((a, b), [])
+        shares.append(same_token_share([fire.get((d, a), set()) for d in ds], [fire.get((d, b), set()) for d in ds]))
+    return pairs.with_columns(pl.Series("same_token_share", shares, pl.Float64))
+
+
+__all__ = ["correlate", "npmi", "cooccurrence_pairs", "coactive_documents", "label_similarity", "same_token_share"]

@@ -1,0 +1,206 @@
+"""Property retrieval: rank a corpus' documents by a property named in words or shown by example.
+
+``sae`` (paper): latents are ranked by the similarity of their labels to the query (top 100); the
+r-th gets weight ``exp(−r / (k·T))`` with T = 0.2 and k the number of selected latents; every
+activation is divided by the 90th percentile of that latent's non-zero activations in the corpus;
+``score = Σ w_i · a_i / p90_i``. The scoring is one SQL aggregate (``queries/search_sae.sql``).
+
+``example``: the query *text* is encoded with the corpus' own reader and SAE; its max-pooled
+latents, normalised by the same p90 and multiplied by their IDF in the corpus, are the weights —
+retrieval by what the text is like, with no labels needed. ``dense``: MiniLM cosine between query and documents (the paper's baseline; doc
+embeddings are computed once per corpus and cached in a sidecar ``<store>.dense/<corpus>.parquet``
+because analyses never write to the store). ``hybrid``: reciprocal-rank fusion (k = 60) of ``sae``
+and ``dense``, which the paper finds beats either alone; rows carry both input ranks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from ..errors import UserError
+from .common import as_store, corpus_info, doc_texts, feature_labels, run_query
+from .select import PER_PHRASE, select_features
+
+if TYPE_CHECKING:
+    from ..api import Store
+
+MODES = ("sae", "dense", "hybrid", "example")
+TEMPERATURE = 0.2
+RRF_K = 60
+FUSION_DEPTH = 1000
+
+
+def rank_weights(n: int, temperature: float = TEMPERATURE) -> np.ndarray:
+    """exp(−r / (n·T)) for ranks r = 0..n−1: the paper's decay over label-similarity ranks."""
+    r = np.arange(n, dtype=np.float64)
+    return np.exp(-r / (max(n, 1) * temperature))
+
+
+def score_documents(store: "Store", info: dict[str, Any], feature_ids: list[int], weights: list[float],
+                    k: int) -> pl.DataFrame:
+    """(doc_id, score, top_feature) of the best ``k`` documents for weighted latents (SQL)."""
+    if not feature_ids:
+        return pl.DataFrame(schema={"doc_id": pl.Int64, "score": pl.Float64, "top_feature": pl.Int32})
+    return run_query(store, "search_sae", {"lo": info["lo"], "hi": info["hi"],
+                                           "features": [int(f) for f in feature_ids],
+                                           "weights": [float(w) for w in weights], "k": int(k)})
+
+
+def encode_query(store: "Store", info: dict[str, Any], text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Max-pooled latents (ids, values) of ``text`` read exactly as the corpus was encoded."""
+    import torch
+
+    from ..highlight import load_models
+    from ..reader import pad_batch
+
+    path = store.con.execute("SELECT path FROM saes WHERE sae = ?", [info["sae"]]).fetchall()
+    path = path[0] if path else None
+    if not path or not path[0]:
+        raise UserError(f"the store does not record where SAE {info['sae']!r} lives; --mode example needs it")
+    cfg = json.loads(info.get("config") or "{}")
+    rdr, sae = load_models(info["reader"], info["layer"], path[0], chat_template=cfg.get("chat_template"),
+                           include_special=bool(cfg.get("include_special", False)), window=cfg.get("window"),
+                           dtype=cfg.get("dtype"))
+    pooled = torch.zeros(sae.d_sae)
+    with torch.inference_mode():
+        for w in rdr.windows(text, 0):
+            ids, attn, pool = pad_batch([w], rdr.pad_id)
+            h = rdr.hidden_states(ids, attn)[0][pool[0].to(rdr.device)]
+            if h.shape[0]:
+                pooled = torch.maximum(pooled, sae.encode(h).float().amax(0).cpu())
+    nz = torch.nonzero(pooled > 0).ravel().numpy()
+    return nz.astype(np.int64), pooled.numpy()[nz].astype(np.float64)
+
+
+def example_weights(store: "Store", info: dict[str, Any], text: str, idf: bool = True) -> tuple[list[int], list[float]]:
+    """Latent weights of a query-by-example text: its max-pooled activation over the corpus' p90
+    (the same normalisation the documents get), times the latent's IDF ``log((N + 1) / (n_i + 1))``.
+
+    Why IDF: a text activates dozens of latents, and those that fire in most documents (syntax,
+    position, register) otherwise dominate the score and pull in documents that merely look like
+    text. Latents that never fire in the corpus cannot score a document and are dropped.
+    """
+    fids, vals = encode_query(store, info, text)
+    if len(fids) == 0:
+        raise UserError("the example text activates no latent; give a longer example")
+    stats = run_query(store, "latent_p90", {"lo": info["lo"], "hi": info["hi"], "features": fids.tolist()})
+    p90 = dict(zip(stats["feature_id"].to_list(), stats["p90"].to_list()))
+    present = dict(zip(stats["feature_id"].to_list(), stats["n_present"].to_list()))
+    n = float(info["n_docs"])
+    out_f, out_w = [], []
+    for f, v in zip(fids.tolist(), vals.tolist()):
+        if f in p90:
+            w = v / max(p90[f], 1e-12)
+            if idf:
+                w *= float(np.log((n + 1) / (present[f] + 1)))
+            out_f.append(int(f))
+            out_w.append(float(w))
+    if not out_f:
+        raise UserError("no latent of the example text fires anywhere in this corpus; try another example")
+    return out_f, out_w
+
+
+def _dense_doc_embeddings(store: "Store", info: dict[str, Any], cache: bool) -> tuple[np.ndarray, np.ndarray]:
+    """MiniLM embeddings of every document, from the sidecar cache when it matches the corpus."""
+    from ..embed import DEFAULT_EMBEDDER, get_embedder
+
+    side = Path(str(store.path) + ".dense") / f"{info['name']}.parquet"
+    stamp = f"{info['corpus_id']}|{info['n_docs']}|{info['created_at']}|{DEFAULT_EMBEDDER}"
+    if cache and side.exists():
+        try:
+            df = pl.read_parquet(side)
+            if df.height and df["stamp"][0] == stamp:
+                return df["doc_id"].to_numpy(), np.stack(df["embedding"].to_numpy()).astype(np.float32)
+        except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never fatal
+            pass
+    docs = store.sql("SELECT doc_id, text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]])
+    emb = get_embedder().embed([str(t or "") for t in docs["text"].to_list()])
+    if cache:
+        try:
+            side.parent.mkdir(parents=True, exist_ok=True)
+            tmp = side.with_suffix(".tmp")
+            pl.DataFrame({"doc_id": docs["doc_id"], "embedding": list(emb), "stamp": [stamp] * docs.height},
+                         schema={"doc_id": pl.Int64, "embedding": pl.Array(pl.Float32, emb.shape[1]),
+                                 "stamp": pl.String}).write_parquet(tmp)
+            tmp.replace(side)
+        except OSError:
+            pass  # read-only location: embeddings stay in memory for this call
+    return docs["doc_id"].to_numpy(), emb
+
+
+def _dense(store: "Store", info: dict[str, Any], query: str, k: int, cache: bool) -> pl.DataFrame:
+    from ..embed import get_embedder
+
+    ids, emb = _dense_doc_embeddings(store, info, cache)
+    q = get_embedder().embed([query])[0]
+    sims = emb @ q
+    order = np.argsort(-sims, kind="stable")[:k]
+    return pl.DataFrame({"doc_id": ids[order].astype(np.int64), "score": sims[order].astype(np.float64)})
+
+
+def fuse(sae: pl.DataFrame, dense: pl.DataFrame, k: int, rrf_k: int = RRF_K) -> pl.DataFrame:
+    """Reciprocal-rank fusion: score = Σ 1 / (rrf_k + rank) over the two rankings (rank from 1).
+
+    Why RRF rather than mixing scores: SAE scores (sums of p90-normalised activations) and cosine
+    similarities live on unrelated scales; ranks do not, and RRF needs no tuning to be robust.
+    A document missing from one ranking simply gets no contribution from it.
+    """
+    a = sae.select("doc_id", "top_feature").with_row_index("sae_rank", offset=1)
+    b = dense.select("doc_id").with_row_index("dense_rank", offset=1)
+    both = a.join(b, on="doc_id", how="full", coalesce=True)
+    contrib = lambda c: pl.when(pl.col(c).is_null()).then(0.0).otherwise(1.0 / (rrf_k + pl.col(c).cast(pl.Float64)))  # noqa: E731
+    return (both.with_columns((contrib("sae_rank") + contrib("dense_rank")).alias("score"))
+            .sort(["score", "doc_id"], descending=[True, False]).head(k)
+            .with_columns(pl.col("sae_rank").cast(pl.Int64), pl.col("dense_rank").cast(pl.Int64)))
+
+
+def search(store: "Store | str | Path", corpus: str, query: str, *, k: int = 10, mode: str = "sae",
+           n_features: int = PER_PHRASE, temperature: float = TEMPERATURE, cache: bool = True,
+           text_chars: int = 200, idf: bool = True) -> pl.DataFrame:
+    """The ``k`` documents of ``corpus`` that best match ``query``, best first.
+
+    Columns: rank, doc_id, row_idx, score, (hybrid) sae_rank / dense_rank, and in ``sae``,
+    ``example`` and ``hybrid`` modes top_feature / top_label (the latent contributing most to the
+    document's SAE score), then text (clipped to ``text_chars``). See the module docstring
+    for the modes. Raises a :class:`UserError` for an unknown mode, an empty query, or (``sae``) a
+    query that selects no latent.
+    """
+    st = as_store(store)
+    if mode not in MODES:
+        raise UserError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    if not query or not query.strip():
+        raise UserError("the search query is empty")
+    if k <= 0 or n_features <= 0 or temperature <= 0:
+        raise UserError("--k, --n-features and the temperature must be positive")
+    info = corpus_info(st, corpus)
+    depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
+    if mode in ("sae", "hybrid"):
+        sel = select_features(st, query, info["sae"], k=n_features,
+                              alternative="use --mode example or --mode dense").head(n_features)
+        w = rank_weights(sel.height, temperature)
+        res = score_documents(st, info, sel["feature_id"].to_list(), w.tolist(), depth)
+    elif mode == "example":
+        fids, weights = example_weights(st, info, query, idf=idf)
+        res = score_documents(st, info, fids, weights, k)
+    else:
+        res = _dense(st, info, query, depth, cache)
+    if mode == "hybrid":
+        res = fuse(res, _dense(st, info, query, depth, cache), k)
+    res = res.head(k).with_columns(pl.int_range(1, pl.len() + 1).alias("rank"),
+                                   (pl.col("doc_id") & 0xFFFFFFFF).alias("row_idx"))
+    texts = doc_texts(st, res["doc_id"].to_list(), text_chars)
+    res = res.with_columns(pl.Series("text", [texts.get(int(d), "") for d in res["doc_id"]], pl.String))
+    cols = ["rank", "doc_id", "row_idx", "score"] + [c for c in ("sae_rank", "dense_rank") if c in res.columns]
+    if "top_feature" in res.columns:
+        labels = feature_labels(st, info["sae"]).rename({"feature_id": "top_feature", "label": "top_label"})
+        res = res.with_columns(pl.col("top_feature").cast(pl.Int32)).join(labels, on="top_feature", how="left").sort("rank")
+        cols += ["top_feature", "top_label"]
+    return res.select(cols + ["text"])
+
+
+__all__ = ["search", "score_documents", "rank_weights", "encode_query", "MODES"]
