@@ -328,18 +328,55 @@ def _words(text: str) -> list[str]:
 
 
 def _label_embeddings(store_key: str, sae: str, source: str, labels: list[str]) -> np.ndarray:
-    """MiniLM embeddings of one (sae, label_source)'s labels, cached while the labels are unchanged."""
-    from .embed import get_embedder
+    """MiniLM embeddings of one (sae, label_source)'s labels, cached while the labels are unchanged.
 
+    Why three levels: embedding the 6,144 labels of the default SAE takes tens of seconds on a
+    CPU, and every CLI call is a new process. The memory cache serves repeated calls in one
+    process; the disk cache (``SAEEMBED_CACHE/label_embeddings``) serves later processes; the
+    package ships the default SAE's embeddings so even the first search is instant. All are keyed
+    by a digest of the exact label texts, so edited labels are re-embedded.
+    """
     digest = hashlib.sha1("\x00".join(labels).encode()).hexdigest()
     key = (store_key, sae, source)
     with _EMB_LOCK:
         hit = _EMB_CACHE.get(key)
         if hit and hit[0] == digest:
             return hit[1]
-    emb = get_embedder().embed(labels) if labels else np.zeros((0, 384), np.float32)
+    emb = _label_embeddings_on_disk(digest, labels)
     with _EMB_LOCK:
         _EMB_CACHE[key] = (digest, emb)
+    return emb
+
+
+def label_embedding_file(digest: str) -> str:
+    return f"label_embeddings_{digest[:20]}.npy"
+
+
+def _label_embeddings_on_disk(digest: str, labels: list[str]) -> np.ndarray:
+    from .embed import get_embedder
+    from .reader import cache_dir
+    from .sae.resolve import DEFAULT_SAE_DIR
+
+    name = label_embedding_file(digest)
+    for path in (DEFAULT_SAE_DIR / name, cache_dir() / "label_embeddings" / name):
+        if path.exists():
+            try:
+                emb = np.load(path).astype(np.float32)
+                if emb.shape[0] == len(labels):
+                    return emb
+            except (OSError, ValueError):
+                pass  # a damaged cache file is recomputed below
+    emb = get_embedder().embed(labels) if labels else np.zeros((0, 384), np.float32)
+    emb = emb.astype(np.float16).astype(np.float32)  # the precision it is cached at, so every run agrees
+    path = cache_dir() / "label_embeddings" / name
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, emb.astype(np.float16))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home only costs recomputation
     return emb
 
 

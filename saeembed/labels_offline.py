@@ -184,7 +184,8 @@ def label_latents(sae: Any, cache: Any, tokenizer: Any, top_n: int = 24, before:
         share = present[best_key] / len(rows)
         desc = (f"top term in {share:.0%} of the {len(rows)} top contexts; fires on {density:.3%} of tokens; "
                 f"top context: {context(rows[0])}")
-        shown = [t if any(ch.isalnum() for ch in t) else f"'{t}'" for t in picked]  # quote bare punctuation
+        # quote terms that are bare punctuation or hold a comma, so the comma-joined label stays readable
+        shown = [t if any(ch.isalnum() for ch in t) and "," not in t else f"'{t}'" for t in picked]
         rows_out.append((j, ", ".join(shown), LABEL_SOURCE, float(share), float(density), desc))
     return pl.DataFrame(rows_out, schema=LABEL_COLUMNS, orient="row")
 

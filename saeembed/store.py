@@ -136,13 +136,18 @@ class StoreReader:
         return rows.row(0, named=True)
 
     def features(self, sae: str | None = None) -> pl.DataFrame:
-        """One row per latent with its preferred label (highest score, then most recent source)."""
+        """One row per latent with its preferred label.
+
+        Imported and LLM labels beat the offline c-TF-IDF fallback whatever their scores (the
+        scores measure different things: detection F1 vs the share of top contexts with the top
+        term); within a kind, the highest score wins.
+        """
         where = "WHERE sae = ?" if sae else ""
         return self.sql(
             f"""
             SELECT sae, feature_id, label, label_source, score, density, description FROM (
               SELECT *, row_number() OVER (PARTITION BY sae, feature_id
-                         ORDER BY score DESC NULLS LAST, label_source) AS rk
+                         ORDER BY (label_source = 'offline-ctfidf'), score DESC NULLS LAST, label_source) AS rk
               FROM features {where}) WHERE rk = 1 ORDER BY sae, feature_id
             """,
             [sae] if sae else None,
