@@ -1,13 +1,15 @@
-"""The four analyses over a store: diff, correlate, cluster, search (each returns polars frames).
+"""The four analyses over a store: diff, correlate, cluster, search (each returns a polars frame).
 
-Set operations run as named SQL from the repository's ``queries/`` folder; the rest (statistics,
-NPMI via a sparse co-occurrence product, spectral/HDBSCAN clustering, rank fusion) is
-numpy/scipy/sklearn on data fetched once.
+Set operations run as named SQL from the repository's ``queries/`` folder (one documented file per
+query, so users can read and reuse exactly what runs); the rest (statistics, NPMI via a sparse
+co-occurrence product, spectral/HDBSCAN clustering, rank fusion) is numpy/scipy/sklearn on the
+selected latents only. The optional LLM step of diffing lives in
+:func:`saeembed.analysis.hypotheses.diff_hypotheses` (imported on demand: it needs the reader).
 """
 
-from .cluster import cluster
+from .cluster import cluster, cluster_assignments
 from .correlate import correlate
 from .diff import diff
 from .retrieve import search
 
-__all__ = ["diff", "correlate", "cluster", "search"]
+__all__ = ["diff", "correlate", "cluster", "cluster_assignments", "search"]

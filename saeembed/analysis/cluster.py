@@ -10,11 +10,12 @@ Additions:
 
 - ``k`` chosen by the eigengap of the normalised affinity when not given;
 - HDBSCAN (scikit-learn's, on ``1 − Jaccard``) as a density-based alternative that needs no ``k``
-  and leaves outliers unassigned (cluster −1);
+  and leaves outliers unassigned (cluster −1); when it finds no cluster at all it is rerun with
+  ``allow_single_cluster``, so one dense group among scattered documents is reported as such;
 - documents where no selected latent fires cannot be placed and get cluster −1 too;
 - a dense N × N Jaccard matrix costs 4·N² bytes, so beyond ``max_docs`` placed documents a random
   sample of ``max_docs`` is clustered and every other document joins the cluster it is most similar
-  to (mean Jaccard to the cluster's sampled members, computed in blocks);
+  to (mean Jaccard to the cluster's 200 most central sampled members, computed in blocks);
 - the description counts latents per cluster in SQL (``queries/cluster_feature_counts.sql``),
   so the corpus' activations never leave DuckDB whole.
 
@@ -43,6 +44,7 @@ METHODS = ("spectral", "hdbscan")
 DESCRIBE = ("all", "selected")
 MAX_DOCS = 6000  # dense Jaccard of this many documents: 144 MB float32
 MAX_K = 12
+ASSIGN_REF = 200  # central members per cluster that documents beyond max_docs are compared with
 
 SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_features": pl.List(pl.Int32),
           "top_labels": pl.List(pl.String), "top_diffs": pl.List(pl.Float64), "central_docs": pl.List(pl.Int64),
@@ -92,8 +94,13 @@ def _fit(sim: np.ndarray, method: str, k: int | None, min_cluster_size: int, see
             return sc.fit_predict(sim.astype(np.float64)), k
     from sklearn.cluster import HDBSCAN  # takes the precomputed distances directly; see README
 
-    hd = HDBSCAN(metric="precomputed", min_cluster_size=max(2, min_cluster_size), copy=True)
-    lab = hd.fit_predict(np.clip(1.0 - sim.astype(np.float64), 0.0, 1.0))
+    dist = np.clip(1.0 - sim.astype(np.float64), 0.0, 1.0)
+    lab = HDBSCAN(metric="precomputed", min_cluster_size=max(2, min_cluster_size), copy=True).fit_predict(dist)
+    if lab.max() < 0:
+        # HDBSCAN never returns its root as a cluster unless told to, so one dense group among
+        # scattered documents (the typical result of a targeted selection) comes out as all noise
+        lab = HDBSCAN(metric="precomputed", min_cluster_size=max(2, min_cluster_size),
+                      allow_single_cluster=True, copy=True).fit_predict(dist)
     return lab, int(lab.max()) + 1
 
 
@@ -113,6 +120,16 @@ def _assign(rest, sample, labels: np.ndarray, block: int = 2048) -> tuple[np.nda
         out_c[s:s + block] = ids[best]
         out_s[s:s + block] = mean_sim[np.arange(len(best)), best]
     return out_c, out_s
+
+
+def _references(labels: np.ndarray, centrality: np.ndarray, per_cluster: int = ASSIGN_REF) -> np.ndarray:
+    """Indices of each cluster's ``per_cluster`` most central members: the documents the rest of a
+    large corpus is compared with (comparing with every sampled member costs N × max_docs)."""
+    out = []
+    for c in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == c)
+        out.append(members[np.argsort(-centrality[members], kind="stable")[:per_cluster]])
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 
 def cluster(store: "Store | str | Path", corpus: str, *, query: str | None = None,
@@ -174,7 +191,8 @@ def cluster(store: "Store | str | Path", corpus: str, *, query: str | None = Non
             central[fit_idx[m]] = (sim[np.ix_(m, m)].sum(axis=1) - 1) / (m.sum() - 1)
     rest = np.setdiff1d(placed, fit_idx)
     if len(rest):
-        clusters[rest], central[rest] = _assign(mat[rest], mat[fit_idx], lab)
+        ref = _references(lab, central[fit_idx])
+        clusters[rest], central[rest] = _assign(mat[rest], mat[fit_idx[ref]], lab[ref])
     doc_ids = (int(info["lo"]) | rows).astype(np.int64)
     describe_feats = feats if describe == "selected" else None
     summary = _describe(st, info, doc_ids, clusters, central, threshold, describe_feats, n_describe, n_central)

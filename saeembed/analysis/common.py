@@ -110,10 +110,7 @@ def top_documents(store: "Store", info: dict[str, Any], feature_ids: list[int], 
         return {}
     df = run_query(store, "top_documents", {"lo": info["lo"], "hi": info["hi"],
                                             "features": [int(f) for f in feature_ids], "n": int(n)})
-    out: dict[int, list[int]] = {}
-    for f, d in zip(df["feature_id"].to_list(), df["doc_id"].to_list()):
-        out.setdefault(int(f), []).append(int(d))
-    return out
+    return {int(f): [int(d) for d in ds] for f, ds in zip(df["feature_id"].to_list(), df["doc_ids"].to_list())}
 
 
 def highlighted_examples(store: "Store", pairs: list[tuple[int, int]], max_chars: int = 300) -> dict[tuple[int, int], str]:
@@ -160,12 +157,13 @@ def doc_texts(store: "Store", doc_ids: list[int], max_chars: int = 200) -> dict[
 
 
 def binary_matrix(store: "Store", info: dict[str, Any], feature_ids: list[int], threshold: float = 0.0,
-                  rows: np.ndarray | None = None):  # noqa: ANN201 - (scipy CSR, rows)
-    """Binarised CSR [len(rows), len(feature_ids)] of one corpus; row i is the document ``rows[i]``.
+                  rows: np.ndarray | None = None, fmt: str = "csr"):  # noqa: ANN201 - (scipy matrix, rows)
+    """Binarised sparse matrix [len(rows), len(feature_ids)] of one corpus; row i is document ``rows[i]``.
 
     ``rows`` (row_idx values, any order, e.g. aligned with another corpus) defaults to every
     document in row order. Only the requested latents leave DuckDB, so a 10^6-document corpus
-    costs memory proportional to the non-zeros of the selected columns, not to d_sae.
+    costs memory proportional to the non-zeros of the selected columns, not to d_sae. ``fmt``
+    ``csc`` suits column products (correlate), ``csr`` row slicing (cluster).
     """
     from scipy import sparse
 
@@ -174,23 +172,27 @@ def binary_matrix(store: "Store", info: dict[str, Any], feature_ids: list[int], 
                                  [info["corpus_id"]]).fetchnumpy()["row_idx"].astype(np.int64)
     rows = np.asarray(rows, dtype=np.int64)
     feats = np.asarray(feature_ids, dtype=np.int64)
+    build = sparse.csc_matrix if fmt == "csc" else sparse.csr_matrix
     if len(feats) == 0 or len(rows) == 0:
-        return sparse.csr_matrix((len(rows), len(feats)), dtype=np.float32), rows
+        return build((len(rows), len(feats)), dtype=np.float32), rows
     res = store.con.execute(load_query("binary_rows"), {"lo": info["lo"], "hi": info["hi"],
                                                         "threshold": float(threshold),
                                                         "features": feats.tolist()}).fetchnumpy()
     got = res["row_idx"].astype(np.int64)
-    order = np.argsort(rows, kind="stable")
-    srt = rows[order]
-    pos = np.minimum(np.searchsorted(srt, got), len(srt) - 1)
-    ok = srt[pos] == got  # documents outside ``rows`` are dropped
-    r = order[pos[ok]]
+    if rows[0] == 0 and rows[-1] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
+        ok = got < len(rows)  # rows 0..n-1 in order: row_idx is the row
+        r = got[ok]
+    else:
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        pos = np.minimum(np.searchsorted(srt, got), len(srt) - 1)
+        ok = srt[pos] == got  # documents outside ``rows`` are dropped
+        r = order[pos[ok]]
     col_of = np.full(int(feats.max()) + 1, -1, dtype=np.int64)
     col_of[feats] = np.arange(len(feats))
     c = col_of[res["feature_id"].astype(np.int64)[ok]]
-    mat = sparse.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(rows), len(feats)))
-    mat.sum_duplicates()
-    mat.data[:] = 1.0
+    # (doc, latent) is unique in ``activations``, so there are no duplicates to sum
+    mat = build((np.ones(len(r), np.float32), (r, c)), shape=(len(rows), len(feats)))
     return mat, rows
 
 

@@ -82,8 +82,8 @@ def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -
     within = xb is None
     xb = xa if within else xb
     dtype = np.float32 if n < (1 << 24) else np.float64  # float32 counts are exact below 2^24
-    xa = xa.astype(dtype).tocsc()
-    xb = xb.astype(dtype).tocsc()
+    xa = xa.astype(dtype, copy=False).tocsc()
+    xb = xb.astype(dtype, copy=False).tocsc()
     na = np.asarray(xa.sum(axis=0)).ravel().round().astype(np.int64)
     nb = np.asarray(xb.sum(axis=0)).ravel().round().astype(np.int64)
     fa, fb = xa.shape[1], xb.shape[1]
@@ -133,7 +133,7 @@ def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | No
     info = corpus_info(st, corpus)
     feats_a = _select(st, info, threshold, min_support, top_features)
     if with_corpus is None:
-        xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold)
+        xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold, fmt="csc")
         n = len(rows)
         i, j, c, v = cooccurrence_pairs(xa, min_cooccur=min_cooccur, min_npmi=min_npmi)
         na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
@@ -144,8 +144,8 @@ def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | No
         info_b = corpus_info(st, with_corpus)
         rows_a, rows_b = paired_rows(st, info, info_b, pair_key)
         feats_b = _select(st, info_b, threshold, min_support, top_features)
-        xa, _ = binary_matrix(st, info, feats_a.tolist(), threshold, rows=rows_a)
-        xb, _ = binary_matrix(st, info_b, feats_b.tolist(), threshold, rows=rows_b)
+        xa, _ = binary_matrix(st, info, feats_a.tolist(), threshold, rows=rows_a, fmt="csc")
+        xb, _ = binary_matrix(st, info_b, feats_b.tolist(), threshold, rows=rows_b, fmt="csc")
         n = len(rows_a)
         # support among the paired documents only; latents in every pair say nothing
         na, nb = (np.asarray(x.sum(axis=0)).ravel().astype(np.int64) for x in (xa, xb))
@@ -160,11 +160,11 @@ def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | No
     out = out.sort(["npmi", "n_ab", "feature_a", "feature_b"], descending=[True, True, False, False])
     lab_a = feature_labels(st, info["sae"]).rename({"feature_id": "feature_a", "label": "label_a"})
     lab_b = feature_labels(st, sae_b).rename({"feature_id": "feature_b", "label": "label_b"})
-    out = out.join(lab_a, on="feature_a", how="left").join(lab_b, on="feature_b", how="left")
-    sims = pl.Series("label_similarity", label_similarity(out["label_a"], out["label_b"]), pl.Float64)
-    out = out.with_columns(sims.fill_nan(None))
-    if label_filter:
-        out = out.filter(pl.col("label_similarity").is_null() | (pl.col("label_similarity") < max_label_similarity))
+    out = out.join(lab_a, on="feature_a", how="left", maintain_order="left")
+    out = out.join(lab_b, on="feature_b", how="left", maintain_order="left")
+    # the token check drops pairs after this, so it needs spare candidates
+    wanted = top if top is None or not token_check else 4 * top
+    out = _with_label_similarity(out, label_filter, max_label_similarity, wanted)
     cols = list(COLUMNS)
     if token_check:
         # the check costs reader forwards, so it runs on a bounded head; dropped pairs are refilled
@@ -178,26 +178,55 @@ def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | No
             offset += chunk
         out = pl.concat(kept) if kept else out.with_columns(pl.lit(None, pl.Float64).alias("same_token_share"))
         cols.append("same_token_share")
-    out = out.select(cols)
+    out = out.select(cols).sort(["npmi", "n_ab", "feature_a", "feature_b"], descending=[True, True, False, False])
     return out.head(top) if top is not None else out
 
 
-def label_similarity(labels_a: pl.Series, labels_b: pl.Series) -> np.ndarray:
-    """MiniLM cosine between paired labels (NaN → null where either is missing)."""
-    la, lb = labels_a.to_list(), labels_b.to_list()
-    uniq = sorted({x for x in la + lb if x})
-    sims = np.full(len(la), np.nan)
+def _with_label_similarity(pairs: pl.DataFrame, label_filter: bool, max_sim: float, top: int | None
+                           ) -> pl.DataFrame:
+    """Add label_similarity (and drop similar pairs) chunk by chunk down the ranking, stopping once
+    ``top`` pairs are kept: embedding labels is the slow part, and only shown pairs need it."""
+    chunk = max(4 * top, 2000) if top is not None else max(pairs.height, 1)
+    parts, kept, offset = [], 0, 0
+    while offset < pairs.height and (top is None or kept < top):
+        part = pairs.slice(offset, chunk)
+        sims = pl.Series("label_similarity", label_similarity(part["label_a"], part["label_b"]), pl.Float64)
+        part = part.with_columns(sims.fill_nan(None))
+        if label_filter:
+            part = part.filter(pl.col("label_similarity").is_null() | (pl.col("label_similarity") < max_sim))
+        parts.append(part)
+        kept += part.height
+        offset += chunk
+    if not parts:
+        return pairs.with_columns(pl.lit(None, pl.Float64).alias("label_similarity"))
+    return pl.concat(parts)
+
+
+_LABEL_EMB: dict[str, np.ndarray] = {}  # label text → MiniLM embedding, shared by calls in a process
+_LABEL_EMB_MAX = 200_000
+
+
+def label_similarity(labels_a: pl.Series, labels_b: pl.Series, batch: int = 65536) -> np.ndarray:
+    """MiniLM cosine between paired labels (NaN where either is missing)."""
+    sims = np.full(len(labels_a), np.nan)
+    uniq = sorted(set(labels_a.drop_nulls().to_list()) | set(labels_b.drop_nulls().to_list()) - {""})
     if not uniq:
         return sims
-    from ..embed import get_embedder
+    new = [u for u in uniq if u not in _LABEL_EMB]
+    if new:
+        from ..embed import get_embedder
 
-    emb = get_embedder().embed(uniq)
+        if len(_LABEL_EMB) + len(new) > _LABEL_EMB_MAX:
+            _LABEL_EMB.clear()
+        _LABEL_EMB.update(zip(new, get_embedder().embed(new)))
+    emb = np.stack([_LABEL_EMB[u] for u in uniq])
     index = {s: k for k, s in enumerate(uniq)}
-    both = np.array([bool(a) and bool(b) for a, b in zip(la, lb)], dtype=bool)
-    if both.any():
-        ia = np.array([index[a] for a, ok in zip(la, both) if ok])
-        ib = np.array([index[b] for b, ok in zip(lb, both) if ok])
-        sims[both] = np.einsum("ij,ij->i", emb[ia], emb[ib])
+    ia, ib = (s.replace_strict(index, default=None, return_dtype=pl.Int64).fill_null(-1).to_numpy()
+              for s in (labels_a.cast(pl.String), labels_b.cast(pl.String)))
+    both = np.flatnonzero((ia >= 0) & (ib >= 0))
+    for s in range(0, len(both), batch):  # bounded memory for millions of pairs
+        idx = both[s:s + batch]
+        sims[idx] = np.einsum("ij,ij->i", emb[ia[idx]], emb[ib[idx]])
     return sims
 
 
