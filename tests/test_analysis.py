@@ -270,9 +270,9 @@ def test_correlate_cross_corpus_pairs_documents(store: Path) -> None:
 
 def test_correlate_label_filter_and_token_check(store: Path) -> None:
     st = open_store(store)
-    kept = correlate(st, "ge", min_support=3, min_cooccur=2, min_npmi=0.0, top=None, top_features=500)
+    kept = correlate(st, "ge", min_support=3, min_cooccur=2, min_npmi=0.0, top=None, top_features=300)
     everything = correlate(st, "ge", min_support=3, min_cooccur=2, min_npmi=0.0, top=None, label_filter=False,
-                           top_features=500)
+                           top_features=300)
     sims = everything["label_similarity"].drop_nulls()
     assert sims.len() > 0 and (sims >= 0.2).any(), "some co-occurring latents share an emotion label"
     assert (kept["label_similarity"].drop_nulls() < 0.2).all()
@@ -280,7 +280,7 @@ def test_correlate_label_filter_and_token_check(store: Path) -> None:
                                             | (pl.col("label_similarity") < 0.2)).height
     # same-token check: pairs of latents of the planted sentence are checked on recomputed tokens
     checked = correlate(st, "planted", min_support=20, min_cooccur=20, min_npmi=0.5, label_filter=False,
-                        token_check=True, token_sample=2, top=4)
+                        token_check=True, token_sample=2, top=2)
     assert "same_token_share" in checked.columns and checked.height > 0
     shares = checked["same_token_share"].drop_nulls()
     assert ((shares >= 0) & (shares <= 0.5)).all()
@@ -400,8 +400,9 @@ def test_search_sae_mode_finds_held_out_emotion(store: Path) -> None:
     base = len(grateful & odd) / len(odd)
     precision = np.mean([d in grateful for d in held_out])
     assert precision >= max(0.5, 3 * base), (precision, base)
-    # hybrid: reciprocal rank fusion of the sae and dense rankings, both ranks shown
-    hyb = search(st, "ge", "gratitude", k=10, mode="hybrid")
+    # hybrid: reciprocal rank fusion of the sae and dense rankings, both ranks shown (on the smaller
+    # planted corpus, whose dense embeddings the next test reuses)
+    hyb = search(st, "planted", "gratitude", k=10, mode="hybrid")
     assert {"sae_rank", "dense_rank", "top_feature"} <= set(hyb.columns)
     rrf = sum(1 / (60 + hyb[c][0]) for c in ("sae_rank", "dense_rank") if hyb[c][0] is not None)
     assert hyb["score"][0] == pytest.approx(rrf)
@@ -513,13 +514,13 @@ def test_diff_hypotheses_against_a_local_llm_server(store: Path, tmp_path: Path)
     assert parse_hypotheses("Sure!\n- Texts mention boats [1, 3]\n2. Texts are short [9]\n- x", 3, 5) == [
         ("Texts mention boats", [0, 2]), ("Texts are short", [])]
     res = diff(store, ["planted", "ge"], target="planted", top=5, examples=2)
-    with ChatServer(max_new_tokens=24) as srv:
+    with ChatServer(max_new_tokens=16) as srv:
         llm = make_llm("openai", "smollm2-test", base_url=srv.base_url, api_key="test",
                        cache=tmp_path / "llm.sqlite", workers=2)
         try:
-            hyp = diff_hypotheses(store, res, llm, n_latents=2, n_hypotheses=1, n_examples=2, n_verify=6)
+            hyp = diff_hypotheses(store, res, llm, n_latents=1, n_hypotheses=1, n_examples=2, n_verify=6)
             calls = llm.usage.calls
-            again = diff_hypotheses(store, res, llm, n_latents=2, n_hypotheses=1, n_examples=2, n_verify=6)
+            again = diff_hypotheses(store, res, llm, n_latents=1, n_hypotheses=1, n_examples=2, n_verify=6)
         finally:
             llm.close()
         assert srv.requests == calls  # the second run was served from the cache
@@ -529,7 +530,7 @@ def test_diff_hypotheses_against_a_local_llm_server(store: Path, tmp_path: Path)
     for r in hyp.iter_rows(named=True):
         assert 0 <= r["freq_target"] <= 1 and 0 <= r["freq_other"] <= 1 and r["hypothesis"]
         assert r["diff"] == pytest.approx(r["freq_target"] - r["freq_other"])
-        assert set(r["features"]) <= set(res["feature_id"].head(2).to_list())
+        assert set(r["features"]) <= set(res["feature_id"].head(1).to_list())
         assert r["verified"] == (r["diff"] > 0 and r["p_value"] < 0.05)
     with pytest.raises(UserError, match="between 1 and 10"):
         diff_hypotheses(store, res, llm, n_hypotheses=11)

@@ -170,7 +170,7 @@ def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | No
         # the check costs reader forwards, so it runs on a bounded head; dropped pairs are refilled
         # from the next candidates until ``top`` pairs survive or the candidates run out
         want = top if top is not None else out.height
-        kept, offset, chunk = [], 0, max(want, 1)
+        kept, offset, chunk = [], 0, max(2 * want, 4)  # one batch of forwards usually suffices
         while offset < out.height and sum(k.height for k in kept) < want:
             part = _token_check(st, info, out.slice(offset, chunk), threshold, token_sample)
             kept.append(part.filter(pl.col("same_token_share").is_null()
