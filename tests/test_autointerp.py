@@ -82,17 +82,17 @@ def test_label_cli_end_to_end_then_cached(store: Path, server: ChatServer, tmp_p
 
 
 def test_candidates_pick_best_and_python_api(store: Path, server: ChatServer, tmp_path: Path) -> None:
-    fid = _mid_density_feature(store, "amazon")
+    fid = _mid_density_feature(store, "ge")
     llm = make_llm("openai", "smollm2-test", base_url=server.base_url, api_key="x", cache=tmp_path / "c.sqlite")
     cfg = AutoInterpConfig(n_explain=3, n_holdout=2, n_contrast=1, candidates=2, context_before=12,
                            context_after=4, explain_tokens=16, detect_tokens=8)
-    best, allc = label_features(store, "amazon", [fid], llm, cfg, write=False)
+    best, allc = label_features(store, "ge", [fid], llm, cfg, write=False)
     assert allc.height == 2 and set(allc["candidate"]) == {0, 1}
     assert best.height == 1 and best["f1"][0] == allc["f1"].max()
     assert allc["n_holdout"][0] == 4  # balanced: 2 activating + 2 not
     assert llm.usage.prompt_tokens > 0 and llm.usage.completion_tokens > 0
     with pytest.raises(UserError, match="outside"):
-        label_features(store, "amazon", [10**7], llm, cfg)
+        label_features(store, "ge", [10**7], llm, cfg)
 
 
 def test_retry_after_429(server: ChatServer, tmp_path: Path) -> None:
