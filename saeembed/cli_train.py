@@ -27,7 +27,8 @@ from .output import emit
 @click.option("--max-docs", type=int, help="sample at most this many documents per corpus")
 @click.option("--max-chars", type=int, help="cut documents to this many characters (spreads tokens over more documents)")
 @click.option("--reader", help="Hugging Face model id or local path (default: SmolLM2-135M-Instruct)")
-@click.option("--layer", type=int, default=15, show_default=True, help="block whose output (resid_post) is read")
+@click.option("--layer", type=int, default=18, show_default=True,
+              help="block whose output (resid_post) is read (18: the default SAE's layer, chosen by a probe)")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="checkpoint directory to write")
 @click.option("--cache", "cache", type=click.Path(file_okay=False),
               help="activation cache directory (default: OUT/.act_cache); reruns resume from it")
