@@ -30,9 +30,8 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 4-block Llama with the SmolLM2 tokenizer, saved with save_pretrained."""
+def make_tiny_llama(out: Path, hidden: int, blocks: int, max_positions: int) -> Path:
+    """A randomly initialised Llama with the SmolLM2 tokenizer, saved with save_pretrained into ``out``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from saeembed.reader import resolve_reader
@@ -40,13 +39,19 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     _, smol_dir = resolve_reader(None)
     tok = AutoTokenizer.from_pretrained(smol_dir)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=blocks, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=max_positions,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    out = tmp_path_factory.mktemp("tiny_llama")
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-block Llama, hidden 32, for the encoding tests."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), hidden=32, blocks=4, max_positions=256)
 
 
 def make_random_sae(path: Path, d_in: int, d_sae: int, layer: int, model_name: str,

@@ -18,24 +18,12 @@ from saeembed.errors import UserError
 from saeembed.sae.train import (ActivationCache, CorpusSpec, TrainConfig, cache_activations, evaluate_sae,
                                 parse_corpus_spec, save_trained_sae, train_topk_sae)
 
-from tests.conftest import GOEMOTIONS_SAMPLE
+from tests.conftest import GOEMOTIONS_SAMPLE, make_tiny_llama
 
 
 @pytest.fixture(scope="module")
 def llama64(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from saeembed.reader import resolve_reader
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(resolve_reader(None)[1])
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    out = tmp_path_factory.mktemp("llama64")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return make_tiny_llama(tmp_path_factory.mktemp("llama64"), hidden=64, blocks=2, max_positions=512)
 
 
 @pytest.fixture(scope="module")
