@@ -7,9 +7,8 @@ may be passed instead.
 
 from __future__ import annotations
 
-import threading
-
 import importlib.util
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence

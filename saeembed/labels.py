@@ -380,7 +380,7 @@ def _label_embeddings_on_disk(digest: str, labels: list[str]) -> np.ndarray:
     return emb
 
 
-def _keyword_matches(query_words: list[str], label_col: pl.Series, labels: list[str]) -> np.ndarray:
+def _keyword_matches(query_words: list[str], labels: pl.Series) -> np.ndarray:
     """``_keyword_match`` for every label, scoring only labels that contain a query word's stem.
 
     Why: a Python loop over 65k labels costs ~1 s per search; a label can only match a word whose
@@ -389,10 +389,10 @@ def _keyword_matches(query_words: list[str], label_col: pl.Series, labels: list[
     kw = np.zeros(len(labels))
     if not query_words:
         return kw
-    low = label_col.str.to_lowercase()
+    low = labels.str.to_lowercase()
     hit = pl.select(pl.any_horizontal([low.str.contains(_word_stem(w), literal=True) for w in query_words]))
     for i in np.flatnonzero(hit.to_series().fill_null(False).to_numpy()):
-        kw[i] = _keyword_match(query_words, labels[i])
+        kw[i] = _keyword_match(query_words, labels[int(i)])
     return kw
 
 
@@ -448,7 +448,7 @@ def search_features(store: "Store | str | Path", query: str, k: int = 20, sae: s
     for (sae_id, source), grp in rows.group_by("sae", "label_source", maintain_order=True):
         labels = grp["label"].to_list()
         emb = _label_embeddings(str(st.path), sae_id, source, labels)
-        kw = _keyword_matches(qwords, grp["label"], labels)
+        kw = _keyword_matches(qwords, grp["label"])
         parts.append(grp.select("sae", "feature_id", "label", "label_source").with_columns(
             pl.Series("similarity", (emb @ q).astype(np.float64)), pl.Series("keyword_match", kw, pl.Float64)))
     res = pl.concat(parts).with_columns(

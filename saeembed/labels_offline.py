@@ -25,7 +25,9 @@ import numpy as np
 import polars as pl
 import torch
 
-LABEL_SOURCE = "offline-ctfidf"
+from .store import OFFLINE_LABEL_SOURCE
+
+LABEL_SOURCE = OFFLINE_LABEL_SOURCE
 LABEL_COLUMNS = {"feature_id": pl.Int32, "label": pl.String, "label_source": pl.String, "score": pl.Float64,
                  "density": pl.Float64, "description": pl.String}
 

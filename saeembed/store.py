@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS activations (
 """
 
 
+# label_source of the offline c-TF-IDF labels (saeembed.labels_offline); ranked below every other source
+OFFLINE_LABEL_SOURCE = "offline-ctfidf"
+
+
 def doc_id(corpus_id: int, row_idx: int) -> int:
     return (int(corpus_id) << 32) | int(row_idx)
 
@@ -142,15 +146,15 @@ class StoreReader:
         scores measure different things: detection F1 vs the share of top contexts with the top
         term); within a kind, the highest score wins.
         """
-        where = "WHERE sae = ?" if sae else ""
+        where = "WHERE sae = $sae" if sae else ""
         return self.sql(
             f"""
             SELECT sae, feature_id, label, label_source, score, density, description FROM (
               SELECT *, row_number() OVER (PARTITION BY sae, feature_id
-                         ORDER BY (label_source = 'offline-ctfidf'), score DESC NULLS LAST, label_source) AS rk
+                         ORDER BY (label_source = $offline), score DESC NULLS LAST, label_source) AS rk
               FROM features {where}) WHERE rk = 1 ORDER BY sae, feature_id
             """,
-            [sae] if sae else None,
+            {"offline": OFFLINE_LABEL_SOURCE, **({"sae": sae} if sae else {})},
         )
 
     def embeddings(self, corpus: str, pooling: str = "max") -> tuple["Any", np.ndarray]:
@@ -254,13 +258,13 @@ def ingest_corpus(
         [corpus_id, name, source, docs.height, reader, layer, sae, pooling,
          int(docs["n_tokens"].sum()), json.dumps(config)],
     )
-    # Activations are written latent-major within the corpus: the corpus stays one contiguous
-    # doc_id block (range filters prune), and each latent's rows are contiguous, so search and
-    # example lookups over a few latents skip almost every row group (10^6 docs: 0.29 s → 0.03 s).
     con.register("_docs", docs.to_arrow())
     con.execute("INSERT INTO documents SELECT * FROM _docs")
     con.unregister("_docs")
     if activation_files:
+        # Activations are written latent-major within the corpus: the corpus stays one contiguous
+        # doc_id block (range filters prune), and each latent's rows are contiguous, so search and
+        # example lookups over a few latents skip almost every row group (10^6 docs: 0.29 s → 0.03 s).
         files = ", ".join("'" + f.replace("'", "''") + "'" for f in activation_files)
         con.execute(
             f"""INSERT INTO activations
