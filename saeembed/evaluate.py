@@ -295,34 +295,29 @@ REPLICATION_TOP = 50
 
 def _half_counts(h: Harness, name: str, half: int) -> tuple[np.ndarray, int]:
     """Per-latent document counts (max-pool > 0) over the rows of one half (row_idx parity)."""
-    info = h.store.corpus(name)
-    d_sae = h.store.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [info["sae"]]).fetchall()[0][0]
-    cid = int(info["corpus_id"])
+    from .analysis.common import corpus_info
+
+    info = corpus_info(h.store, name)
     df = h.store.sql("SELECT feature_id, count(*) AS n FROM activations WHERE doc_id BETWEEN $lo AND $hi "
                      "AND (doc_id & 1) = $half AND value > 0 GROUP BY feature_id",
-                     {"lo": cid << 32, "hi": (cid << 32) | 0xFFFFFFFF, "half": half})
-    counts = np.zeros(int(d_sae), np.int64)
+                     {"lo": info["lo"], "hi": info["hi"], "half": half})
+    counts = np.zeros(int(info["d_sae"]), np.int64)
     counts[df["feature_id"].to_numpy()] = df["n"].to_numpy()
     n = h.store.sql("SELECT count(*) AS n FROM documents WHERE corpus_id = $c AND (row_idx & 1) = $half",
-                    {"c": cid, "half": half})["n"][0]
+                    {"c": info["corpus_id"], "half": half})["n"][0]
     return counts, int(n)
 
 
 def _significant_diffs(ka: np.ndarray, na: int, kb: np.ndarray, nb: int, fdr: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """(signed frequency difference, BH-significant mask) of A vs B for every latent."""
-    from scipy import stats
-
+    """(signed frequency difference, BH-significant mask) of A vs B for every latent, with diff's own test."""
     from .analysis.common import bh_qvalues
+    from .analysis.diff import two_proportion_test
 
-    pa, pb = ka / na, kb / nb
-    pooled = (ka + kb) / (na + nb)
-    se = np.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(se > 0, (pa - pb) / np.where(se > 0, se, 1), 0.0)
+    _, p = two_proportion_test(ka, na, kb, nb)
     tested = (ka + kb) > 0
-    q = np.ones_like(pa)
-    q[tested] = bh_qvalues(2 * stats.norm.sf(np.abs(z[tested])))
-    return pa - pb, q <= fdr
+    q = np.ones(len(ka))
+    q[tested] = bh_qvalues(p[tested])
+    return ka / na - kb / nb, q <= fdr
 
 
 def eval_diffing(h: Harness) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
