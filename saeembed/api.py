@@ -6,8 +6,10 @@ ingests, so notebooks can keep a Store open while a CLI job writes to the same f
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import polars as pl
@@ -17,22 +19,45 @@ from .errors import UserError
 
 
 class Store:
-    """A DuckDB store of SAE-embedded corpora."""
+    """A DuckDB store of SAE-embedded corpora.
+
+    Every query method opens a read-only connection for the duration of the call and closes it
+    afterwards, so a notebook may keep a Store for hours while CLI encodes write to the same file
+    (DuckDB lets one process write only while no other holds the file). Analyses hold one
+    connection for their whole call (:meth:`reading`). ``con`` gives raw access and keeps its
+    connection open until :meth:`close`.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._con = None
+        self._depth = 0
+        self._persistent = False
 
-    # connection handling: opened lazily, read-only, dropped before any write
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        """One read-only connection for a block of queries, released when the outermost block ends."""
+        if self._con is None:
+            self._con = store_mod.connect(self.path, read_only=True)
+        self._depth += 1
+        try:
+            yield self._con
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and not self._persistent:
+                self.close()
+
     def _reader(self) -> store_mod.StoreReader:
         if self._con is None:
             self._con = store_mod.connect(self.path, read_only=True)
+            self._persistent = self._depth == 0
         return store_mod.StoreReader(self._con)
 
     def close(self) -> None:
         if self._con is not None:
             self._con.close()
             self._con = None
+        self._persistent = False
 
     def __enter__(self) -> "Store":
         return self
@@ -54,25 +79,33 @@ class Store:
 
     def sql(self, query: str, params: list | dict | None = None) -> pl.DataFrame:
         """Run a read-only query; the connection cannot modify the store."""
-        return self._reader().sql(query, params)
+        with self.reading():
+            return self._reader().sql(query, params)
 
     def corpora(self) -> pl.DataFrame:
-        return self._reader().corpora()
+        if not store_mod.check_store_file(self.path):  # named for a first encode, not created yet
+            return store_mod.StoreReader.empty_corpora()
+        with self.reading():
+            return self._reader().corpora()
 
     def corpus(self, name: str) -> dict[str, Any]:
-        return self._reader().corpus(name)
+        with self.reading():
+            return self._reader().corpus(name)
 
     def features(self, sae: str | None = None) -> pl.DataFrame:
-        return self._reader().features(sae)
+        with self.reading():
+            return self._reader().features(sae)
 
     def documents(self, corpus: str) -> pl.DataFrame:
-        info = self.corpus(corpus)
-        return self.sql("SELECT doc_id, row_idx, text, n_tokens, meta FROM documents WHERE corpus_id = ? "
-                        "ORDER BY doc_id", [info["corpus_id"]])
+        with self.reading():
+            info = self.corpus(corpus)
+            return self.sql("SELECT doc_id, row_idx, text, n_tokens, meta FROM documents WHERE corpus_id = ? "
+                            "ORDER BY doc_id", [info["corpus_id"]])
 
     def embeddings(self, corpus: str, pooling: str = "max") -> tuple[Any, np.ndarray]:
         """(scipy CSR [n_docs, d_sae], doc ids) for a corpus; rows follow ``doc_ids``."""
-        return self._reader().embeddings(corpus, pooling)
+        with self.reading():
+            return self._reader().embeddings(corpus, pooling)
 
     def drop(self, corpus: str) -> None:
         """Delete a corpus and its documents and activations, in one transaction."""
@@ -88,6 +121,29 @@ class Store:
                 con.execute("DELETE FROM corpora WHERE corpus_id = ?", [cid])
         finally:
             con.close()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def as_store(store: "Store | str | Path") -> Store:
+    """Accept a Store or a path, so Python callers and the CLI share one code path."""
+    if isinstance(store, Store):
+        return store
+    if not Path(store).exists():
+        raise UserError(f"store {store} does not exist; encode a corpus first (saeembed encode CORPUS --store {store})")
+    return open_store(store)
+
+
+def reads_store(fn: F) -> F:
+    """For public functions whose first argument is a store (Store or path): the whole call runs
+    on one read-only connection, which is released when the call returns."""
+    @wraps(fn)
+    def wrapper(store: "Store | str | Path", *args: Any, **kwargs: Any) -> Any:
+        st = as_store(store)
+        with st.reading():
+            return fn(st, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def open_store(path: str | Path) -> Store:

@@ -6,6 +6,8 @@ Commands that print results take ``--format table|csv|json``. ``SAEEMBED_STORE``
 
 from __future__ import annotations
 
+import errno
+import logging
 import sys
 from pathlib import Path
 
@@ -15,15 +17,50 @@ from .errors import UserError
 from .output import emit, format_option
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        return True
+    text = str(exc).lower()
+    return type(exc).__module__.startswith(("duckdb", "_duckdb")) and ("no space left" in text
+                                                                       or "file too large" in text)
+
+
 class _Group(click.Group):
-    """Turns UserError into one clean line instead of a traceback."""
+    """Turns UserError (and a full disk) into one clean line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
+        _setup_logging()
         try:
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except Exception as exc:
+            if not _out_of_space(exc):
+                raise
+            click.echo("error: no space left on the disk (" + str(exc).splitlines()[0][:160] + "); free some space "
+                       "and re-run: finished shards are kept and the store is unchanged", err=True)
+            sys.exit(2)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is now (click's test runner swaps it per invocation)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(self.format(record) + "\n")
+        sys.stderr.flush()
+
+
+def _setup_logging() -> None:
+    """saeembed's messages go to stderr as plain lines; library users configure logging themselves."""
+    logger = logging.getLogger("saeembed")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +85,7 @@ def open_existing_store(path: str):  # noqa: ANN201
 @main.command()
 @click.argument("corpus", type=click.Path())
 @store_option()
-@click.option("--name", help="corpus name in the store (default: the file's stem)")
+@click.option("--name", help="corpus name in the store: letters, digits, _ - . (at most 64; default: the file's stem)")
 @click.option("--text-col", help="column holding the document text (default: text, or the only string column)")
 @click.option("--messages-col", help="column holding chat messages [{role, content}] instead of plain text")
 @click.option("--reader", help="Hugging Face model id or local path (default: the SAE's reader, SmolLM2-135M-Instruct)")
@@ -65,23 +102,27 @@ def open_existing_store(path: str):  # noqa: ANN201
 @click.option("--drop-empty", is_flag=True, help="skip rows with empty or null text instead of refusing the corpus")
 @click.option("--limit", type=int, help="encode only the first N rows")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--wait", type=click.FloatRange(min=0), default=None,
+              help="seconds to wait for other processes to release the store before ingesting "
+                   "(default: SAEEMBED_WAIT or 120)")
 @format_option()
 def encode(corpus: str, store: str, name: str | None, text_col: str | None, messages_col: str | None,
            reader: str | None, layer: int | None, sae: str, device: str, dtype: str, chat_template: bool | None,
            include_special: bool, window: int | None, batch_tokens: int, shard_docs: int, drop_empty: bool,
-           limit: int | None, quiet: bool, fmt: str) -> None:
+           limit: int | None, quiet: bool, wait: float | None, fmt: str) -> None:
     """Encode CORPUS (parquet/csv/jsonl/txt) into the store. Re-run the same command to resume."""
     import polars as pl
 
     from .encode import encode_corpus
+    from .names import default_corpus_name
 
     if batch_tokens <= 0 or shard_docs <= 0:
         raise UserError("--batch-tokens and --shard-docs must be positive")
-    row = encode_corpus(store, corpus, name or Path(corpus).stem, text_col=text_col, messages_col=messages_col,
+    row = encode_corpus(store, corpus, default_corpus_name(corpus) if name is None else name, text_col=text_col, messages_col=messages_col,
                         reader=reader, layer=layer, sae=sae, device=device, dtype=dtype,
                         chat_template=chat_template, include_special=include_special, window=window,
                         batch_tokens=batch_tokens, shard_docs=shard_docs, drop_empty=drop_empty,
-                        limit=limit, progress=not quiet)
+                        limit=limit, progress=not quiet, wait=wait)
     emit(pl.DataFrame([{k: v for k, v in row.items() if k != "config"}]), fmt)
 
 

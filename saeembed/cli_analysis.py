@@ -93,13 +93,15 @@ def _emit(df: pl.DataFrame, fmt: str, output: str | None, table_cols: list[str] 
 @click.option("--cache", "cache_path", type=click.Path(dir_okay=False),
               help="LLM response cache file (default ~/.cache/saeembed/llm/completions.sqlite)")
 @click.option("--no-cache", is_flag=True, help="always call the LLM")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="seconds to wait for one LLM answer (a silent endpoint is given up after two)")
 @_examples_option()
 @format_option(with_parquet=True)
 @_output_option()
 def diff_cmd(corpora: tuple[str, ...], store: str, target: str | None, paired: bool, pair_key: str | None,
              threshold: float, min_diff: float, min_support: int, top: int, fdr: float, n_docs: int,
              hypotheses: bool, n_hypotheses: int, llm_backend: str, llm_model: str | None, base_url: str | None,
-             api_key: str | None, cache_path: str | None, no_cache: bool, examples: int, fmt: str,
+             api_key: str | None, cache_path: str | None, no_cache: bool, timeout: float, examples: int, fmt: str,
              output: str | None) -> None:
     """Latents more frequent in one corpus than in the others: saeembed diff --store S A B [C ...].
 
@@ -116,7 +118,7 @@ def diff_cmd(corpora: tuple[str, ...], store: str, target: str | None, paired: b
         from .llm import make_llm, report_usage
 
         llm = make_llm(llm_backend, llm_model, base_url=base_url, api_key=api_key, cache=cache_path,
-                       use_cache=not no_cache)
+                       use_cache=not no_cache, timeout=timeout)
         try:
             hyp = diff_hypotheses(st, df, llm, n_hypotheses=n_hypotheses)
         finally:

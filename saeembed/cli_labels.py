@@ -67,7 +67,9 @@ def labels_list(store: str, sae: str | None, feature_ids: tuple[int, ...], sourc
 @click.option("--holdout", type=int, default=5, show_default=True,
               help="held-out activating (and as many non-activating) examples for detection scoring")
 @click.option("--workers", type=int, default=4, show_default=True, help="concurrent LLM requests")
-@click.option("--max-retries", type=int, default=5, show_default=True, help="retries on 429/5xx/time-outs")
+@click.option("--max-retries", type=int, default=5, show_default=True, help="retries on 429/5xx answers")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="seconds to wait for one LLM answer (a silent endpoint is given up after two)")
 @click.option("--cache", "cache_path", type=click.Path(dir_okay=False),
               help="response cache file (default ~/.cache/saeembed/llm/completions.sqlite)")
 @click.option("--no-cache", is_flag=True, help="always call the LLM")
@@ -75,7 +77,7 @@ def labels_list(store: str, sae: str | None, feature_ids: tuple[int, ...], sourc
 @format_option()
 def label(corpus: str, store: str, feature_ids: tuple[int, ...], all_active: bool, min_docs: int, limit: int | None,
           llm_backend: str, llm_model: str | None, base_url: str | None, api_key: str | None, candidates: int,
-          examples: int, holdout: int, workers: int, max_retries: int, cache_path: str | None, no_cache: bool,
+          examples: int, holdout: int, workers: int, max_retries: int, timeout: float, cache_path: str | None, no_cache: bool,
           dry_run: bool, fmt: str) -> None:
     """Label latents of CORPUS with an LLM, scored by detection F1 on held-out examples."""
     from .autointerp import AutoInterpConfig, active_features, label_features
@@ -91,7 +93,7 @@ def label(corpus: str, store: str, feature_ids: tuple[int, ...], all_active: boo
     else:
         fids = list(feature_ids)
     llm = make_llm(llm_backend, llm_model, base_url=base_url, api_key=api_key, cache=cache_path,
-                   use_cache=not no_cache, workers=workers, max_retries=max_retries)
+                   use_cache=not no_cache, workers=workers, max_retries=max_retries, timeout=timeout)
     try:
         cfg = AutoInterpConfig(n_explain=examples, n_holdout=holdout, candidates=candidates)
         best, _ = label_features(st, corpus, fids, llm, cfg, write=not dry_run, progress=len(fids) > 1)

@@ -7,7 +7,9 @@ message that says what to fix, and never after half a corpus has been encoded.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +38,9 @@ class Corpus:
         return self.docs.height
 
 
-def _check_utf8(path: Path) -> None:
-    data = path.read_bytes()
+def _decode_utf8(path: Path, data: bytes) -> str:
     try:
-        data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise UserError(
@@ -48,34 +49,71 @@ def _check_utf8(path: Path) -> None:
         ) from None
 
 
+# a \\uD800-\\uDFFF escape preceded by an even number of backslashes (so it is an escape, not text)
+_SURROGATE_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def _check_surrogates(path: Path, text: str) -> None:
+    """Refuse JSON text holding a lone UTF-16 surrogate escape (``"\\ud800"``).
+
+    Why: it is not a character; the JSON reader silently turns it into a NUL byte, which would be
+    stored and analysed as if it were text. A high surrogate directly followed by a low one is a
+    valid pair (an emoji) and passes.
+    """
+    pending: tuple[int, str] | None = None  # (end, code) of a high surrogate still waiting for its low half
+
+    def fail(at: int, code: str) -> None:
+        line = text.count("\n", 0, at) + 1
+        raise UserError(f"{path} line {line}: the escape \\u{code} is a lone UTF-16 surrogate, not a character; "
+                        "fix or remove it")
+
+    for m in _SURROGATE_ESCAPE.finditer(text):
+        start, code = m.start() + len(m.group(1)), m.group(2)
+        if int(code, 16) < 0xDC00:
+            if pending is not None:
+                fail(*pending)
+            pending = (m.end(), code)
+        elif pending is not None and pending[0] == start:
+            pending = None
+        else:
+            fail(*(pending or (start, code)))
+    if pending is not None:
+        fail(*pending)
+
+
+def _read_text_files(path: Path) -> pl.DataFrame:
+    files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+    if not files:
+        raise UserError(f"directory {path} holds no .txt files; pass a file or a folder of .txt documents")
+    texts = [_decode_utf8(f, f.read_bytes()) for f in files]
+    return pl.DataFrame({"text": texts, "path": [str(f.relative_to(path)) for f in files]})
+
+
 def _read_frame(path: Path) -> pl.DataFrame:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
-        if not files:
-            raise UserError(f"directory {path} holds no .txt files; pass a file or a folder of .txt documents")
-        for f in files:
-            _check_utf8(f)
-        return pl.DataFrame({"text": [f.read_text(encoding="utf-8") for f in files],
-                             "path": [str(f.relative_to(path)) for f in files]})
+        return _read_text_files(path)
+    if not path.is_file():
+        raise UserError(f"{path} is not a regular file (a pipe or device?); save the corpus to a file and pass that")
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise UserError(
             f"cannot read {path.name}: unknown extension {path.suffix!r}; use one of "
             f"{', '.join(sorted(FORMATS))} or a folder of .txt files"
         )
-    if fmt != "parquet":
-        _check_utf8(path)
     try:
         if fmt == "parquet":
-            return pl.read_parquet(path)
+            return pl.read_parquet(path, glob=False)
+        data = path.read_bytes()
+        text = _decode_utf8(path, data)
+        if fmt in ("jsonl", "json"):
+            _check_surrogates(path, text)
         if fmt in ("csv", "tsv"):
-            return pl.read_csv(path, separator="\t" if fmt == "tsv" else ",", infer_schema_length=10000)
+            return pl.read_csv(io.BytesIO(data), separator="\t" if fmt == "tsv" else ",", infer_schema_length=10000)
         if fmt == "jsonl":
-            return pl.read_ndjson(path)
+            return pl.read_ndjson(io.BytesIO(data))
         if fmt == "json":
-            return pl.read_json(path)
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return pl.DataFrame({"text": lines}, schema={"text": pl.String})
+            return pl.read_json(io.BytesIO(data))
+        return pl.DataFrame({"text": text.splitlines()}, schema={"text": pl.String})
     except UserError:
         raise
     except Exception as exc:  # polars raises many types; the message is what matters
@@ -142,6 +180,8 @@ def read_corpus(
 
     df = df.with_row_index("row_idx")
     if limit is not None:
+        if limit < 1:
+            raise UserError(f"--limit must be at least 1 (got {limit}); leave it out to encode every row")
         df = df.head(limit)
     if kind == "text":
         bad = df.filter(pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
 import sys
 import threading
 import time
@@ -32,6 +31,8 @@ import torch
 from . import store as store_mod
 from .corpus import Corpus, read_corpus
 from .errors import UserError
+from .names import check_corpus_name, remove_work_dir, work_lock
+from .names import work_dir as work_dir_of
 from .reader import Reader, Window, batches_by_budget, pad_batch, resolve_reader
 from .sae import LoadedSAE, SparseAutoencoder, open_sae
 
@@ -244,11 +245,26 @@ def encode_shard(reader: Reader, sae: SparseAutoencoder, work: _ShardWork,
 
 
 # ---------------------------------------------------------------------------------- driver -----
-def _existing_corpus(con: Any, name: str) -> dict[str, Any] | None:
-    row = con.execute("SELECT name, reader, layer, sae, config FROM corpora WHERE name = ?", [name]).fetchone()
+def _existing_corpus(store_path: Path, name: str, wait: float | None) -> dict[str, Any] | None:
+    """The registry row of corpus ``name`` if the store has it (read-only: never blocks other readers)."""
+    if not store_mod.check_store_file(store_path):
+        return None
+    con = store_mod.connect(store_path, read_only=True, wait=wait)
+    try:
+        row = con.execute("SELECT name, reader, layer, sae, config FROM corpora WHERE name = ?", [name]).fetchone()
+    finally:
+        con.close()
     if row is None:
         return None
     return {"name": row[0], "reader": row[1], "layer": row[2], "sae": row[3], "config": json.loads(row[4] or "{}")}
+
+
+def _registry_row(store_path: Path, name: str) -> dict[str, Any]:
+    con = store_mod.connect(store_path, read_only=True)
+    try:
+        return store_mod.StoreReader(con).corpus(name)
+    finally:
+        con.close()
 
 
 def _estimate_size(reader: Reader, sae: SparseAutoencoder, corpus: Corpus, batch_tokens: int) -> str:
@@ -285,10 +301,14 @@ def encode_corpus(
     limit: int | None = None,
     progress: bool = True,
     loaded_reader: Reader | None = None,
+    wait: float | None = None,
 ) -> dict[str, Any]:
-    """Encode a corpus into the store; resumable; returns the corpus' registry row."""
-    if not name or not name.strip():
-        raise UserError("--name is empty; give the corpus a name")
+    """Encode a corpus into the store; resumable; returns the corpus' registry row.
+
+    ``wait``: seconds to wait for other processes to release the store before the final ingest
+    (default ``SAEEMBED_WAIT`` or 120 s).
+    """
+    name = check_corpus_name(name)
     store_path = Path(store_path)
     corpus = read_corpus(corpus_path, text_col=text_col, messages_col=messages_col,
                          drop_empty=drop_empty, limit=limit)
@@ -302,81 +322,74 @@ def encode_corpus(
         raise UserError(f"SAE {loaded.sae_id} reads layer {cfg.hook_layer} but --layer {layer} was given; "
                         f"drop --layer or pass the SAE trained on layer {layer}")
 
-    con = store_mod.connect(store_path)
-    try:
-        existing = _existing_corpus(con, name)
-    finally:
-        con.close()
-    if loaded_reader is None and reader is None and not cfg.model_name:
-        raise UserError(f"SAE {loaded.sae_id} does not record its reader model; pass --reader")
-    reader_name = loaded_reader.name if loaded_reader else resolve_reader(reader or cfg.model_name)[0]
-    work_dir = Path(f"{store_path}.work") / name
-    if existing is not None:
-        same = (existing["reader"], existing["layer"], existing["sae"]) == (reader_name, layer, loaded.sae_id)
-        if same and existing["config"].get("corpus_fingerprint") == corpus.fingerprint:
-            shutil.rmtree(work_dir, ignore_errors=True)
-            _log(f"corpus {name!r} is already encoded in {store_path} with these settings; nothing to do")
-            return store_mod.StoreReader(store_mod.connect(store_path, read_only=True)).corpus(name)
-        raise UserError(
-            f"corpus name {name!r} is already used in {store_path} (reader {existing['reader']}, layer "
-            f"{existing['layer']}, SAE {existing['sae']}); choose another --name or `saeembed drop {name}`"
+    work_dir = work_dir_of(store_path, name)
+    with work_lock(work_dir, f"corpus {name!r} into {store_path}"):
+        existing = _existing_corpus(store_path, name, wait)
+        if loaded_reader is None and reader is None and not cfg.model_name:
+            raise UserError(f"SAE {loaded.sae_id} does not record its reader model; pass --reader")
+        reader_name = loaded_reader.name if loaded_reader else resolve_reader(reader or cfg.model_name)[0]
+        if existing is not None:
+            same = (existing["reader"], existing["layer"], existing["sae"]) == (reader_name, layer, loaded.sae_id)
+            if same and existing["config"].get("corpus_fingerprint") == corpus.fingerprint:
+                remove_work_dir(work_dir, store_path)
+                _log(f"corpus {name!r} is already encoded in {store_path} with these settings; nothing to do")
+                return _registry_row(store_path, name)
+            raise UserError(
+                f"corpus name {name!r} is already used in {store_path} (reader {existing['reader']}, layer "
+                f"{existing['layer']}, SAE {existing['sae']}); choose another --name or `saeembed drop {name}`"
+            )
+
+        rdr = loaded_reader or Reader(reader or cfg.model_name, layer=layer, device=device, dtype=dtype,
+                                      chat_template=chat_template, include_special=include_special, window=window)
+        if rdr.layer != layer:
+            raise UserError(f"the given reader is cut at layer {rdr.layer}, the SAE needs layer {layer}")
+        try:
+            loaded.sae.check_reader(rdr.hidden_size, rdr.name)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        sae_model = loaded.sae.to(rdr.device)
+        settings = EncodeSettings(
+            reader=rdr.name, layer=layer, sae=loaded.sae_id, chat_template=rdr.chat_template,
+            include_special=rdr.include_special, window=rdr.window, batch_tokens=batch_tokens,
+            shard_docs=shard_docs, dtype=str(rdr.dtype).replace("torch.", ""),
+            corpus_fingerprint=corpus.fingerprint, n_docs=corpus.n_docs,
+            extra={"text_col": text_col, "messages_col": messages_col, "kind": corpus.kind},
         )
+        _prepare_workdir(work_dir, settings)
+        n_shards = (corpus.n_docs + shard_docs - 1) // shard_docs
+        pending = [s for s in range(n_shards) if not _act_path(work_dir, s).exists()]
+        done_docs = corpus.n_docs - sum(min(shard_docs, corpus.n_docs - s * shard_docs) for s in pending)
+        _log(f"encoding {corpus.n_docs} documents of {Path(corpus_path).name} as {name!r}: reader {rdr.name} "
+             f"layer {layer}, SAE {loaded.sae_id} (d_sae {cfg.d_sae}), device {rdr.device} {settings.dtype}")
+        if pending:
+            _log(f"estimated size on disk: {_estimate_size(rdr, sae_model, corpus, batch_tokens)}")
+        if done_docs:
+            _log(f"resuming: {n_shards - len(pending)} of {n_shards} shards already done")
 
-    rdr = loaded_reader or Reader(reader or cfg.model_name, layer=layer, device=device, dtype=dtype,
-                                  chat_template=chat_template, include_special=include_special, window=window)
-    if rdr.layer != layer:
-        raise UserError(f"the given reader is cut at layer {rdr.layer}, the SAE needs layer {layer}")
-    try:
-        loaded.sae.check_reader(rdr.hidden_size, rdr.name)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    sae_model = loaded.sae.to(rdr.device)
-    settings = EncodeSettings(
-        reader=rdr.name, layer=layer, sae=loaded.sae_id, chat_template=rdr.chat_template,
-        include_special=rdr.include_special, window=rdr.window, batch_tokens=batch_tokens,
-        shard_docs=shard_docs, dtype=str(rdr.dtype).replace("torch.", ""),
-        corpus_fingerprint=corpus.fingerprint, n_docs=corpus.n_docs,
-        extra={"text_col": text_col, "messages_col": messages_col, "kind": corpus.kind},
-    )
-    _prepare_workdir(work_dir, settings)
-    n_shards = (corpus.n_docs + shard_docs - 1) // shard_docs
-    pending = [s for s in range(n_shards) if not _act_path(work_dir, s).exists()]
-    done_docs = corpus.n_docs - sum(min(shard_docs, corpus.n_docs - s * shard_docs) for s in pending)
-    _log(f"encoding {corpus.n_docs} documents of {Path(corpus_path).name} as {name!r}: reader {rdr.name} "
-         f"layer {layer}, SAE {loaded.sae_id} (d_sae {cfg.d_sae}), device {rdr.device} {settings.dtype}")
-    if pending:
-        _log(f"estimated size on disk: {_estimate_size(rdr, sae_model, corpus, batch_tokens)}")
-    if done_docs:
-        _log(f"resuming: {n_shards - len(pending)} of {n_shards} shards already done")
+        _run_shards(rdr, sae_model, corpus, work_dir, pending, settings, done_docs, progress)
 
-    _run_shards(rdr, sae_model, corpus, work_dir, pending, settings, done_docs, progress)
-
-    shards = range(n_shards)
-    doc_tokens = pl.concat([pl.read_parquet(_docs_path(work_dir, s)) for s in shards])
-    col = "messages" if corpus.kind == "messages" else "text"
-    documents = corpus.docs.join(doc_tokens, on="row_idx", how="left").select(
-        "row_idx", pl.col(col).alias("text"), pl.col("n_tokens").cast(pl.Int32), "meta")
-    con = store_mod.connect(store_path)
-    try:
-        with store_mod.transaction(con):
-            store_mod.register_sae(con, loaded.sae_id, {
-                "d_in": cfg.d_in, "d_sae": cfg.d_sae, "activation": cfg.activation, "k": cfg.k,
-                "reader": rdr.name, "layer": layer, "hook_name": cfg.hook_name or f"blocks.{layer}.hook_resid_post",
-                "path": str(loaded.path)}, loaded.labels)
-            store_mod.ingest_corpus(
-                con, name=name, source=corpus.source, reader=rdr.name, layer=layer, sae=loaded.sae_id,
-                pooling=POOLINGS, config=settings.as_dict(), documents=documents,
-                activation_files=[str(_act_path(work_dir, s)) for s in shards])
-        row = store_mod.StoreReader(con).corpus(name)
-    finally:
-        con.close()
-    shutil.rmtree(work_dir, ignore_errors=True)
-    try:
-        work_dir.parent.rmdir()
-    except OSError:
-        pass
-    _log(f"stored {name!r}: {row['n_docs']} documents, {row['n_tokens']} tokens in {store_path}")
-    return row
+        shards = range(n_shards)
+        doc_tokens = pl.concat([pl.read_parquet(_docs_path(work_dir, s), glob=False) for s in shards])
+        col = "messages" if corpus.kind == "messages" else "text"
+        documents = corpus.docs.join(doc_tokens, on="row_idx", how="left").select(
+            "row_idx", pl.col(col).alias("text"), pl.col("n_tokens").cast(pl.Int32), "meta")
+        con = store_mod.connect(store_path, wait=wait)
+        try:
+            with store_mod.transaction(con):
+                store_mod.register_sae(con, loaded.sae_id, {
+                    "d_in": cfg.d_in, "d_sae": cfg.d_sae, "activation": cfg.activation, "k": cfg.k,
+                    "reader": rdr.name, "layer": layer, "hook_name": cfg.hook_name or f"blocks.{layer}.hook_resid_post",
+                    "path": str(loaded.path)}, loaded.labels)
+                store_mod.ingest_corpus(
+                    con, name=name, source=corpus.source, reader=rdr.name, layer=layer, sae=loaded.sae_id,
+                    pooling=POOLINGS, config=settings.as_dict(), documents=documents,
+                    activation_files=[str(_act_path(work_dir, s)) for s in shards])
+            row = store_mod.StoreReader(con).corpus(name)
+        finally:
+            con.close()
+        remove_work_dir(work_dir, store_path)
+        _log(f"stored {name!r}: {row['n_docs']} documents, {row['n_tokens']} tokens in {store_path}")
+        return row
 
 
 def _run_shards(rdr: Reader, sae: SparseAutoencoder, corpus: Corpus, work_dir: Path, pending: list[int],

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from .api import reads_store
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -134,6 +135,7 @@ def compute_token_activations(reader: "Reader", sae: "SparseAutoencoder", docs: 
     return pl.DataFrame(rows, schema=TOKEN_SCHEMA)
 
 
+@reads_store
 def token_activations(store: "Store | str | Path", doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
     """Per-token activations (doc_id, position, token, feature_id, activation) of stored documents.
 

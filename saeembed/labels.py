@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import re
 import sys
 import threading
@@ -30,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from . import store as store_mod
+from .api import reads_store
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -41,14 +43,10 @@ LABEL_SCHEMA = {"feature_id": pl.Int32, "label": pl.String, "label_source": pl.S
 
 # ------------------------------------------------------------------------------ store helpers --
 def as_store(store: "Store | str | Path") -> "Store":
-    """Accept a Store or a path, so Python callers and the CLI share one code path."""
-    from .api import Store, open_store
+    """Accept a Store or a path (see :func:`saeembed.api.as_store`)."""
+    from .api import as_store as _as
 
-    if isinstance(store, Store):
-        return store
-    if not Path(store).exists():
-        raise UserError(f"store {store} does not exist; encode a corpus first (saeembed encode CORPUS --store {store})")
-    return open_store(store)
+    return _as(store)
 
 
 def resolve_sae_id(store: "Store", sae: str | None = None) -> dict[str, Any]:
@@ -119,14 +117,46 @@ def _stem(path: Path) -> str:
     return name
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _as_int_id(value: Any, where: str) -> int:
+    """A latent id from a label file: an integer (``12``, ``"12"``, ``12.0``), nothing else.
+
+    ``nan``, ``inf`` and ids beyond int64 are refused with the same one line as any other non-id.
+    """
+    bad = UserError(f"{where}: latent id {value!r} is not an integer latent id; fix the file")
+    if isinstance(value, bool):
+        raise bad
+    if isinstance(value, int):
+        out = value
+    else:
+        try:
+            out = int(str(value).strip())
+        except ValueError:
+            try:
+                f = float(value)
+            except (TypeError, ValueError):
+                raise bad from None
+            if not math.isfinite(f) or f != int(f):
+                raise bad from None
+            out = int(f)
+    if abs(out) > INT64_MAX:
+        raise bad
+    return out
+
+
+def _as_score(value: Any, where: str) -> float | None:
+    """A label score: a finite number or nothing (``inf`` would print as invalid JSON later)."""
+    if value is None or value == "":
+        return None
     try:
         f = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"{where}: latent id {value!r} is not an integer; fix the file") from None
-    if f != int(f):
-        raise UserError(f"{where}: latent id {value!r} is not an integer; fix the file")
-    return int(f)
+        raise UserError(f"{where}: score {value!r} is not a number; fix or empty it") from None
+    if not math.isfinite(f):
+        raise UserError(f"{where}: score {value!r} is not a finite number; fix or empty it")
+    return f
 
 
 def _np_score(row: dict[str, Any]) -> float | None:
@@ -227,8 +257,7 @@ def parse_label_file(path: str | Path, source: str | None = None) -> tuple[pl.Da
         if isinstance(v, dict):
             if "label" not in v:
                 raise UserError(f"{path}: entry {k} has no 'label'; give {{\"label\": ..., \"description\": ...}}")
-            score = v.get("score")
-            out.append((fid, str(v["label"]).strip(), src, float(score) if score is not None else None,
+            out.append((fid, str(v["label"]).strip(), src, _as_score(v.get("score"), f"{path} entry {k}"),
                         v.get("description")))
         else:
             out.append((fid, str(v).strip(), src, None, None))
@@ -248,11 +277,7 @@ def _parse_csv(text: str, path: Path, source: str, delimiter: str) -> pl.DataFra
     for i, raw in enumerate(reader):
         row = {(k or "").strip().lower(): v for k, v in raw.items()}
         where = f"{path} row {i + 2}"
-        score = row.get("score")
-        try:
-            score_v = float(score) if score not in (None, "") else None
-        except ValueError:
-            raise UserError(f"{where}: score {score!r} is not a number; fix or empty it") from None
+        score_v = _as_score(row.get("score"), where)
         out.append((_as_int_id(row[id_col], where), (row.get("label") or "").strip(), source, score_v,
                     row.get("description") or None))
     return pl.DataFrame(out, schema=["feature_id_raw", "label", "label_source", "score", "description"],
@@ -278,6 +303,10 @@ def validate_labels(frame: pl.DataFrame, d_sae: int, what: str) -> pl.DataFrame:
         shown = ", ".join(str(v) for v in dups["feature_id_raw"].sort().head(3).to_list())
         raise UserError(f"{what}: {dups.height} latent ids are labelled more than once (e.g. {shown}); keep one "
                         "label per latent and source")
+    inf = frame.filter(pl.col("score").is_not_null() & ~pl.col("score").is_finite())
+    if inf.height:
+        raise UserError(f"{what}: {inf.height} scores are not finite numbers (e.g. latent "
+                        f"{inf['feature_id_raw'][0]}: {inf['score'][0]}); fix or empty them")
     empty = frame.filter(pl.col("label").is_null() | (pl.col("label").str.strip_chars() == ""))
     if empty.height:
         raise UserError(f"{what}: {empty.height} labels are empty (e.g. latent {empty['feature_id_raw'][0]}); "
@@ -416,6 +445,7 @@ def _keyword_match(query_words: list[str], text: str) -> float:
 KEYWORD_WEIGHT = 0.2
 
 
+@reads_store
 def search_features(store: "Store | str | Path", query: str, k: int = 20, sae: str | None = None) -> pl.DataFrame:
     """Latents whose labels best match ``query``, best first.
 
@@ -458,6 +488,7 @@ def search_features(store: "Store | str | Path", query: str, k: int = 20, sae: s
     return res.select(list(out_schema))
 
 
+@reads_store
 def labels_of(store: "Store | str | Path", sae: str | None = None, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
     """Every label row (all sources) of the given latents; for reports that compare sources."""
     st = as_store(store)

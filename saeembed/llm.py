@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import socket
 import sqlite3
 import sys
 import threading
@@ -79,7 +80,7 @@ class OpenAIChat:
     backend = "openai"
 
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0,
+                 timeout: float = 60.0, max_retries: int = 5, backoff: float = 1.0,
                  on_retry: Callable[[], None] | None = None) -> None:
         self.model = model
         self.base_url = (base_url or os.environ.get("SAEEMBED_LLM_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
@@ -126,7 +127,16 @@ class OpenAIChat:
                     raise UserError(f"the LLM endpoint {self.endpoint} answered HTTP {exc.code}: "
                                     f"{' '.join(detail.split())}; check --llm-model and --base-url") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                why = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                reason = getattr(exc, "reason", exc)
+                why = f"{type(exc).__name__}: {reason}"
+                if isinstance(reason, ConnectionRefusedError) and attempt >= 1:
+                    raise UserError(f"nothing is listening at the LLM endpoint {self.endpoint} (connection refused); "
+                                    "check --base-url or start the server") from None
+                if isinstance(reason, (TimeoutError, socket.timeout)) or isinstance(exc, TimeoutError):
+                    if attempt >= 1:  # a server that stays silent twice will not answer a third time
+                        raise UserError(f"the LLM endpoint {self.endpoint} did not answer within {self.timeout:g} s, "
+                                        "twice; raise --timeout for slow models or check the server") from None
+                    why = f"no answer within {self.timeout:g} s"
             attempt += 1
             if attempt > self.max_retries:
                 raise UserError(f"the LLM endpoint {self.endpoint} failed {attempt} times (last: {why}); check "
@@ -261,7 +271,7 @@ class LLM:
 
 def make_llm(backend: str = "openai", model: str | None = None, base_url: str | None = None,
              api_key: str | None = None, cache: str | Path | None = None, use_cache: bool = True,
-             workers: int = 4, timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0) -> LLM:
+             workers: int = 4, timeout: float = 60.0, max_retries: int = 5, backoff: float = 1.0) -> LLM:
     """Build an :class:`LLM` from CLI-style options."""
     if backend == "local":
         return LLM(LocalChat(model), cache=cache, use_cache=use_cache, workers=1)

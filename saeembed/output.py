@@ -7,6 +7,7 @@ json is a list of row objects and nothing else on stdout, so scripts can pipe it
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ def format_option(with_parquet: bool = False):  # noqa: ANN201 - click decorator
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and value != value:  # NaN
-        return None
+    """Values JSON can hold: NaN becomes null, ±inf the strings "inf"/"-inf" (JSON has no
+    non-finite numbers; ``Infinity`` would make the whole output unparseable)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if value != value else ("inf" if value > 0 else "-inf")
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, list):
@@ -45,11 +48,9 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | Path | None = None,
         print(f"wrote {df.height} rows to {output}", file=sys.stderr)
         return
     if fmt == "json":
-        text = json.dumps([_jsonable(r) for r in df.to_dicts()], ensure_ascii=False, default=str)
+        text = json.dumps([_jsonable(r) for r in df.to_dicts()], ensure_ascii=False, default=str, allow_nan=False)
     elif fmt == "csv":
-        flat = df.with_columns([pl.col(c).cast(pl.String) for c, t in df.schema.items()
-                                if isinstance(t, (pl.List, pl.Struct, pl.Array))])
-        text = flat.write_csv()
+        text = csv_text(df)
     else:
         text = table(df, max_rows=max_rows, max_width=max_width)
     if output:
@@ -57,6 +58,17 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | Path | None = None,
         print(f"wrote {df.height} rows to {output}", file=sys.stderr)
     else:
         click.echo(text.rstrip("\n"))
+
+
+def csv_text(df: pl.DataFrame) -> str:
+    """CSV with nested columns (lists, structs) written as JSON text in their cell: CSV has no
+    nested values, and a JSON cell is what pandas/polars users can parse back."""
+    nested = [c for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Struct, pl.Array))]
+    flat = df.with_columns([
+        pl.Series(c, [None if v is None else json.dumps(_jsonable(v), ensure_ascii=False, default=str)
+                      for v in df[c].to_list()], pl.String)
+        for c in nested])
+    return flat.write_csv()
 
 
 def _cell(value: Any, width: int) -> str:

@@ -19,6 +19,9 @@ Tables (``activations`` keeps only non-zeros):
 from __future__ import annotations
 
 import json
+import logging
+import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -82,6 +85,8 @@ CREATE TABLE IF NOT EXISTS activations (
 """
 
 
+log = logging.getLogger(__name__)
+
 # label_source of the offline c-TF-IDF labels (saeembed.labels_offline); ranked below every other source
 OFFLINE_LABEL_SOURCE = "offline-ctfidf"
 
@@ -90,18 +95,105 @@ def doc_id(corpus_id: int, row_idx: int) -> int:
     return (int(corpus_id) << 32) | int(row_idx)
 
 
-def connect(path: str | Path, read_only: bool = False, external_access: bool = True) -> duckdb.DuckDBPyConnection:
-    """Open a store. Read-only opens refuse a missing file instead of creating an empty one."""
+DUCKDB_MAGIC = b"DUCK"  # bytes 8..11 of every DuckDB database file
+
+
+def check_store_file(path: Path) -> bool:
+    """True when ``path`` is an existing DuckDB database, False when there is nothing there yet.
+
+    Refuses anything else: DuckDB would report "stored" into a .parquet file given as --store and
+    keep nothing. A 0-byte file (left by a crash during creation) holds no data and counts as new.
+    """
+    if path.is_dir():
+        raise UserError(f"store {path} is a directory; pass the path of a .duckdb file")
+    if not path.exists():
+        return False
+    if path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if head[8:12] != DUCKDB_MAGIC:
+        raise UserError(f"{path} exists and is not a DuckDB store; pass a new file name for a new store or the "
+                        "path of an existing store")
+    return True
+
+
+def _create(path: Path, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
+    """Create a new store file with the schema, or leave nothing behind (disk full, no permission)."""
+    if path.exists() and path.stat().st_size == 0:  # the empty leftover of an earlier failed creation
+        path.unlink()
+    con = None
+    try:
+        con = duckdb.connect(str(path), config=config)
+        con.execute(SCHEMA)
+        con.execute("CHECKPOINT")
+        return con
+    except (duckdb.Error, OSError) as exc:
+        if con is not None:
+            con.close()
+        for leftover in (path, Path(f"{path}.wal")):
+            leftover.unlink(missing_ok=True)
+        raise UserError(f"cannot create store {path}: {str(exc).splitlines()[0]}; check free disk space and "
+                        "permissions") from None
+
+
+DEFAULT_WAIT_S = 120.0  # how long a command waits for another process to release the store
+
+
+def lock_wait_seconds(wait: float | None = None) -> float:
+    """``wait`` if given, else ``SAEEMBED_WAIT`` (seconds), else :data:`DEFAULT_WAIT_S`."""
+    if wait is not None:
+        return max(0.0, float(wait))
+    env = os.environ.get("SAEEMBED_WAIT", "").strip()
+    try:
+        return max(0.0, float(env)) if env else DEFAULT_WAIT_S
+    except ValueError:
+        raise UserError(f"SAEEMBED_WAIT={env!r} is not a number of seconds; set it to e.g. 60") from None
+
+
+def _open_waiting(path: Path, read_only: bool, config: dict[str, Any], wait: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, retried while another process holds a conflicting lock, for at most ``wait`` s.
+
+    Why: DuckDB allows one writer, or many readers, per file across processes. A second writer (or a
+    reader during an ingest) used to fail at once, sometimes after hours of encoding; now it waits
+    its turn, says so once on stderr, and gives up with one line when the wait is over.
+    """
+    deadline = time.monotonic() + wait
+    delay, told = 0.05, False
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            msg = str(exc).splitlines()[0]
+            if "lock" not in msg.lower():
+                raise UserError(f"cannot open store {path}: {msg}; check the path") from None
+            if time.monotonic() >= deadline:
+                raise UserError(f"store {path} is still in use by another process after {wait:.0f} s ({msg}); "
+                                "let it finish, or wait longer with --wait SECONDS / SAEEMBED_WAIT") from None
+            if not told:
+                log.warning("waiting up to %.0f s for store %s: another process is using it", wait, path)
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+
+def connect(path: str | Path, read_only: bool = False, external_access: bool = True,
+            wait: float | None = None) -> duckdb.DuckDBPyConnection:
+    """Open a store, waiting (bounded) for other processes' locks.
+
+    Read-only opens refuse a missing file instead of creating an empty one; any existing file that
+    is not a DuckDB database is refused.
+    """
     path = Path(path)
-    if read_only and not path.exists():
+    exists = check_store_file(path)
+    if read_only and not exists:
         raise UserError(f"store {path} does not exist; encode a corpus into it first (saeembed encode ... --store {path})")
     config: dict[str, Any] = {}
     if not external_access:
         config["enable_external_access"] = False
-    try:
-        con = duckdb.connect(str(path), read_only=read_only, config=config)
-    except duckdb.IOException as exc:
-        raise UserError(f"cannot open store {path}: {str(exc).splitlines()[0]}; close other writers or check the path") from None
+    if not exists:
+        return _create(path, config)
+    con = _open_waiting(path, read_only, config, lock_wait_seconds(wait))
     if not read_only:
         con.execute(SCHEMA)
     return con
@@ -125,9 +217,13 @@ class StoreReader:
             "SELECT table_name FROM information_schema.tables").fetchall()}
         return "corpora" in names
 
+    @staticmethod
+    def empty_corpora() -> pl.DataFrame:
+        return pl.DataFrame(schema={"corpus_id": pl.Int32, "name": pl.String})
+
     def corpora(self) -> pl.DataFrame:
         if not self.has_tables():
-            return pl.DataFrame(schema={"corpus_id": pl.Int32, "name": pl.String})
+            return self.empty_corpora()
         return self.sql(
             "SELECT corpus_id, name, n_docs, n_tokens, reader, layer, sae, pooling, source, created_at "
             "FROM corpora ORDER BY corpus_id")
@@ -265,10 +361,15 @@ def ingest_corpus(
         # Activations are written latent-major within the corpus: the corpus stays one contiguous
         # doc_id block (range filters prune), and each latent's rows are contiguous, so search and
         # example lookups over a few latents skip almost every row group (10^6 docs: 0.29 s → 0.03 s).
-        files = ", ".join("'" + f.replace("'", "''") + "'" for f in activation_files)
+        # The shard files are handed over as an explicit list through pyarrow: DuckDB's read_parquet
+        # expands glob characters, and a store path may contain them ("runs[1].duckdb").
+        import pyarrow.dataset as pads
+
+        con.register("_shards", pads.dataset([str(f) for f in activation_files], format="parquet"))
         con.execute(
             f"""INSERT INTO activations
                 SELECT ({corpus_id}::BIGINT << 32) | row_idx, feature_id, value, total, n_active
-                FROM read_parquet([{files}]) ORDER BY feature_id, row_idx"""
+                FROM _shards ORDER BY feature_id, row_idx"""
         )
+        con.unregister("_shards")
     return corpus_id

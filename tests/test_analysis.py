@@ -84,7 +84,7 @@ def store(real_store: Path, smollm2_reader, test_sae_spec: str, tmp_path_factory
                       loaded_reader=smollm2_reader)
     other_sae = make_random_sae(root / "other_sae", d_in=smollm2_reader.hidden_size, d_sae=256,
                                 layer=smollm2_reader.layer, model_name=smollm2_reader.name, activation="topk",
-                                k=8, seed=3)
+                                k=8, seed=3, bias=-0.5)
     encode_corpus(dst, root / "other.parquet", "other_sae", sae=str(other_sae), progress=False,
                   loaded_reader=smollm2_reader)
     with open_store(dst) as st:

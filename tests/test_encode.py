@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import saeembed
+from saeembed.names import work_dir
 from saeembed.cli import main
 from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
 
@@ -89,7 +90,7 @@ def test_resume_after_kill_gives_identical_rows(tmp_path, tiny_llama, tiny_sae):
     assert cli("encode", *args, "--store", str(clean))[0] == 0
 
     crashed = tmp_path / "crashed.duckdb"
-    work = Path(f"{crashed}.work") / "c"
+    work = work_dir(crashed, "c")
     cmd = [sys.executable, "-m", "saeembed", "encode", *args, "--store", str(crashed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

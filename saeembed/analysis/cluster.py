@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ..api import reads_store
 from ..errors import UserError
 from .common import (as_store, binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels,
                      run_query)
@@ -132,6 +133,7 @@ def _references(labels: np.ndarray, centrality: np.ndarray, per_cluster: int = A
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 
+@reads_store
 def cluster(store: "Store | str | Path", corpus: str, *, query: str | None = None,
             features: list[int] | str | None = None, unfiltered: bool = False, method: str = "spectral",
             k: int | None = None, per_phrase: int = PER_PHRASE, threshold: float = 0.0, min_cluster_size: int = 5,

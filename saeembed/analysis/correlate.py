@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ..api import reads_store
 from ..errors import UserError
 from .common import (as_store, binary_matrix, check_threshold, corpus_info, feature_labels, paired_rows,
                      run_query)
@@ -105,6 +106,7 @@ def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -
     return cat(out_i, np.int64), cat(out_j, np.int64), cat(out_c, np.int64), cat(out_v, np.float64)
 
 
+@reads_store
 def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | None = None,
               pair_key: str | None = None, threshold: float = 0.0, top_features: int = 2000, min_support: int = 5,
               min_cooccur: int = 3, min_npmi: float = 0.5, label_filter: bool = True,

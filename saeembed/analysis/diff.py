@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from ..api import reads_store
 from ..errors import UserError
 from .common import (as_store, bh_qvalues, check_threshold, corpus_info, feature_labels, paired_rows, run_query,
                      top_documents, with_labels)
@@ -122,6 +123,7 @@ def _finish(store: "Store", df: pl.DataFrame, infos: dict[str, dict], sae: str, 
     return out.select(COLUMNS)
 
 
+@reads_store
 def diff(store: "Store | str | Path", corpora: list[str], *, target: str | None = None, paired: bool = False,
          pair_key: str | None = None, threshold: float = 0.0, min_diff: float = PAPER_MIN_DIFF,
          min_support: int = 1, top: int | None = PAPER_TOP, fdr: float | None = 0.05,

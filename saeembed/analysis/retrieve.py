@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ..api import reads_store
 from ..errors import UserError
 from .common import as_store, corpus_info, doc_texts, feature_labels, run_query
 from .select import PER_PHRASE, select_features
@@ -159,6 +160,7 @@ def fuse(sae: pl.DataFrame, dense: pl.DataFrame, k: int, rrf_k: int = RRF_K) -> 
             .with_columns(pl.col("sae_rank").cast(pl.Int64), pl.col("dense_rank").cast(pl.Int64)))
 
 
+@reads_store
 def search(store: "Store | str | Path", corpus: str, query: str, *, k: int = 10, mode: str = "sae",
            n_features: int = PER_PHRASE, temperature: float = TEMPERATURE, cache: bool = True,
            text_chars: int = 200, idf: bool = True) -> pl.DataFrame:

@@ -132,6 +132,17 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise SAEFormatError(f"cannot read {path}: {exc}; the weight file is damaged or incomplete") from None
 
 
+def _torch_load_tensors(path: Path) -> Any:
+    """``torch.load`` that never executes a pickle: tensor-only files load, anything else is refused
+    with one line (torch's own refusal is a multi-line UnpicklingError)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors, or a pickle that holds more than plain tensors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise SAEFormatError(f"refused to read {path}: it is not a tensor-only torch file ({first}); pickles "
+                             "that hold code are never loaded — convert the weights to safetensors") from None
+
+
 def _build(cfg: SAEConfig, tensors: dict[str, torch.Tensor]) -> SparseAutoencoder:
     sae = SparseAutoencoder(cfg)
     sae.load_tensors(tensors)
@@ -376,10 +387,7 @@ def load_goodfire(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     path = Path(path)
     overrides = overrides or {}
     source = f"Goodfire checkpoint {path}"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors, or a pickle that is not plain tensors
-        raise SAEFormatError(f"cannot read {path} as a tensor-only torch file: {exc}") from None
+    state = _torch_load_tensors(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or "encoder_linear.weight" not in state:
@@ -514,7 +522,7 @@ def load_llamascope(path: str | Path, overrides: dict[str, Any] | None = None) -
     if weights.suffix == ".safetensors":
         tensors = _load_safetensors(weights)
     else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = _torch_load_tensors(weights)
         tensors = state.get("sae", state) if isinstance(state, dict) else {}
     use_dec_bias = bool(hp.get("use_decoder_bias", True))
     expected = {"encoder.weight": (d_sae, d_in), "encoder.bias": (d_sae,), "decoder.weight": (d_in, d_sae)}

@@ -103,6 +103,9 @@ def _hf_fetch(repo: str, subpath: str, spec: str, cache_dir: str | Path | None =
         raise UserError(f"{spec}: the Hugging Face hub is unreachable ({type(exc).__name__}); pass a "
                         "local checkpoint path with --sae LOCAL_PATH") from None
     target = root / subpath if subpath else root
+    if root.resolve() != target.resolve() and root.resolve() not in target.resolve().parents:
+        raise UserError(f"{spec}: the path inside the repo leaves the repo's download folder; write hf:OWNER/REPO/PATH "
+                        "with a plain relative PATH")
     if not target.exists():
         raise UserError(f"{spec}: {subpath!r} is not in {repo}; check the path inside the repo")
     return target
@@ -153,6 +156,14 @@ def _split_local(spec: str) -> tuple[Path, str | None]:
     return Path(root).expanduser(), hookpoint
 
 
+def _check_hub_parts(spec: str, *pieces: str) -> None:
+    """Refuse hub specs that could name a folder outside the download cache (``..``, absolute parts)."""
+    for piece in pieces:
+        if piece.startswith("~") or "\\" in piece or any(p in ("..", ".") for p in piece.split("/")):
+            raise UserError(f"{spec!r}: a hub spec may not contain '..', '.', '~' or '\\' parts; write "
+                            "hf:OWNER/REPO/PATH or saelens:RELEASE/SAE_ID with plain names")
+
+
 def resolve_spec(spec: str | None, cache_dir: str | Path | None = None) -> ResolvedSpec:
     """Resolve any ``--sae`` spec to a local checkpoint path, its display name and overrides."""
     spec = (spec or "default").strip()
@@ -162,6 +173,7 @@ def resolve_spec(spec: str | None, cache_dir: str | Path | None = None) -> Resol
         return ResolvedSpec(DEFAULT_SAE_DIR, "default")
     if spec.startswith("hf:"):
         body, _, hookpoint = spec[3:].partition("#")
+        _check_hub_parts(spec, body, hookpoint)
         parts = body.strip("/").split("/")
         if len(parts) < 2 or not all(parts[:2]):
             raise UserError(f"{spec!r} is not an hf: spec; write hf:OWNER/REPO/PATH (PATH inside the repo)")
@@ -172,6 +184,7 @@ def resolve_spec(spec: str | None, cache_dir: str | Path | None = None) -> Resol
         return ResolvedSpec(path, f"{repo}/{subpath}".rstrip("/"))
     if spec.startswith("saelens:"):
         release, _, sae_id = spec[len("saelens:"):].partition("/")
+        _check_hub_parts(spec, release, sae_id)
         if not release or not sae_id:
             raise UserError(f"{spec!r} is not a saelens: spec; write saelens:RELEASE/SAE_ID")
         repo, folder, overrides = _saelens_lookup(release, sae_id, spec)
