@@ -1,6 +1,6 @@
 """One sparse autoencoder module covering the activation kinds public SAEs use.
 
-Every format loader in ``formats.py`` produces this module, so the encoder math lives in exactly
+Every format loader in ``formats/`` produces this module, so the encoder math lives in exactly
 one place and each loader only has to map tensor names and shapes onto it.
 """
 
