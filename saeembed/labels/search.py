@@ -1,0 +1,168 @@
+"""Search latents by meaning: rank them by how well their labels match a free-text query.
+
+``score = similarity + 0.2 × keyword_match``: MiniLM cosine similarity between the query and each
+label finds paraphrases ("apologetic tone" ~ "saying sorry"); the keyword boost lifts labels that
+literally name the query's words. Analyses select latents by concept through :func:`search_features`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from ..api import reads_store
+from ..errors import UserError
+from ..fsutil import atomic_write
+from ..paths import cache_path
+from .catalog import resolve_sae_id
+
+if TYPE_CHECKING:
+    from ..api import Store
+
+_EMB_CACHE: dict[tuple[str, str, str], tuple[str, np.ndarray]] = {}
+
+_EMB_LOCK = threading.Lock()
+
+_STOP = {"the", "and", "for", "with", "that", "this", "from", "are", "was", "about", "into", "its", "of", "a",
+         "an", "to", "in", "on", "or", "is", "be", "as", "by", "at", "it"}
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3 and w not in _STOP]
+
+
+def _label_embeddings(store_key: str, sae: str, source: str, labels: list[str]) -> np.ndarray:
+    """MiniLM embeddings of one (sae, label_source)'s labels, cached while the labels are unchanged.
+
+    Why three levels: embedding the 6,144 labels of the default SAE takes tens of seconds on a
+    CPU, and every CLI call is a new process. The memory cache serves repeated calls in one
+    process; the disk cache (``SAEEMBED_CACHE/label_embeddings``) serves later processes; the
+    package ships the default SAE's embeddings so even the first search is instant. All are keyed
+    by a digest of the exact label texts, so edited labels are re-embedded.
+    """
+    digest = hashlib.sha1("\x00".join(labels).encode()).hexdigest()
+    key = (store_key, sae, source)
+    with _EMB_LOCK:
+        hit = _EMB_CACHE.get(key)
+        if hit and hit[0] == digest:
+            return hit[1]
+    emb = _label_embeddings_on_disk(digest, labels)
+    with _EMB_LOCK:
+        _EMB_CACHE[key] = (digest, emb)
+    return emb
+
+
+def label_embedding_file(digest: str) -> str:
+    return f"label_embeddings_{digest[:20]}.npy"
+
+
+def _label_embeddings_on_disk(digest: str, labels: list[str]) -> np.ndarray:
+    from ..embed import get_embedder
+    from ..sae.resolve import DEFAULT_SAE_DIR
+
+    name = label_embedding_file(digest)
+    for path in (DEFAULT_SAE_DIR / name, cache_path("label_embeddings", name)):
+        if path.exists():
+            try:
+                emb = np.load(path).astype(np.float32)
+                if emb.shape[0] == len(labels):
+                    return emb
+            except (OSError, ValueError):
+                pass  # a damaged cache file is recomputed below
+    emb = get_embedder().embed(labels) if labels else np.zeros((0, 384), np.float32)
+    emb = emb.astype(np.float16).astype(np.float32)  # the precision it is cached at, so every run agrees
+    path = cache_path("label_embeddings", name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda fh: np.save(fh, emb.astype(np.float16)))
+    except OSError:
+        pass  # a read-only home only costs recomputation
+    return emb
+
+
+def _keyword_matches(query_words: list[str], labels: pl.Series) -> np.ndarray:
+    """``_keyword_match`` for every label, scoring only labels that contain a query word's stem.
+
+    Why: a Python loop over 65k labels costs ~1 s per search; a label can only match a word whose
+    stem it contains, so a vectorised substring prefilter leaves a handful to score exactly.
+    """
+    kw = np.zeros(len(labels))
+    if not query_words:
+        return kw
+    low = labels.str.to_lowercase()
+    hit = pl.select(pl.any_horizontal([low.str.contains(_word_stem(w), literal=True) for w in query_words]))
+    for i in np.flatnonzero(hit.to_series().fill_null(False).to_numpy()):
+        kw[i] = _keyword_match(query_words, labels[int(i)])
+    return kw
+
+
+def _word_stem(word: str) -> str:
+    return word[: max(4, min(6, len(word) - 2))]  # crude stem: 'apologetic' ~ 'apologies'
+
+
+def _keyword_match(query_words: list[str], text: str) -> float:
+    """Share of the query's content words found (as word prefixes, so 'apolog' hits 'apology')."""
+    if not query_words:
+        return 0.0
+    words = _words(text)
+    hits = 0
+    for q in query_words:
+        stem = _word_stem(q)
+        if any(w == q or (len(w) >= 4 and w.startswith(stem)) for w in words):
+            hits += 1
+    return hits / len(query_words)
+
+
+KEYWORD_WEIGHT = 0.2
+
+
+@reads_store
+def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str | None = None) -> pl.DataFrame:
+    """Latents whose labels best match ``query``, best first.
+
+    ``score = similarity + 0.2 × keyword_match``: MiniLM cosine similarity between the query and
+    each label finds paraphrases ("apologetic tone" ~ "saying sorry"); the keyword boost lifts labels
+    that literally name the query's words, which short labels need because MiniLM similarities of
+    one-word labels are noisy. Every label source of a latent is searched and the best-matching one
+    is reported. Columns: sae, feature_id, label, label_source, similarity, keyword_match, score.
+    """
+    if not query or not query.strip():
+        raise UserError("the search query is empty; pass some words, e.g. --search 'apologetic tone'")
+    if k <= 0:
+        raise UserError("--k must be positive")
+    st = store  # reads_store has opened it
+    where, params = "", None
+    if sae is not None:
+        where, params = "WHERE sae = ?", [resolve_sae_id(st, sae)["sae"]]
+    rows = st.sql(f"""SELECT sae, feature_id, label, label_source, description FROM features {where}
+                      ORDER BY sae, label_source, feature_id""", params)
+    rows = rows.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
+    out_schema = {"sae": pl.String, "feature_id": pl.Int32, "label": pl.String, "label_source": pl.String,
+                  "similarity": pl.Float64, "keyword_match": pl.Float64, "score": pl.Float64}
+    if rows.height == 0:
+        return pl.DataFrame(schema=out_schema)
+    from ..embed import get_embedder
+
+    q = get_embedder().embed([query.strip()])[0]
+    qwords = _words(query)
+    parts = []
+    for (sae_id, source), grp in rows.group_by("sae", "label_source", maintain_order=True):
+        labels = grp["label"].to_list()
+        emb = _label_embeddings(str(st.path), sae_id, source, labels)
+        kw = _keyword_matches(qwords, grp["label"])
+        parts.append(grp.select("sae", "feature_id", "label", "label_source").with_columns(
+            pl.Series("similarity", (emb @ q).astype(np.float64)), pl.Series("keyword_match", kw, pl.Float64)))
+    res = pl.concat(parts).with_columns(
+        (pl.col("similarity") + KEYWORD_WEIGHT * pl.col("keyword_match")).alias("score"))
+    res = (res.sort("score", descending=True).unique(["sae", "feature_id"], keep="first", maintain_order=True)
+           .head(k).cast(out_schema))
+    return res.select(list(out_schema))
+
+
+__all__ = ["search_features", "label_embedding_file", "KEYWORD_WEIGHT"]
