@@ -34,16 +34,17 @@ import polars as pl
 
 from ..api import reads_store
 from ..errors import UserError
-from .common import (as_store, binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels,
-                     run_query)
-from .select import PER_PHRASE, parse_feature_list, select_features
+from ..ids import ROW_MASK
+from ..options import resolve
+from .common import binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels, run_query
+from .options import ClusterOptions
+from .select import parse_feature_list, select_features
 
 if TYPE_CHECKING:
     from ..api import Store
 
 METHODS = ("spectral", "hdbscan")
 DESCRIBE = ("all", "selected")
-MAX_DOCS = 6000  # dense Jaccard of this many documents: 144 MB float32
 MAX_K = 12
 ASSIGN_REF = 200  # central members per cluster that documents beyond max_docs are compared with
 
@@ -53,7 +54,7 @@ SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_featu
           "k": pl.Int64, "n_features": pl.Int64, "method": pl.String}
 
 
-def jaccard(mat, other=None) -> np.ndarray:  # noqa: ANN001 - binary scipy CSR [n, f]
+def jaccard(mat, other=None) -> np.ndarray:
     """Dense float32 Jaccard similarity between the rows of binary sparse matrices (0 where both are empty)."""
     other = mat if other is None else other
     inter = (mat @ other.T).toarray().astype(np.float32)
@@ -105,7 +106,7 @@ def _fit(sim: np.ndarray, method: str, k: int | None, min_cluster_size: int, see
     return lab, int(lab.max()) + 1
 
 
-def _assign(rest, sample, labels: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+def _assign(rest, sample, labels: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Cluster (and mean Jaccard to it) of each ``rest`` row: the cluster of the sampled documents
     it is most similar to on average. Noise (−1) is not a cluster one can join."""
     ids = np.unique(labels[labels >= 0])
@@ -134,11 +135,8 @@ def _references(labels: np.ndarray, centrality: np.ndarray, per_cluster: int = A
 
 
 @reads_store
-def cluster(store: "Store | str | Path", corpus: str, *, query: str | None = None,
-            features: list[int] | str | None = None, unfiltered: bool = False, method: str = "spectral",
-            k: int | None = None, per_phrase: int = PER_PHRASE, threshold: float = 0.0, min_cluster_size: int = 5,
-            describe: str = "all", n_describe: int = 5, n_central: int = 3, sample: int | None = None,
-            max_docs: int = MAX_DOCS, seed: int = 0) -> pl.DataFrame:
+def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | None = None,
+            **kwargs: Any) -> pl.DataFrame:
     """Cluster a corpus on the latents selected by ``query`` (or ``features``, or all: ``unfiltered``).
 
     Returns one row per cluster (−1 last: documents that could not be placed, or HDBSCAN noise):
@@ -150,40 +148,42 @@ def cluster(store: "Store | str | Path", corpus: str, *, query: str | None = Non
 
     ``sample`` clusters only a random sample of N documents; ``max_docs`` bounds the dense
     similarity matrix (the rest are assigned to the nearest cluster, see the module docstring).
+    Options: :class:`~saeembed.analysis.options.ClusterOptions`.
     """
-    st = as_store(store)
-    threshold = check_threshold(threshold)
-    if method not in METHODS:
-        raise UserError(f"unknown method {method!r}; use spectral or hdbscan")
-    if describe not in DESCRIBE:
-        raise UserError(f"unknown describe mode {describe!r}; use all or selected")
-    if sum(x is not None and x is not False for x in (query, features, unfiltered or None)) != 1:
+    o = resolve(ClusterOptions, options, kwargs, "cluster")
+    st = store
+    threshold = check_threshold(o.threshold)
+    if o.method not in METHODS:
+        raise UserError(f"unknown method {o.method!r}; use spectral or hdbscan")
+    if o.describe not in DESCRIBE:
+        raise UserError(f"unknown describe mode {o.describe!r}; use all or selected")
+    if sum(x is not None and x is not False for x in (o.query, o.features, o.unfiltered or None)) != 1:
         raise UserError("pass exactly one of --query, --features or --unfiltered")
-    if k is not None and k < 2:
+    if o.k is not None and o.k < 2:
         raise UserError("--k must be at least 2")
-    if (sample is not None and sample < 4) or max_docs < 4 or n_describe < 0 or n_central < 0:
+    if (o.sample is not None and o.sample < 4) or o.max_docs < 4 or o.n_describe < 0 or o.n_central < 0:
         raise UserError("--sample and max_docs must be at least 4, and the description sizes >= 0")
     info = corpus_info(st, corpus)
-    if query is not None:
-        feats = select_features(st, query, info["sae"], k=per_phrase)["feature_id"].to_list()
-    elif features is not None:
-        text = features if isinstance(features, str) else ",".join(map(str, features))
+    if o.query is not None:
+        feats = select_features(st, o.query, info["sae"], k=o.per_phrase)["feature_id"].to_list()
+    elif o.features is not None:
+        text = o.features if isinstance(o.features, str) else ",".join(map(str, o.features))
         feats = parse_feature_list(text, info["d_sae"])
     else:
         feats = run_query(st, "feature_frequencies", {"lo": info["lo"], "hi": info["hi"], "threshold": threshold,
                                                        "min_support": 1, "n": info["d_sae"]})["feature_id"].to_list()
     mat, rows = binary_matrix(st, info, feats, threshold)
-    rng = np.random.default_rng(seed)
-    if sample is not None and sample < len(rows):
-        pick = np.sort(rng.choice(len(rows), sample, replace=False))
+    rng = np.random.default_rng(o.seed)
+    if o.sample is not None and o.sample < len(rows):
+        pick = np.sort(rng.choice(len(rows), o.sample, replace=False))
         mat, rows = mat[pick], rows[pick]
     n_sel = np.asarray(mat.sum(axis=1)).ravel().astype(np.int64)
     placed = np.flatnonzero(n_sel > 0)
     if len(placed) < 4:
         raise UserError(f"only {len(placed)} documents contain any selected latent; broaden the query or features")
-    fit_idx = placed if len(placed) <= max_docs else np.sort(rng.choice(placed, max_docs, replace=False))
+    fit_idx = placed if len(placed) <= o.max_docs else np.sort(rng.choice(placed, o.max_docs, replace=False))
     sim = jaccard(mat[fit_idx])
-    lab, k_used = _fit(sim, method, k, min_cluster_size, seed)
+    lab, k_used = _fit(sim, o.method, o.k, o.min_cluster_size, o.seed)
     clusters = np.full(len(rows), -1, dtype=np.int64)
     central = np.zeros(len(rows))
     clusters[fit_idx] = lab
@@ -196,13 +196,13 @@ def cluster(store: "Store | str | Path", corpus: str, *, query: str | None = Non
         ref = _references(lab, central[fit_idx])
         clusters[rest], central[rest] = _assign(mat[rest], mat[fit_idx[ref]], lab[ref])
     doc_ids = (int(info["lo"]) | rows).astype(np.int64)
-    describe_feats = feats if describe == "selected" else None
-    summary = _describe(st, info, doc_ids, clusters, central, threshold, describe_feats, n_describe, n_central)
+    describe_feats = feats if o.describe == "selected" else None
+    summary = _describe(st, info, doc_ids, clusters, central, threshold, describe_feats, o.n_describe, o.n_central)
     return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
-                                pl.lit(method).alias("method")).select(list(SCHEMA))
+                                pl.lit(o.method).alias("method")).select(list(SCHEMA))
 
 
-def _describe(store: "Store", info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,
+def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,
               threshold: float, feats: list[int] | None, n_describe: int, n_central: int) -> pl.DataFrame:
     """Distinctive latents (SQL counts per cluster) and central documents of every cluster."""
     counts = run_query(store, "cluster_feature_counts", {"lo": info["lo"], "hi": info["hi"],
@@ -244,7 +244,7 @@ def cluster_assignments(clusters: pl.DataFrame) -> pl.DataFrame:
     """One row per document (doc_id, row_idx, cluster, centrality) from :func:`cluster`'s result."""
     return (clusters.select("cluster", "doc_ids", "centrality").explode("doc_ids", "centrality")
             .rename({"doc_ids": "doc_id"}).drop_nulls("doc_id")
-            .with_columns((pl.col("doc_id") & 0xFFFFFFFF).alias("row_idx"))
+            .with_columns((pl.col("doc_id") & ROW_MASK).alias("row_idx"))
             .select("doc_id", "row_idx", "cluster", "centrality").sort("doc_id"))
 
 

@@ -7,7 +7,7 @@ read and reuse exactly what the analyses run; it is read at run time, never copi
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import UserError
+from ..ids import corpus_range
 
 if TYPE_CHECKING:
     from ..api import Store
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 # in pyproject.toml) is the fallback; SAEEMBED_QUERIES overrides both, for users editing a query.
 QUERIES_DIR = Path(__file__).resolve().parents[2] / "queries"
 PACKAGED_QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"
-ROW_MASK = 0xFFFFFFFF
 
 
 def query_dirs() -> list[Path]:
@@ -33,7 +33,7 @@ def query_dirs() -> list[Path]:
     return dirs + [QUERIES_DIR, PACKAGED_QUERIES_DIR]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read_query(name: str, dirs: tuple[Path, ...]) -> str:
     for d in dirs:
         path = d / f"{name}.sql"
@@ -48,23 +48,21 @@ def load_query(name: str) -> str:
     return _read_query(name, tuple(query_dirs()))
 
 
-def run_query(store: "Store", name: str, params: dict[str, Any]) -> pl.DataFrame:
+def run_query(store: Store, name: str, params: dict[str, Any]) -> pl.DataFrame:
     """Run a named query with named parameters on the store's read-only connection."""
     return store.sql(load_query(name), params)
 
 
-def as_store(store: "Store | str | Path") -> "Store":
-    from ..labels import as_store as _as
+def as_store(store: Store | str | Path) -> Store:
+    from ..api import as_store as _as
 
     return _as(store)
 
 
-def corpus_info(store: "Store", name: str) -> dict[str, Any]:
+def corpus_info(store: Store, name: str) -> dict[str, Any]:
     """The corpus row plus ``lo``/``hi`` (its doc-id range) and ``d_sae`` of its SAE."""
     info = dict(store.corpus(name))
-    cid = int(info["corpus_id"])
-    info["lo"] = cid << 32
-    info["hi"] = (cid << 32) | ROW_MASK
+    info["lo"], info["hi"] = corpus_range(int(info["corpus_id"]))
     row = store.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [info["sae"]]).fetchall()
     info["d_sae"] = int(row[0][0]) if row else None
     return info
@@ -77,20 +75,14 @@ def check_threshold(threshold: float) -> float:
 
 
 def bh_qvalues(p: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values): min over j >= i of p_(j) m / j, capped at 1."""
+    """Benjamini–Hochberg adjusted p-values (q-values), via ``scipy.stats.false_discovery_control``."""
+    from scipy.stats import false_discovery_control
+
     p = np.asarray(p, dtype=np.float64)
-    m = len(p)
-    if m == 0:
-        return p.copy()
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, m + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(q, 1.0)
-    return out
+    return false_discovery_control(p, method="bh") if len(p) else p.copy()
 
 
-def feature_labels(store: "Store", sae: str, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
+def feature_labels(store: Store, sae: str, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
     """(feature_id, label) with each latent's best label; latents without one are absent."""
     df = store.features(sae).select(pl.col("feature_id").cast(pl.Int32), "label")
     df = df.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
@@ -104,7 +96,7 @@ def with_labels(df: pl.DataFrame, labels: pl.DataFrame, col: str = "feature_id",
     return df.join(lab, on=col, how="left")
 
 
-def top_documents(store: "Store", info: dict[str, Any], feature_ids: list[int], n: int) -> dict[int, list[int]]:
+def top_documents(store: Store, info: dict[str, Any], feature_ids: list[int], n: int) -> dict[int, list[int]]:
     """feature_id → doc ids where it fires most strongly in this corpus (best first)."""
     if not feature_ids or n <= 0:
         return {}
@@ -113,7 +105,8 @@ def top_documents(store: "Store", info: dict[str, Any], feature_ids: list[int], 
     return {int(f): [int(d) for d in ds] for f, ds in zip(df["feature_id"].to_list(), df["doc_ids"].to_list())}
 
 
-def highlighted_examples(store: "Store", pairs: list[tuple[int, int]], max_chars: int = 300) -> dict[tuple[int, int], str]:
+def highlighted_examples(store: Store, pairs: list[tuple[int, int]],
+                         max_chars: int = 300) -> dict[tuple[int, int], str]:
     """Text of (doc_id, feature_id) pairs with the tokens where the latent fires marked ``<<…>>``.
 
     Highlighting recomputes token activations with the corpus' reader and SAE (one forward per
@@ -148,7 +141,7 @@ def _clip(text: str, n: int) -> str:
     return ("…" if start else "") + text[start:start + n] + "…"
 
 
-def doc_texts(store: "Store", doc_ids: list[int], max_chars: int = 200) -> dict[int, str]:
+def doc_texts(store: Store, doc_ids: list[int], max_chars: int = 200) -> dict[int, str]:
     if not doc_ids:
         return {}
     df = store.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
@@ -156,8 +149,8 @@ def doc_texts(store: "Store", doc_ids: list[int], max_chars: int = 200) -> dict[
     return {int(d): _clip(str(t or ""), max_chars) for d, t in df.iter_rows()}
 
 
-def binary_matrix(store: "Store", info: dict[str, Any], feature_ids: list[int], threshold: float = 0.0,
-                  rows: np.ndarray | None = None, fmt: str = "csr"):  # noqa: ANN201 - (scipy matrix, rows)
+def binary_matrix(store: Store, info: dict[str, Any], feature_ids: list[int], threshold: float = 0.0,
+                  rows: np.ndarray | None = None, fmt: str = "csr"):
     """Binarised sparse matrix [len(rows), len(feature_ids)] of one corpus; row i is document ``rows[i]``.
 
     ``rows`` (row_idx values, any order, e.g. aligned with another corpus) defaults to every
@@ -196,7 +189,7 @@ def binary_matrix(store: "Store", info: dict[str, Any], feature_ids: list[int], 
     return mat, rows
 
 
-def paired_rows(store: "Store", info_a: dict[str, Any], info_b: dict[str, Any],
+def paired_rows(store: Store, info_a: dict[str, Any], info_b: dict[str, Any],
                 pair_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (rows_a[i] ↔ rows_b[i]) of the documents two corpora share.
 

@@ -28,13 +28,13 @@ import polars as pl
 
 from ..api import reads_store
 from ..errors import UserError
-from .common import (as_store, binary_matrix, check_threshold, corpus_info, feature_labels, paired_rows,
-                     run_query)
+from ..options import resolve
+from .common import binary_matrix, check_threshold, corpus_info, feature_labels, paired_rows, run_query
+from .options import CorrelateOptions
 
 if TYPE_CHECKING:
     from ..api import Store
 
-LABEL_SIM_MAX = 0.2
 SAME_TOKEN_MAX = 0.5
 BLOCK_ENTRIES = 4_000_000  # co-occurrence entries computed at once (one block of columns)
 
@@ -61,7 +61,7 @@ def npmi(counts_ab: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, n: int) -> np.
 npmi_matrix = npmi  # older name
 
 
-def _select(store: "Store", info: dict[str, Any], threshold: float, min_support: int, top_features: int
+def _select(store: Store, info: dict[str, Any], threshold: float, min_support: int, top_features: int
             ) -> np.ndarray:
     """The ``top_features`` most frequent latents with enough support, minus those present in every
     document (they co-occur with everything, so their NPMI carries no information)."""
@@ -72,7 +72,7 @@ def _select(store: "Store", info: dict[str, Any], threshold: float, min_support:
     return df["feature_id"].to_numpy().astype(np.int64)
 
 
-def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -1.0,  # noqa: ANN001 - CSR
+def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -1.0,
                        block_entries: int = BLOCK_ENTRIES) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, n_ij, npmi) of column pairs of binary CSR matrices with n_ij >= min_cooccur and NPMI >= min_npmi.
 
@@ -107,11 +107,8 @@ def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -
 
 
 @reads_store
-def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | None = None,
-              pair_key: str | None = None, threshold: float = 0.0, top_features: int = 2000, min_support: int = 5,
-              min_cooccur: int = 3, min_npmi: float = 0.5, label_filter: bool = True,
-              max_label_similarity: float = LABEL_SIM_MAX, token_check: bool = False, token_sample: int = 5,
-              top: int | None = 200) -> pl.DataFrame:
+def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions | None = None,
+              **kwargs: Any) -> pl.DataFrame:
     """Pairs of latents with high NPMI, best first (ties: more co-occurrences first).
 
     Columns: feature_a, label_a, feature_b, label_b, npmi, n_a, n_b, n_ab (documents with a, with
@@ -120,41 +117,42 @@ def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | No
     documents where the two fire on the same or adjacent tokens; pairs above 0.5 are dropped).
     ``label_filter`` drops pairs with label_similarity >= ``max_label_similarity``. In cross mode
     ``feature_a`` is a latent of ``corpus`` and ``feature_b`` one of ``with_corpus``, and n_docs
-    counts document pairs.
+    counts document pairs. Options: :class:`~saeembed.analysis.options.CorrelateOptions`.
     """
-    st = as_store(store)
-    threshold = check_threshold(threshold)
-    if top_features <= 0 or min_cooccur < 1 or not -1 <= min_npmi <= 1 or min_support < 0:
+    o = resolve(CorrelateOptions, options, kwargs, "correlate")
+    st = store
+    threshold = check_threshold(o.threshold)
+    if o.top_features <= 0 or o.min_cooccur < 1 or not -1 <= o.min_npmi <= 1 or o.min_support < 0:
         raise UserError("--top-features must be > 0, --min-support >= 0, --min-cooccur >= 1 and --min-npmi in [-1, 1]")
-    if top is not None and top <= 0:
+    if o.top is not None and o.top <= 0:
         raise UserError("--top must be positive")
-    if pair_key is not None and with_corpus is None:
+    if o.pair_key is not None and o.with_corpus is None:
         raise UserError("--pair-key pairs two corpora; it needs --with CORPUS")
-    if token_check and with_corpus is not None:
+    if o.token_check and o.with_corpus is not None:
         raise UserError("--token-check compares tokens within one document; it does not apply with --with")
     info = corpus_info(st, corpus)
-    feats_a = _select(st, info, threshold, min_support, top_features)
-    if with_corpus is None:
+    feats_a = _select(st, info, threshold, o.min_support, o.top_features)
+    if o.with_corpus is None:
         xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold, fmt="csc")
         n = len(rows)
-        i, j, c, v = cooccurrence_pairs(xa, min_cooccur=min_cooccur, min_npmi=min_npmi)
+        i, j, c, v = cooccurrence_pairs(xa, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi)
         na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
         swap = feats_a[i] > feats_a[j]  # report each unordered pair with feature_a < feature_b
         i, j = np.where(swap, j, i), np.where(swap, i, j)
         feats_b, sae_b = feats_a, info["sae"]
     else:
-        info_b = corpus_info(st, with_corpus)
-        rows_a, rows_b = paired_rows(st, info, info_b, pair_key)
-        feats_b = _select(st, info_b, threshold, min_support, top_features)
+        info_b = corpus_info(st, o.with_corpus)
+        rows_a, rows_b = paired_rows(st, info, info_b, o.pair_key)
+        feats_b = _select(st, info_b, threshold, o.min_support, o.top_features)
         xa, _ = binary_matrix(st, info, feats_a.tolist(), threshold, rows=rows_a, fmt="csc")
         xb, _ = binary_matrix(st, info_b, feats_b.tolist(), threshold, rows=rows_b, fmt="csc")
         n = len(rows_a)
         # support among the paired documents only; latents in every pair say nothing
         na, nb = (np.asarray(x.sum(axis=0)).ravel().astype(np.int64) for x in (xa, xb))
-        ka = np.flatnonzero((na >= max(min_support, 1)) & (na < n))
-        kb = np.flatnonzero((nb >= max(min_support, 1)) & (nb < n))
+        ka = np.flatnonzero((na >= max(o.min_support, 1)) & (na < n))
+        kb = np.flatnonzero((nb >= max(o.min_support, 1)) & (nb < n))
         xa, xb, feats_a, feats_b, na, nb = xa[:, ka], xb[:, kb], feats_a[ka], feats_b[kb], na[ka], nb[kb]
-        i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=min_cooccur, min_npmi=min_npmi)
+        i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi)
         sae_b = info_b["sae"]
     out = pl.DataFrame({"feature_a": feats_a[i].astype(np.int32), "feature_b": feats_b[j].astype(np.int32),
                         "npmi": v, "n_a": na[i], "n_b": nb[j], "n_ab": c,
@@ -165,23 +163,23 @@ def correlate(store: "Store | str | Path", corpus: str, *, with_corpus: str | No
     out = out.join(lab_a, on="feature_a", how="left", maintain_order="left")
     out = out.join(lab_b, on="feature_b", how="left", maintain_order="left")
     # the token check drops pairs after this, so it needs spare candidates
-    wanted = top if top is None or not token_check else 4 * top
-    out = _with_label_similarity(out, label_filter, max_label_similarity, wanted)
+    wanted = o.top if o.top is None or not o.token_check else 4 * o.top
+    out = _with_label_similarity(out, o.label_filter, o.max_label_similarity, wanted)
     cols = list(COLUMNS)
-    if token_check:
+    if o.token_check:
         # the check costs reader forwards, so it runs on a bounded head; dropped pairs are refilled
         # from the next candidates until ``top`` pairs survive or the candidates run out
-        want = top if top is not None else out.height
+        want = o.top if o.top is not None else out.height
         kept, offset, chunk = [], 0, max(2 * want, 4)  # one batch of forwards usually suffices
         while offset < out.height and sum(k.height for k in kept) < want:
-            part = _token_check(st, info, out.slice(offset, chunk), threshold, token_sample)
+            part = _token_check(st, info, out.slice(offset, chunk), threshold, o.token_sample)
             kept.append(part.filter(pl.col("same_token_share").is_null()
                                     | (pl.col("same_token_share") <= SAME_TOKEN_MAX)))
             offset += chunk
         out = pl.concat(kept) if kept else out.with_columns(pl.lit(None, pl.Float64).alias("same_token_share"))
         cols.append("same_token_share")
     out = out.select(cols).sort(["npmi", "n_ab", "feature_a", "feature_b"], descending=[True, True, False, False])
-    return out.head(top) if top is not None else out
+    return out.head(o.top) if o.top is not None else out
 
 
 def _with_label_similarity(pairs: pl.DataFrame, label_filter: bool, max_sim: float, top: int | None
@@ -232,7 +230,7 @@ def label_similarity(labels_a: pl.Series, labels_b: pl.Series, batch: int = 6553
     return sims
 
 
-def coactive_documents(store: "Store", info: dict[str, Any], pairs: pl.DataFrame, threshold: float,
+def coactive_documents(store: Store, info: dict[str, Any], pairs: pl.DataFrame, threshold: float,
                        n: int) -> dict[tuple[int, int], list[int]]:
     """(feature_a, feature_b) → up to ``n`` doc ids where both are present (spread over the corpus)."""
     if pairs.height == 0 or n <= 0:
@@ -259,7 +257,7 @@ def same_token_share(fire_a: list[set[int]], fire_b: list[set[int]]) -> float | 
     return hits / len(fire_a)
 
 
-def _token_check(store: "Store", info: dict[str, Any], pairs: pl.DataFrame, threshold: float,
+def _token_check(store: Store, info: dict[str, Any], pairs: pl.DataFrame, threshold: float,
                  sample: int) -> pl.DataFrame:
     """Add same_token_share, from token activations recomputed for sampled co-active documents."""
     from ..highlight import token_activations

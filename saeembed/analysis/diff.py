@@ -32,21 +32,29 @@ from scipy import stats
 
 from ..api import reads_store
 from ..errors import UserError
-from .common import (as_store, bh_qvalues, check_threshold, corpus_info, feature_labels, paired_rows, run_query,
-                     top_documents, with_labels)
+from ..options import resolve
+from .common import (
+    bh_qvalues,
+    check_threshold,
+    corpus_info,
+    feature_labels,
+    paired_rows,
+    run_query,
+    top_documents,
+    with_labels,
+)
+from .options import PAPER_MIN_DIFF, PAPER_TOP, DiffOptions
 
 if TYPE_CHECKING:
     from ..api import Store
 
-PAPER_MIN_DIFF = 0.03
-PAPER_TOP = 200
 
 COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
            "log_odds", "n_target", "n_other", "docs_target", "docs_other", "p_value", "q_value", "test",
            "examples_target", "examples_other"]
 
 
-def feature_counts(store: "Store", info: dict[str, Any], threshold: float = 0.0) -> np.ndarray:
+def feature_counts(store: Store, info: dict[str, Any], threshold: float = 0.0) -> np.ndarray:
     """Documents of one corpus in which each latent is present, as a dense [d_sae] array (one SQL)."""
     df = run_query(store, "feature_doc_counts", {"lo": info["lo"], "hi": info["hi"], "threshold": float(threshold)})
     out = np.zeros(int(info["d_sae"]), dtype=np.int64)
@@ -96,7 +104,7 @@ def _frame(target: str, other: np.ndarray, fids: np.ndarray, kt: np.ndarray, ko:
     })
 
 
-def _finish(store: "Store", df: pl.DataFrame, infos: dict[str, dict], sae: str, min_diff: float,
+def _finish(store: Store, df: pl.DataFrame, infos: dict[str, dict], sae: str, min_diff: float,
             fdr: float | None, top: int | None, n_examples: int) -> pl.DataFrame:
     """BH q-values per target (over every tested latent), filters, ranking, labels, example doc ids."""
     parts = []
@@ -124,12 +132,11 @@ def _finish(store: "Store", df: pl.DataFrame, infos: dict[str, dict], sae: str, 
 
 
 @reads_store
-def diff(store: "Store | str | Path", corpora: list[str], *, target: str | None = None, paired: bool = False,
-         pair_key: str | None = None, threshold: float = 0.0, min_diff: float = PAPER_MIN_DIFF,
-         min_support: int = 1, top: int | None = PAPER_TOP, fdr: float | None = 0.05,
-         examples: int = 3) -> pl.DataFrame:
+def diff(store: Store | str | Path, corpora: list[str], options: DiffOptions | None = None,
+         **kwargs: Any) -> pl.DataFrame:
     """Latents over-represented in each target corpus compared with the others, best first.
 
+    Options: :class:`~saeembed.analysis.options.DiffOptions` (as an object or as keywords).
     Each corpus is the target in turn (or only ``target``). Its frequency is compared with the
     *maximum* frequency among the other corpora (paper) and tested against the corpus holding that
     maximum (column ``other``). Rows need ``diff >= min_diff`` and, when ``fdr`` is set,
@@ -145,16 +152,17 @@ def diff(store: "Store | str | Path", corpora: list[str], *, target: str | None 
 
     Paper settings: ``fdr=None`` (no test), ``min_diff=0.03``, ``top=200``, ``threshold=0``.
     """
-    st = as_store(store)
-    threshold = check_threshold(threshold)
+    o = resolve(DiffOptions, options, kwargs, "diff")
+    st = store
+    threshold = check_threshold(o.threshold)
     corpora = list(corpora)
     if len(corpora) < 2:
         raise UserError("diff needs at least two corpora, e.g. saeembed diff --store S A B")
     if len(set(corpora)) != len(corpora):
         raise UserError("a corpus is named twice; diff compares different corpora")
-    if min_support < 0 or (top is not None and top <= 0) or (fdr is not None and not 0 < fdr <= 1):
+    if o.min_support < 0 or (o.top is not None and o.top <= 0) or (o.fdr is not None and not 0 < o.fdr <= 1):
         raise UserError("--min-support must be >= 0, --top > 0 and --fdr in (0, 1]")
-    if examples < 0:
+    if o.examples < 0:
         raise UserError("the number of example documents must be >= 0")
     infos = {c: corpus_info(st, c) for c in corpora}
     saes = {i["sae"] for i in infos.values()}
@@ -162,22 +170,22 @@ def diff(store: "Store | str | Path", corpora: list[str], *, target: str | None 
         raise UserError(f"the corpora were encoded with different SAEs ({', '.join(sorted(saes))}); their latents "
                         "are not comparable, so encode them with the same --sae")
     sae = saes.pop()
-    if target is not None and target not in infos:
-        raise UserError(f"--target {target!r} is not among the compared corpora ({', '.join(corpora)}); add it")
+    if o.target is not None and o.target not in infos:
+        raise UserError(f"--target {o.target!r} is not among the compared corpora ({', '.join(corpora)}); add it")
     for c, i in infos.items():
         if not i["n_docs"]:
             raise UserError(f"corpus {c!r} has no documents; encode some or leave it out")
-    if pair_key is not None and not paired:
+    if o.pair_key is not None and not o.paired:
         raise UserError("--pair-key only applies with --paired")
-    targets = [target] if target else corpora
+    targets = [o.target] if o.target else corpora
     d_sae = int(next(iter(infos.values()))["d_sae"])
     fids = np.arange(d_sae, dtype=np.int32)
-    support = max(int(min_support), 1)  # a latent absent on both sides cannot be tested
+    support = max(int(o.min_support), 1)  # a latent absent on both sides cannot be tested
 
-    if paired:
+    if o.paired:
         if len(corpora) != 2:
             raise UserError("--paired compares exactly two corpora of matched documents")
-        parts = _paired(st, infos, corpora, targets, pair_key, threshold, fids, support)
+        parts = _paired(st, infos, corpora, targets, o.pair_key, threshold, fids, support)
     else:
         counts = {c: feature_counts(st, infos[c], threshold) for c in corpora}
         ns = {c: int(infos[c]["n_docs"]) for c in corpora}
@@ -195,10 +203,10 @@ def diff(store: "Store | str | Path", corpora: list[str], *, target: str | None 
             other = np.array(others, dtype=object)[which]
             parts.append(_frame(t, other[keep], fids[keep], kt[keep], ko[keep], nt[keep], no[keep], lor[keep],
                                 p[keep], "z"))
-    return _finish(st, pl.concat(parts), infos, sae, min_diff, fdr, top, examples)
+    return _finish(st, pl.concat(parts), infos, sae, o.min_diff, o.fdr, o.top, o.examples)
 
 
-def _paired(st: "Store", infos: dict[str, dict], corpora: list[str], targets: list[str], pair_key: str | None,
+def _paired(st: Store, infos: dict[str, dict], corpora: list[str], targets: list[str], pair_key: str | None,
             threshold: float, fids: np.ndarray, support: int) -> list[pl.DataFrame]:
     a, b = corpora
     ia, ib = infos[a], infos[b]

@@ -89,7 +89,7 @@ def _clip(text: str, n: int = 400) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
-def _sample_docs(store: "Store", info: dict[str, Any], exclude: set[int], n: int, seed: int,
+def _sample_docs(store: Store, info: dict[str, Any], exclude: set[int], n: int, seed: int,
                  feature: int | None = None) -> list[int]:
     """Up to ``n`` doc ids of a corpus spread by hash, skipping ``exclude`` (and, given ``feature``,
     documents where that latent is present)."""
@@ -101,7 +101,7 @@ def _sample_docs(store: "Store", info: dict[str, Any], exclude: set[int], n: int
     return [int(d) for d in ids["doc_id"].to_list() if int(d) not in exclude][:n]
 
 
-def diff_hypotheses(store: "Store | Any", diff_result: pl.DataFrame, llm: "LLM", *, n_latents: int = 20,
+def diff_hypotheses(store: Store | Any, diff_result: pl.DataFrame, llm: LLM, *, n_latents: int = 20,
                     n_hypotheses: int = MAX_HYPOTHESES, n_examples: int = 4, n_verify: int = 24,
                     seed: int = 0, max_tokens: int = 300) -> pl.DataFrame:
     """Hypotheses about how each target corpus differs, each verified on held-out documents.

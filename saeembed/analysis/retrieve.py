@@ -7,10 +7,11 @@ activation is divided by the 90th percentile of that latent's non-zero activatio
 
 ``example``: the query *text* is encoded with the corpus' own reader and SAE; its max-pooled
 latents, normalised by the same p90 and multiplied by their IDF in the corpus, are the weights —
-retrieval by what the text is like, with no labels needed. ``dense``: MiniLM cosine between query and documents (the paper's baseline; doc
-embeddings are computed once per corpus and cached in a sidecar ``<store>.dense/<corpus>.parquet``
-because analyses never write to the store). ``hybrid``: reciprocal-rank fusion (k = 60) of ``sae``
-and ``dense``, which the paper finds beats either alone; rows carry both input ranks.
+retrieval by what the text is like, with no labels needed. ``dense``: MiniLM cosine between query
+and documents (the paper's baseline; doc embeddings are computed once per corpus and cached in a
+sidecar ``<store>.dense/<corpus>.parquet`` because analyses never write to the store). ``hybrid``:
+reciprocal-rank fusion (k = 60) of ``sae`` and ``dense``, which the paper finds beats either alone;
+rows carry both input ranks.
 """
 
 from __future__ import annotations
@@ -24,14 +25,16 @@ import polars as pl
 
 from ..api import reads_store
 from ..errors import UserError
-from .common import as_store, corpus_info, doc_texts, feature_labels, run_query
-from .select import PER_PHRASE, select_features
+from ..ids import ROW_MASK
+from ..options import resolve
+from .common import corpus_info, doc_texts, feature_labels, run_query
+from .options import TEMPERATURE, SearchOptions
+from .select import select_features
 
 if TYPE_CHECKING:
     from ..api import Store
 
 MODES = ("sae", "dense", "hybrid", "example")
-TEMPERATURE = 0.2
 RRF_K = 60
 FUSION_DEPTH = 1000
 
@@ -42,7 +45,7 @@ def rank_weights(n: int, temperature: float = TEMPERATURE) -> np.ndarray:
     return np.exp(-r / (max(n, 1) * temperature))
 
 
-def score_documents(store: "Store", info: dict[str, Any], feature_ids: list[int], weights: list[float],
+def score_documents(store: Store, info: dict[str, Any], feature_ids: list[int], weights: list[float],
                     k: int) -> pl.DataFrame:
     """(doc_id, score, top_feature) of the best ``k`` documents for weighted latents (SQL)."""
     if not feature_ids:
@@ -52,7 +55,7 @@ def score_documents(store: "Store", info: dict[str, Any], feature_ids: list[int]
                                            "weights": [float(w) for w in weights], "k": int(k)})
 
 
-def encode_query(store: "Store", info: dict[str, Any], text: str) -> tuple[np.ndarray, np.ndarray]:
+def encode_query(store: Store, info: dict[str, Any], text: str) -> tuple[np.ndarray, np.ndarray]:
     """Max-pooled latents (ids, values) of ``text`` read exactly as the corpus was encoded."""
     import torch
 
@@ -78,7 +81,7 @@ def encode_query(store: "Store", info: dict[str, Any], text: str) -> tuple[np.nd
     return nz.astype(np.int64), pooled.numpy()[nz].astype(np.float64)
 
 
-def example_weights(store: "Store", info: dict[str, Any], text: str, idf: bool = True) -> tuple[list[int], list[float]]:
+def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = True) -> tuple[list[int], list[float]]:
     """Latent weights of a query-by-example text: its max-pooled activation over the corpus' p90
     (the same normalisation the documents get), times the latent's IDF ``log((N + 1) / (n_i + 1))``.
 
@@ -106,7 +109,7 @@ def example_weights(store: "Store", info: dict[str, Any], text: str, idf: bool =
     return out_f, out_w
 
 
-def _dense_doc_embeddings(store: "Store", info: dict[str, Any], cache: bool) -> tuple[np.ndarray, np.ndarray]:
+def _dense_doc_embeddings(store: Store, info: dict[str, Any], cache: bool) -> tuple[np.ndarray, np.ndarray]:
     """MiniLM embeddings of every document, from the sidecar cache when it matches the corpus."""
     from ..embed import DEFAULT_EMBEDDER, get_embedder
 
@@ -134,7 +137,7 @@ def _dense_doc_embeddings(store: "Store", info: dict[str, Any], cache: bool) -> 
     return docs["doc_id"].to_numpy(), emb
 
 
-def _dense(store: "Store", info: dict[str, Any], query: str, k: int, cache: bool) -> pl.DataFrame:
+def _dense(store: Store, info: dict[str, Any], query: str, k: int, cache: bool) -> pl.DataFrame:
     from ..embed import get_embedder
 
     ids, emb = _dense_doc_embeddings(store, info, cache)
@@ -161,46 +164,47 @@ def fuse(sae: pl.DataFrame, dense: pl.DataFrame, k: int, rrf_k: int = RRF_K) -> 
 
 
 @reads_store
-def search(store: "Store | str | Path", corpus: str, query: str, *, k: int = 10, mode: str = "sae",
-           n_features: int = PER_PHRASE, temperature: float = TEMPERATURE, cache: bool = True,
-           text_chars: int = 200, idf: bool = True) -> pl.DataFrame:
+def search(store: Store | str | Path, corpus: str, query: str, options: SearchOptions | None = None,
+           **kwargs: Any) -> pl.DataFrame:
     """The ``k`` documents of ``corpus`` that best match ``query``, best first.
 
     Columns: rank, doc_id, row_idx, score, (hybrid) sae_rank / dense_rank, and in ``sae``,
     ``example`` and ``hybrid`` modes top_feature / top_label (the latent contributing most to the
     document's SAE score), then text (clipped to ``text_chars``). See the module docstring
     for the modes. Raises a :class:`UserError` for an unknown mode, an empty query, or (``sae``) a
-    query that selects no latent.
+    query that selects no latent. Options: :class:`~saeembed.analysis.options.SearchOptions`.
     """
-    st = as_store(store)
-    if mode not in MODES:
-        raise UserError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    o = resolve(SearchOptions, options, kwargs, "search")
+    st = store
+    if o.mode not in MODES:
+        raise UserError(f"unknown mode {o.mode!r}; use one of {', '.join(MODES)}")
     if not query or not query.strip():
         raise UserError("the search query is empty")
-    if k <= 0 or n_features <= 0 or temperature <= 0:
+    if o.k <= 0 or o.n_features <= 0 or o.temperature <= 0:
         raise UserError("--k, --n-features and the temperature must be positive")
     info = corpus_info(st, corpus)
-    depth = max(k, FUSION_DEPTH) if mode == "hybrid" else k
-    if mode in ("sae", "hybrid"):
-        sel = select_features(st, query, info["sae"], k=n_features,
-                              alternative="use --mode example or --mode dense").head(n_features)
-        w = rank_weights(sel.height, temperature)
+    depth = max(o.k, FUSION_DEPTH) if o.mode == "hybrid" else o.k
+    if o.mode in ("sae", "hybrid"):
+        sel = select_features(st, query, info["sae"], k=o.n_features,
+                              alternative="use --mode example or --mode dense").head(o.n_features)
+        w = rank_weights(sel.height, o.temperature)
         res = score_documents(st, info, sel["feature_id"].to_list(), w.tolist(), depth)
-    elif mode == "example":
-        fids, weights = example_weights(st, info, query, idf=idf)
-        res = score_documents(st, info, fids, weights, k)
+    elif o.mode == "example":
+        fids, weights = example_weights(st, info, query, idf=o.idf)
+        res = score_documents(st, info, fids, weights, o.k)
     else:
-        res = _dense(st, info, query, depth, cache)
-    if mode == "hybrid":
-        res = fuse(res, _dense(st, info, query, depth, cache), k)
-    res = res.head(k).with_columns(pl.int_range(1, pl.len() + 1).alias("rank"),
-                                   (pl.col("doc_id") & 0xFFFFFFFF).alias("row_idx"))
-    texts = doc_texts(st, res["doc_id"].to_list(), text_chars)
+        res = _dense(st, info, query, depth, o.cache)
+    if o.mode == "hybrid":
+        res = fuse(res, _dense(st, info, query, depth, o.cache), o.k)
+    res = res.head(o.k).with_columns(pl.int_range(1, pl.len() + 1).alias("rank"),
+                                     (pl.col("doc_id") & ROW_MASK).alias("row_idx"))
+    texts = doc_texts(st, res["doc_id"].to_list(), o.text_chars)
     res = res.with_columns(pl.Series("text", [texts.get(int(d), "") for d in res["doc_id"]], pl.String))
     cols = ["rank", "doc_id", "row_idx", "score"] + [c for c in ("sae_rank", "dense_rank") if c in res.columns]
     if "top_feature" in res.columns:
         labels = feature_labels(st, info["sae"]).rename({"feature_id": "top_feature", "label": "top_label"})
-        res = res.with_columns(pl.col("top_feature").cast(pl.Int32)).join(labels, on="top_feature", how="left").sort("rank")
+        res = (res.with_columns(pl.col("top_feature").cast(pl.Int32))
+               .join(labels, on="top_feature", how="left").sort("rank"))
         cols += ["top_feature", "top_label"]
     return res.select(cols + ["text"])
 

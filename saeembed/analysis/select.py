@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from ..errors import UserError
+from .options import PER_PHRASE
 
 if TYPE_CHECKING:
     from ..api import Store
 
-PER_PHRASE = 100
 
 
 def split_phrases(query: str) -> list[str]:
@@ -28,7 +28,7 @@ def split_phrases(query: str) -> list[str]:
     return phrases
 
 
-def select_features(store: "Store", query: str, sae: str, k: int = PER_PHRASE,
+def select_features(store: Store, query: str, sae: str, k: int = PER_PHRASE,
                     alternative: str = "pass --features instead") -> pl.DataFrame:
     """Latents whose labels match any keyphrase of ``query``: the top ``k`` per phrase, united.
 
