@@ -10,8 +10,10 @@ import hashlib
 import io
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -116,7 +118,7 @@ def _read_frame(path: Path) -> pl.DataFrame:
         return pl.DataFrame({"text": text.splitlines()}, schema={"text": pl.String})
     except UserError:
         raise
-    except Exception as exc:  # polars raises many types; the message is what matters
+    except Exception as exc:  # noqa: BLE001 - polars raises many types; the message is what matters
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot parse {path} as {fmt}: {first}; check the file's format") from None
 
@@ -139,20 +141,80 @@ def _normalise_messages(value: object, row: int) -> str:
     return json.dumps([{"role": m["role"], "content": m["content"]} for m in value], ensure_ascii=False)
 
 
+STDIN = "-"
+MEMORY_PREFIX = "python:"  # ``source`` of corpora handed over in memory, e.g. python:polars.DataFrame
+
+
+def _read_stdin() -> pl.DataFrame:
+    """JSON lines from standard input (``saeembed encode - ...``), checked like a .jsonl file."""
+    data = sys.stdin.buffer.read()
+    where = Path("<stdin>")
+    text = _decode_utf8(where, data)
+    _check_surrogates(where, text)
+    if not text.strip():
+        raise UserError("standard input is empty; pipe JSON lines into saeembed encode -")
+    try:
+        return pl.read_ndjson(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - polars raises many types; the message is what matters
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot parse standard input as JSON lines: {first}; pipe one JSON object per line") from None
+
+
+def _frame_from_memory(data: Any) -> tuple[pl.DataFrame, str] | None:
+    """(frame, source label) for data handed over in memory, or None when ``data`` is a path."""
+    if isinstance(data, pl.DataFrame):
+        return data, f"{MEMORY_PREFIX}polars.DataFrame"
+    if isinstance(data, pl.LazyFrame):
+        return data.collect(), f"{MEMORY_PREFIX}polars.LazyFrame"
+    if isinstance(data, (list, tuple)):
+        if not all(isinstance(t, str) for t in data) and not all(isinstance(t, dict) for t in data):
+            raise UserError("a list corpus must hold strings (one document each) or dicts (one row each)")
+        frame = pl.DataFrame({"text": list(data)}, schema={"text": pl.String}) if all(
+            isinstance(t, str) for t in data) else pl.DataFrame(list(data))
+        return frame, f"{MEMORY_PREFIX}list"
+    kind = f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
+    if kind == "pandas.DataFrame":
+        return pl.from_pandas(data), f"{MEMORY_PREFIX}{kind}"
+    if kind.startswith("datasets.") and hasattr(data, "to_polars"):
+        return data.to_polars(), f"{MEMORY_PREFIX}datasets.Dataset"
+    if isinstance(data, (str, Path)):
+        return None
+    raise UserError(f"cannot read a corpus from a {kind}; pass a file path, '-', a polars/pandas DataFrame, a "
+                    "list of strings or a datasets.Dataset")
+
+
+def describe_source(source: str) -> str:
+    """A short name for messages: the file's name, 'standard input' or the in-memory type."""
+    if source.startswith(MEMORY_PREFIX):
+        return f"a {source[len(MEMORY_PREFIX):]} in memory"
+    return "standard input" if source == "<stdin>" else Path(source).name
+
+
+CorpusSource = str | Path | pl.DataFrame | list | Any
+
+
 def read_corpus(
-    path: str | Path,
+    source: CorpusSource,
     text_col: str | None = None,
     messages_col: str | None = None,
     drop_empty: bool = False,
     limit: int | None = None,
 ) -> Corpus:
-    """Read and validate a corpus. Raises :class:`UserError` naming the problem and the fix."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"corpus file {path} not found; check the path")
-    df = _read_frame(path)
+    """Read and validate a corpus from a file, stdin (``"-"``) or memory (polars/pandas frame, list of
+    strings, datasets.Dataset). Raises :class:`UserError` naming the problem and the fix."""
+    in_memory = _frame_from_memory(source)
+    if in_memory is not None:
+        df, label = in_memory
+        path = Path(label)
+    elif str(source) == STDIN:
+        df, label, path = _read_stdin(), "<stdin>", Path("<stdin>")
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"corpus file {path} not found; check the path")
+        df, label = _read_frame(path), str(path.resolve())
     if df.height == 0:
-        raise UserError(f"corpus {path} has no rows; pass a file with at least one document")
+        raise UserError(f"corpus {describe_source(label)} has no rows; pass at least one document")
     if text_col and messages_col:
         raise UserError("pass either --text-col or --messages-col, not both")
     cols = df.columns
@@ -172,7 +234,8 @@ def read_corpus(
                 raise UserError(f"cannot tell which column of {path.name} holds the text (columns: "
                                 f"{', '.join(cols)}); pass --text-col")
         if col not in cols:
-            raise UserError(f"column {col!r} not in {path.name} (columns: {', '.join(cols)}); pass the right --text-col")
+            raise UserError(f"column {col!r} not in {path.name} (columns: {', '.join(cols)}); "
+                            "pass the right --text-col")
         if df.schema[col] != pl.String:
             raise UserError(f"column {col!r} of {path.name} has type {df.schema[col]}, not text; "
                             "pass the text column with --text-col")
@@ -214,4 +277,4 @@ def read_corpus(
         h.update(v.encode("utf-8"))
         h.update(b"\0")
     h.update(json.dumps(docs["row_idx"].to_list()[:1] + docs["row_idx"].to_list()[-1:]).encode())
-    return Corpus(source=str(path.resolve()), docs=docs, kind=kind, fingerprint=h.hexdigest()[:16])
+    return Corpus(source=label, docs=docs, kind=kind, fingerprint=h.hexdigest()[:16])

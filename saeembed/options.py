@@ -103,8 +103,8 @@ def click_option_for(f: dataclasses.Field, hints: dict[str, Any]) -> Callable[[F
         pair = any("/" in d for d in decls)
         if not pair:
             kwargs["is_flag"] = True
-        kwargs["default"] = bool(default)
-        kwargs["show_default"] = pair
+        kwargs["default"] = None if default is None else bool(default)  # None: "decide from the data"
+        kwargs["show_default"] = pair and default is not None
     else:
         kwargs["type"] = _click_type(base, spec)
         kwargs["multiple"] = spec.multiple

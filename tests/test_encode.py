@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import saeembed
-from saeembed.names import work_dir
+from saeembed.encode.workdir import work_dir
 from saeembed.cli import main
 from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
 

@@ -23,7 +23,8 @@ import saeembed
 from saeembed.cli import main
 from saeembed.corpus import read_corpus
 from saeembed.errors import UserError
-from saeembed.names import check_corpus_name, default_corpus_name, work_dir
+from saeembed.encode.workdir import work_dir
+from saeembed.names import check_corpus_name, default_corpus_name
 from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
 
 
