@@ -16,6 +16,7 @@ import polars as pl
 
 from . import store as store_mod
 from .errors import UserError
+from .ids import corpus_range
 
 
 class Store:
@@ -59,22 +60,24 @@ class Store:
             self._con = None
         self._persistent = False
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
-    def con(self):  # noqa: ANN201 - duckdb connection, for analyses that need raw access
+    def con(self):
         return self._reader().con
 
-    def encode(self, corpus: str | Path, name: str, **options: Any) -> pl.DataFrame:
-        """Encode a corpus file into this store (see :func:`saeembed.encode.encode_corpus`)."""
+    def encode(self, corpus: Any, name: str, options: Any = None, **kwargs: Any) -> pl.DataFrame:
+        """Encode a corpus into this store: a file path, ``"-"`` (stdin), a polars/pandas DataFrame, a
+        list of strings or a ``datasets.Dataset``; options as :class:`~saeembed.encode.EncodeOptions`
+        or keywords (see :func:`saeembed.encode.encode_corpus`)."""
         from .encode import encode_corpus
 
         self.close()
-        row = encode_corpus(self.path, corpus, name, **options)
+        row = encode_corpus(self.path, corpus, name, options, **kwargs)
         return pl.DataFrame([row])
 
     def sql(self, query: str, params: list | dict | None = None) -> pl.DataFrame:
@@ -116,7 +119,7 @@ class Store:
             info = reader.corpus(corpus)
             with store_mod.transaction(con):
                 cid = info["corpus_id"]
-                con.execute("DELETE FROM activations WHERE doc_id >> 32 = ?", [cid])
+                con.execute("DELETE FROM activations WHERE doc_id BETWEEN ? AND ?", list(corpus_range(cid)))
                 con.execute("DELETE FROM documents WHERE corpus_id = ?", [cid])
                 con.execute("DELETE FROM corpora WHERE corpus_id = ?", [cid])
         finally:
@@ -126,7 +129,7 @@ class Store:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def as_store(store: "Store | str | Path") -> Store:
+def as_store(store: Store | str | Path) -> Store:
     """Accept a Store or a path, so Python callers and the CLI share one code path."""
     if isinstance(store, Store):
         return store
@@ -139,7 +142,7 @@ def reads_store(fn: F) -> F:
     """For public functions whose first argument is a store (Store or path): the whole call runs
     on one read-only connection, which is released when the call returns."""
     @wraps(fn)
-    def wrapper(store: "Store | str | Path", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(store: Store | str | Path, *args: Any, **kwargs: Any) -> Any:
         st = as_store(store)
         with st.reading():
             return fn(st, *args, **kwargs)

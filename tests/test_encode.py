@@ -16,8 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 import saeembed
-from saeembed.encode.workdir import work_dir
 from saeembed.cli import main
+from saeembed.encode.workdir import work_dir
+from saeembed.errors import UserError
 from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
 
 
@@ -146,7 +147,7 @@ def test_bad_inputs_fail_with_one_line_and_leave_the_store_unchanged(tmp_path, t
     assert cli("encode", str(ge_small), "--store", str(store), "--name", "ge", "--reader", str(tiny_llama),
                "--sae", str(tiny_sae), "--limit", "5", "--quiet")[0] == 0
     before = _snapshot(store)
-    kw = dict(reader=tiny_llama, sae=tiny_sae)
+    kw = {"reader": tiny_llama, "sae": tiny_sae}
 
     assert "not found" in _bad(tmp_path, store, tmp_path / "missing.parquet", "--name", "x", **kw)
     assert "--text-col" in _bad(tmp_path, store, ge_small, "--name", "x", "--text-col", "nope", **kw)
@@ -205,12 +206,13 @@ def test_corpus_formats_and_messages(tmp_path, tiny_llama, tiny_sae):
     c = read_corpus(folder)
     assert c.docs["text"].to_list() == ["alpha", "beta"] and "a.txt" in c.docs["meta"][0]
     (tmp_path / "t.csv").write_text("title,comment\nx,hello there\ny,general kenobi\n")
-    err = pytest.raises(Exception, read_corpus, tmp_path / "t.csv")
+    err = pytest.raises(UserError, read_corpus, tmp_path / "t.csv")
     assert "--text-col" in str(err.value)
     assert read_corpus(tmp_path / "t.csv", text_col="comment").n_docs == 2
 
     chats = tmp_path / "chats.jsonl"
-    chats.write_text("\n".join(json.dumps({"conv": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+    chats.write_text("\n".join(json.dumps({"conv": [{"role": "user", "content": q},
+                                                      {"role": "assistant", "content": a}]})
                                for q, a in [("hi", "hello!"), ("2+2?", "4")]))
     store = tmp_path / "s.duckdb"
     code, out, err = cli("encode", str(chats), "--store", str(store), "--name", "chats", "--messages-col", "conv",

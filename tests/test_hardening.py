@@ -22,8 +22,8 @@ from click.testing import CliRunner
 import saeembed
 from saeembed.cli import main
 from saeembed.corpus import read_corpus
-from saeembed.errors import UserError
 from saeembed.encode.workdir import work_dir
+from saeembed.errors import UserError
 from saeembed.names import check_corpus_name, default_corpus_name
 from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
 

@@ -18,7 +18,6 @@ from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.errors import UserError
 from saeembed.labels import import_labels, search_features
-
 from tests.conftest import GOEMOTIONS_SAMPLE
 
 
@@ -101,7 +100,7 @@ def test_import_three_formats_keeps_every_source(store: Path, tmp_path: Path) ->
     ("negative.csv", lambda d: "feature_id,label\n-1,x\n", "outside 0.."),
     ("dup.csv", lambda d: "feature_id,label\n3,x\n3,y\n", "more than once"),
     ("dup.json", lambda d: '{"3": "x", "3": "y"}', "labelled twice"),
-    ("count.json", lambda d: json.dumps({str(i): "x" for i in range(d + 1)}), f"has only"),
+    ("count.json", lambda d: json.dumps({str(i): "x" for i in range(d + 1)}), "has only"),
     ("empty.csv", lambda d: "feature_id,label\n4,\n", "empty"),
     ("noheader.csv", lambda d: "4,x\n", "header"),
 ])

@@ -152,7 +152,6 @@ def test_auxk_trains_dead_latents_only_with_auxk(cache64: Path) -> None:
 def test_cli_train_sae_with_labels(llama64: Path, corpus, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    import saeembed.cli_train  # noqa: F401 - registers the command
     from saeembed.cli import main
     from saeembed.sae import open_sae
 
@@ -175,7 +174,6 @@ def test_cli_train_sae_with_labels(llama64: Path, corpus, tmp_path: Path) -> Non
 def test_cli_rejects_missing_corpus(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    import saeembed.cli_train  # noqa: F401
     from saeembed.cli import main
 
     res = CliRunner().invoke(main, ["train-sae", "--corpus", str(tmp_path / "nope.parquet"), "--out", str(tmp_path)])

@@ -3,13 +3,16 @@
 Set operations run as named SQL from the repository's ``queries/`` folder (one documented file per
 query, so users can read and reuse exactly what runs); the rest (statistics, NPMI via a sparse
 co-occurrence product, spectral/HDBSCAN clustering, rank fusion) is numpy/scipy/sklearn on the
-selected latents only. The optional LLM step of diffing lives in
+selected latents only. Each analysis takes its options as one dataclass (:mod:`.options`) or as
+keywords. The optional LLM step of diffing lives in
 :func:`saeembed.analysis.hypotheses.diff_hypotheses` (imported on demand: it needs the reader).
 """
 
 from .cluster import cluster, cluster_assignments
 from .correlate import correlate
 from .diff import diff
+from .options import ClusterOptions, CorrelateOptions, DiffOptions, SearchOptions
 from .retrieve import search
 
-__all__ = ["diff", "correlate", "cluster", "cluster_assignments", "search"]
+__all__ = ["diff", "correlate", "cluster", "cluster_assignments", "search", "DiffOptions", "CorrelateOptions",
+           "ClusterOptions", "SearchOptions"]

@@ -25,7 +25,6 @@ central first (``cluster_assignments`` explodes them into one row per document).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +35,8 @@ from ..api import reads_store
 from ..errors import UserError
 from ..ids import ROW_MASK
 from ..options import resolve
+from .clustering import central_references as _references  # noqa: F401 - tests and users import it here
+from .clustering import eigengap_k, jaccard, partition
 from .common import binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels, run_query
 from .options import ClusterOptions
 from .select import parse_feature_list, select_features
@@ -45,93 +46,21 @@ if TYPE_CHECKING:
 
 METHODS = ("spectral", "hdbscan")
 DESCRIBE = ("all", "selected")
-MAX_K = 12
-ASSIGN_REF = 200  # central members per cluster that documents beyond max_docs are compared with
 
 SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_features": pl.List(pl.Int32),
           "top_labels": pl.List(pl.String), "top_diffs": pl.List(pl.Float64), "central_docs": pl.List(pl.Int64),
           "central_text": pl.String, "doc_ids": pl.List(pl.Int64), "centrality": pl.List(pl.Float64),
-          "k": pl.Int64, "n_features": pl.Int64, "method": pl.String}
+          "membership": pl.List(pl.Float64), "k": pl.Int64, "n_features": pl.Int64, "method": pl.String}
 
 
-def jaccard(mat, other=None) -> np.ndarray:
-    """Dense float32 Jaccard similarity between the rows of binary sparse matrices (0 where both are empty)."""
-    other = mat if other is None else other
-    inter = (mat @ other.T).toarray().astype(np.float32)
-    sa = np.asarray(mat.sum(axis=1), dtype=np.float32).ravel()
-    sb = np.asarray(other.sum(axis=1), dtype=np.float32).ravel()
-    union = sa[:, None] + sb[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0).astype(np.float32)
 
 
-def eigengap_k(affinity: np.ndarray, max_k: int = MAX_K) -> int:
-    """Number of clusters at the largest gap among the top eigenvalues of D^-½ A D^-½ (k >= 2)."""
-    from scipy.linalg import eigh
-
-    n = affinity.shape[0]
-    if n <= 3:
-        return 2
-    a = affinity.astype(np.float64)
-    d = a.sum(axis=1)
-    dinv = 1 / np.sqrt(np.maximum(d, 1e-12))
-    norm = a * dinv[:, None] * dinv[None, :]
-    top = min(max_k + 1, n - 1)
-    vals = eigh(norm, eigvals_only=True, subset_by_index=[n - top, n - 1])[::-1]
-    gaps = vals[1:top - 1] - vals[2:top]  # gaps[0] = λ2 − λ3: the gap after k = 2
-    return int(np.argmax(gaps)) + 2 if len(gaps) else 2
 
 
-def _fit(sim: np.ndarray, method: str, k: int | None, min_cluster_size: int, seed: int) -> tuple[np.ndarray, int]:
-    n = sim.shape[0]
-    if method == "spectral":
-        from sklearn.cluster import SpectralClustering
-
-        k = k or eigengap_k(sim)
-        if k >= n:
-            raise UserError(f"--k {k} needs more than {n} clusterable documents; lower --k")
-        sc = SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*not fully connected.*")
-            return sc.fit_predict(sim.astype(np.float64)), k
-    from sklearn.cluster import HDBSCAN  # takes the precomputed distances directly; see README
-
-    dist = np.clip(1.0 - sim.astype(np.float64), 0.0, 1.0)
-    lab = HDBSCAN(metric="precomputed", min_cluster_size=max(2, min_cluster_size), copy=True).fit_predict(dist)
-    if lab.max() < 0:
-        # HDBSCAN never returns its root as a cluster unless told to, so one dense group among
-        # scattered documents (the typical result of a targeted selection) comes out as all noise
-        lab = HDBSCAN(metric="precomputed", min_cluster_size=max(2, min_cluster_size),
-                      allow_single_cluster=True, copy=True).fit_predict(dist)
-    return lab, int(lab.max()) + 1
 
 
-def _assign(rest, sample, labels: np.ndarray, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster (and mean Jaccard to it) of each ``rest`` row: the cluster of the sampled documents
-    it is most similar to on average. Noise (−1) is not a cluster one can join."""
-    ids = np.unique(labels[labels >= 0])
-    if len(ids) == 0:
-        return np.full(rest.shape[0], -1), np.zeros(rest.shape[0])
-    onehot = (labels[:, None] == ids[None, :]).astype(np.float32)
-    onehot /= onehot.sum(axis=0, keepdims=True)
-    out_c = np.empty(rest.shape[0], dtype=np.int64)
-    out_s = np.empty(rest.shape[0], dtype=np.float64)
-    for s in range(0, rest.shape[0], block):
-        mean_sim = jaccard(rest[s:s + block], sample) @ onehot
-        best = mean_sim.argmax(axis=1)
-        out_c[s:s + block] = ids[best]
-        out_s[s:s + block] = mean_sim[np.arange(len(best)), best]
-    return out_c, out_s
 
 
-def _references(labels: np.ndarray, centrality: np.ndarray, per_cluster: int = ASSIGN_REF) -> np.ndarray:
-    """Indices of each cluster's ``per_cluster`` most central members: the documents the rest of a
-    large corpus is compared with (comparing with every sampled member costs N × max_docs)."""
-    out = []
-    for c in np.unique(labels[labels >= 0]):
-        members = np.flatnonzero(labels == c)
-        out.append(members[np.argsort(-centrality[members], kind="stable")[:per_cluster]])
-    return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
 
 @reads_store
@@ -181,29 +110,19 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     placed = np.flatnonzero(n_sel > 0)
     if len(placed) < 4:
         raise UserError(f"only {len(placed)} documents contain any selected latent; broaden the query or features")
-    fit_idx = placed if len(placed) <= o.max_docs else np.sort(rng.choice(placed, o.max_docs, replace=False))
-    sim = jaccard(mat[fit_idx])
-    lab, k_used = _fit(sim, o.method, o.k, o.min_cluster_size, o.seed)
-    clusters = np.full(len(rows), -1, dtype=np.int64)
-    central = np.zeros(len(rows))
-    clusters[fit_idx] = lab
-    for c in np.unique(lab):
-        m = lab == c
-        if c >= 0 and m.sum() > 1:
-            central[fit_idx[m]] = (sim[np.ix_(m, m)].sum(axis=1) - 1) / (m.sum() - 1)
-    rest = np.setdiff1d(placed, fit_idx)
-    if len(rest):
-        ref = _references(lab, central[fit_idx])
-        clusters[rest], central[rest] = _assign(mat[rest], mat[fit_idx[ref]], lab[ref])
+    clusters, central, membership, k_used = partition(mat, placed, len(rows), o.method, o.k, o.min_cluster_size,
+                                                      o.max_docs, rng, o.seed)
     doc_ids = (int(info["lo"]) | rows).astype(np.int64)
     describe_feats = feats if o.describe == "selected" else None
-    summary = _describe(st, info, doc_ids, clusters, central, threshold, describe_feats, o.n_describe, o.n_central)
+    summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
+                        o.n_central)
     return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
                                 pl.lit(o.method).alias("method")).select(list(SCHEMA))
 
 
 def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,
-              threshold: float, feats: list[int] | None, n_describe: int, n_central: int) -> pl.DataFrame:
+              membership: np.ndarray, threshold: float, feats: list[int] | None, n_describe: int,
+              n_central: int) -> pl.DataFrame:
     """Distinctive latents (SQL counts per cluster) and central documents of every cluster."""
     counts = run_query(store, "cluster_feature_counts", {"lo": info["lo"], "hi": info["hi"],
                                                           "doc_ids": doc_ids.tolist(), "groups": clusters.tolist(),
@@ -232,7 +151,8 @@ def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters:
         rows.append({"cluster": int(c), "size": int(sizes[r]), "share": float(sizes[r] / n),
                      "top_features": [int(t) for t in top], "top_labels": [labels.get(int(t)) or "" for t in top],
                      "top_diffs": [float(d[t]) for t in top], "central_docs": doc_ids[members[:n_central]].tolist(),
-                     "doc_ids": doc_ids[members].tolist(), "centrality": central[members].tolist()})
+                     "doc_ids": doc_ids[members].tolist(), "centrality": central[members].tolist(),
+                     "membership": [None if np.isnan(v) else float(v) for v in membership[members]]})
     out = pl.DataFrame(rows, schema={k: v for k, v in SCHEMA.items() if k not in ("central_text", "k", "n_features",
                                                                                    "method")})
     texts = doc_texts(store, [ds[0] for ds in out["central_docs"].to_list() if ds], 160)
@@ -241,11 +161,14 @@ def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters:
 
 
 def cluster_assignments(clusters: pl.DataFrame) -> pl.DataFrame:
-    """One row per document (doc_id, row_idx, cluster, centrality) from :func:`cluster`'s result."""
-    return (clusters.select("cluster", "doc_ids", "centrality").explode("doc_ids", "centrality")
+    """One row per document (doc_id, row_idx, cluster, centrality, membership) from :func:`cluster`'s
+    result; membership is HDBSCAN's probability (strength for documents placed by approximate_predict),
+    null for spectral clustering."""
+    return (clusters.select("cluster", "doc_ids", "centrality", "membership")
+            .explode("doc_ids", "centrality", "membership")
             .rename({"doc_ids": "doc_id"}).drop_nulls("doc_id")
             .with_columns((pl.col("doc_id") & ROW_MASK).alias("row_idx"))
-            .select("doc_id", "row_idx", "cluster", "centrality").sort("doc_id"))
+            .select("doc_id", "row_idx", "cluster", "centrality", "membership").sort("doc_id"))
 
 
 __all__ = ["cluster", "cluster_assignments", "jaccard", "eigengap_k", "METHODS"]

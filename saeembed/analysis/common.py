@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import polars as pl
 
+from ..corpusinfo import CorpusInfo
 from ..errors import UserError
-from ..ids import corpus_range
 
 if TYPE_CHECKING:
     from ..api import Store
@@ -59,13 +59,11 @@ def as_store(store: Store | str | Path) -> Store:
     return _as(store)
 
 
-def corpus_info(store: Store, name: str) -> dict[str, Any]:
-    """The corpus row plus ``lo``/``hi`` (its doc-id range) and ``d_sae`` of its SAE."""
-    info = dict(store.corpus(name))
-    info["lo"], info["hi"] = corpus_range(int(info["corpus_id"]))
-    row = store.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [info["sae"]]).fetchall()
-    info["d_sae"] = int(row[0][0]) if row else None
-    return info
+def corpus_info(store: Store, name: str) -> CorpusInfo:
+    """The corpus' registry row (typed; ``info["lo"]`` still works) with its doc-id range and SAE width."""
+    row = store.corpus(name)
+    found = store.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [row["sae"]]).fetchall()
+    return CorpusInfo.from_row(row, int(found[0][0]) if found else None)
 
 
 def check_threshold(threshold: float) -> float:

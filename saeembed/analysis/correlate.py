@@ -28,6 +28,7 @@ import polars as pl
 
 from ..api import reads_store
 from ..errors import UserError
+from ..labels.search import label_vectors
 from ..options import resolve
 from .common import binary_matrix, check_threshold, corpus_info, feature_labels, paired_rows, run_query
 from .options import CorrelateOptions
@@ -164,7 +165,7 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     out = out.join(lab_b, on="feature_b", how="left", maintain_order="left")
     # the token check drops pairs after this, so it needs spare candidates
     wanted = o.top if o.top is None or not o.token_check else 4 * o.top
-    out = _with_label_similarity(out, o.label_filter, o.max_label_similarity, wanted)
+    out = _with_label_similarity(st, out, (info["sae"], sae_b), o.label_filter, o.max_label_similarity, wanted)
     cols = list(COLUMNS)
     if o.token_check:
         # the check costs reader forwards, so it runs on a bounded head; dropped pairs are refilled
@@ -182,16 +183,17 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     return out.head(o.top) if o.top is not None else out
 
 
-def _with_label_similarity(pairs: pl.DataFrame, label_filter: bool, max_sim: float, top: int | None
-                           ) -> pl.DataFrame:
+def _with_label_similarity(store: Store, pairs: pl.DataFrame, saes: tuple[str, str], label_filter: bool,
+                           max_sim: float, top: int | None) -> pl.DataFrame:
     """Add label_similarity (and drop similar pairs) chunk by chunk down the ranking, stopping once
-    ``top`` pairs are kept: embedding labels is the slow part, and only shown pairs need it."""
+    ``top`` pairs are kept."""
+    vectors = [label_vectors(store, sae) for sae in saes]
     chunk = max(4 * top, 2000) if top is not None else max(pairs.height, 1)
     parts, kept, offset = [], 0, 0
     while offset < pairs.height and (top is None or kept < top):
         part = pairs.slice(offset, chunk)
-        sims = pl.Series("label_similarity", label_similarity(part["label_a"], part["label_b"]), pl.Float64)
-        part = part.with_columns(sims.fill_nan(None))
+        sims = pair_label_similarity(vectors, part["feature_a"].to_numpy(), part["feature_b"].to_numpy())
+        part = part.with_columns(pl.Series("label_similarity", sims, pl.Float64).fill_nan(None))
         if label_filter:
             part = part.filter(pl.col("label_similarity").is_null() | (pl.col("label_similarity") < max_sim))
         parts.append(part)
@@ -202,31 +204,25 @@ def _with_label_similarity(pairs: pl.DataFrame, label_filter: bool, max_sim: flo
     return pl.concat(parts)
 
 
-_LABEL_EMB: dict[str, np.ndarray] = {}  # label text → MiniLM embedding, shared by calls in a process
-_LABEL_EMB_MAX = 200_000
+def pair_label_similarity(vectors: list[tuple[np.ndarray, np.ndarray]], fa: np.ndarray, fb: np.ndarray,
+                          batch: int = 65536) -> np.ndarray:
+    """MiniLM cosine between the labels of latent pairs (NaN where either latent has no label).
 
-
-def label_similarity(labels_a: pl.Series, labels_b: pl.Series, batch: int = 65536) -> np.ndarray:
-    """MiniLM cosine between paired labels (NaN where either is missing)."""
-    sims = np.full(len(labels_a), np.nan)
-    uniq = sorted(set(labels_a.drop_nulls().to_list()) | set(labels_b.drop_nulls().to_list()) - {""})
-    if not uniq:
-        return sims
-    new = [u for u in uniq if u not in _LABEL_EMB]
-    if new:
-        from ..embed import get_embedder
-
-        if len(_LABEL_EMB) + len(new) > _LABEL_EMB_MAX:
-            _LABEL_EMB.clear()
-        _LABEL_EMB.update(zip(new, get_embedder().embed(new)))
-    emb = np.stack([_LABEL_EMB[u] for u in uniq])
-    index = {s: k for k, s in enumerate(uniq)}
-    ia, ib = (s.replace_strict(index, default=None, return_dtype=pl.Int64).fill_null(-1).to_numpy()
-              for s in (labels_a.cast(pl.String), labels_b.cast(pl.String)))
+    ``vectors`` are :func:`saeembed.labels.search.label_vectors` of the two SAEs (the same one twice
+    within a corpus); the label embeddings are computed once per label set and cached.
+    """
+    rows = []
+    for (ids, _), feats in zip(vectors, (fa, fb)):
+        pos = np.full(int(max(ids.max(initial=-1), feats.max(initial=-1))) + 1, -1, dtype=np.int64)
+        pos[ids] = np.arange(len(ids))
+        rows.append(pos[np.asarray(feats, dtype=np.int64)])
+    ia, ib = rows
+    sims = np.full(len(fa), np.nan)
     both = np.flatnonzero((ia >= 0) & (ib >= 0))
+    ea, eb = vectors[0][1], vectors[1][1]
     for s in range(0, len(both), batch):  # bounded memory for millions of pairs
         idx = both[s:s + batch]
-        sims[idx] = np.einsum("ij,ij->i", emb[ia[idx]], emb[ib[idx]])
+        sims[idx] = np.einsum("ij,ij->i", ea[ia[idx]], eb[ib[idx]])
     return sims
 
 
@@ -276,4 +272,4 @@ def _token_check(store: Store, info: dict[str, Any], pairs: pl.DataFrame, thresh
     return pairs.with_columns(pl.Series("same_token_share", shares, pl.Float64))
 
 
-__all__ = ["correlate", "npmi", "cooccurrence_pairs", "coactive_documents", "label_similarity", "same_token_share"]
+__all__ = ["correlate", "npmi", "cooccurrence_pairs", "coactive_documents", "pair_label_similarity", "same_token_share"]

@@ -16,7 +16,6 @@ rows carry both input ranks.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ import polars as pl
 
 from ..api import reads_store
 from ..errors import UserError
+from ..fsutil import atomic_write_parquet
 from ..ids import ROW_MASK
 from ..options import resolve
 from .common import corpus_info, doc_texts, feature_labels, run_query
@@ -59,17 +59,13 @@ def encode_query(store: Store, info: dict[str, Any], text: str) -> tuple[np.ndar
     """Max-pooled latents (ids, values) of ``text`` read exactly as the corpus was encoded."""
     import torch
 
-    from ..highlight import load_models
+    from ..models import corpus_models
     from ..reader import pad_batch
 
     path = store.con.execute("SELECT path FROM saes WHERE sae = ?", [info["sae"]]).fetchall()
-    path = path[0] if path else None
-    if not path or not path[0]:
+    if not path or not path[0][0]:
         raise UserError(f"the store does not record where SAE {info['sae']!r} lives; --mode example needs it")
-    cfg = json.loads(info.get("config") or "{}")
-    rdr, sae = load_models(info["reader"], info["layer"], path[0], chat_template=cfg.get("chat_template"),
-                           include_special=bool(cfg.get("include_special", False)), window=cfg.get("window"),
-                           dtype=cfg.get("dtype"))
+    rdr, sae = corpus_models(info["reader"], info["layer"], info.get("config"), path[0][0])
     pooled = torch.zeros(sae.d_sae)
     with torch.inference_mode():
         for w in rdr.windows(text, 0):
@@ -109,15 +105,24 @@ def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = T
     return out_f, out_w
 
 
+def _safe_file_name(info: Any) -> str:
+    """The corpus name when it is in the safe set (every corpus encoded since names are checked),
+    else its id: a name from an older store must not become a path."""
+    from ..names import NAME_MAX, NAME_PATTERN
+
+    name = str(info["name"])
+    return name if len(name) <= NAME_MAX and NAME_PATTERN.fullmatch(name) else f"corpus-{info['corpus_id']}"
+
+
 def _dense_doc_embeddings(store: Store, info: dict[str, Any], cache: bool) -> tuple[np.ndarray, np.ndarray]:
     """MiniLM embeddings of every document, from the sidecar cache when it matches the corpus."""
     from ..embed import DEFAULT_EMBEDDER, get_embedder
 
-    side = Path(str(store.path) + ".dense") / f"{info['name']}.parquet"
+    side = Path(str(store.path) + ".dense") / f"{_safe_file_name(info)}.parquet"
     stamp = f"{info['corpus_id']}|{info['n_docs']}|{info['created_at']}|{DEFAULT_EMBEDDER}"
     if cache and side.exists():
         try:
-            df = pl.read_parquet(side)
+            df = pl.read_parquet(side, glob=False)
             if df.height and df["stamp"][0] == stamp:
                 return df["doc_id"].to_numpy(), np.stack(df["embedding"].to_numpy()).astype(np.float32)
         except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never fatal
@@ -127,11 +132,10 @@ def _dense_doc_embeddings(store: Store, info: dict[str, Any], cache: bool) -> tu
     if cache:
         try:
             side.parent.mkdir(parents=True, exist_ok=True)
-            tmp = side.with_suffix(".tmp")
-            pl.DataFrame({"doc_id": docs["doc_id"], "embedding": list(emb), "stamp": [stamp] * docs.height},
-                         schema={"doc_id": pl.Int64, "embedding": pl.Array(pl.Float32, emb.shape[1]),
-                                 "stamp": pl.String}).write_parquet(tmp)
-            tmp.replace(side)
+            frame = pl.DataFrame({"doc_id": docs["doc_id"], "embedding": list(emb), "stamp": [stamp] * docs.height},
+                                 schema={"doc_id": pl.Int64, "embedding": pl.Array(pl.Float32, emb.shape[1]),
+                                         "stamp": pl.String})
+            atomic_write_parquet(frame, side)
         except OSError:
             pass  # read-only location: embeddings stay in memory for this call
     return docs["doc_id"].to_numpy(), emb

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,15 +18,14 @@ import polars as pl
 from ..api import reads_store
 from ..errors import UserError
 from ..fsutil import atomic_write
+from ..memo import Memo
 from ..paths import cache_path
 from .catalog import resolve_sae_id
 
 if TYPE_CHECKING:
     from ..api import Store
 
-_EMB_CACHE: dict[tuple[str, str, str], tuple[str, np.ndarray]] = {}
-
-_EMB_LOCK = threading.Lock()
+_EMBEDDINGS: Memo[np.ndarray] = Memo("label embeddings", max_entries=16)  # digest of the texts → rows
 
 _STOP = {"the", "and", "for", "with", "that", "this", "from", "are", "was", "about", "into", "its", "of", "a",
          "an", "to", "in", "on", "or", "is", "be", "as", "by", "at", "it"}
@@ -37,25 +35,23 @@ def _words(text: str) -> list[str]:
     return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3 and w not in _STOP]
 
 
-def _label_embeddings(store_key: str, sae: str, source: str, labels: list[str]) -> np.ndarray:
-    """MiniLM embeddings of one (sae, label_source)'s labels, cached while the labels are unchanged.
+def embed_labels(labels: list[str]) -> np.ndarray:
+    """MiniLM embeddings of label texts (one row per label), cached while the texts are unchanged.
 
     Why three levels: embedding the 6,144 labels of the default SAE takes tens of seconds on a
     CPU, and every CLI call is a new process. The memory cache serves repeated calls in one
-    process; the disk cache (``SAEEMBED_CACHE/label_embeddings``) serves later processes; the
-    package ships the default SAE's embeddings so even the first search is instant. All are keyed
-    by a digest of the exact label texts, so edited labels are re-embedded.
+    process; the disk cache (``label_embeddings/`` under the cache root) serves later processes;
+    the package ships the default SAE's embeddings so even the first search is instant. All are
+    keyed by a digest of the exact label texts, so edited labels are re-embedded.
     """
     digest = hashlib.sha1("\x00".join(labels).encode()).hexdigest()
-    key = (store_key, sae, source)
-    with _EMB_LOCK:
-        hit = _EMB_CACHE.get(key)
-        if hit and hit[0] == digest:
-            return hit[1]
-    emb = _label_embeddings_on_disk(digest, labels)
-    with _EMB_LOCK:
-        _EMB_CACHE[key] = (digest, emb)
-    return emb
+    return _EMBEDDINGS.get_or_build(digest, lambda: _label_embeddings_on_disk(digest, labels))
+
+
+def label_vectors(store: Store, sae: str) -> tuple[np.ndarray, np.ndarray]:
+    """(feature ids, embeddings) of each latent's preferred label: the labels analyses show."""
+    df = store.features(sae).filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
+    return df["feature_id"].to_numpy().astype(np.int64), embed_labels(df["label"].to_list())
 
 
 def label_embedding_file(digest: str) -> str:
@@ -152,9 +148,9 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
     q = get_embedder().embed([query.strip()])[0]
     qwords = _words(query)
     parts = []
-    for (sae_id, source), grp in rows.group_by("sae", "label_source", maintain_order=True):
+    for _, grp in rows.group_by("sae", "label_source", maintain_order=True):
         labels = grp["label"].to_list()
-        emb = _label_embeddings(str(st.path), sae_id, source, labels)
+        emb = embed_labels(labels)
         kw = _keyword_matches(qwords, grp["label"])
         parts.append(grp.select("sae", "feature_id", "label", "label_source").with_columns(
             pl.Series("similarity", (emb @ q).astype(np.float64)), pl.Series("keyword_match", kw, pl.Float64)))
@@ -165,4 +161,4 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
     return res.select(list(out_schema))
 
 
-__all__ = ["search_features", "label_embedding_file", "KEYWORD_WEIGHT"]
+__all__ = ["search_features", "embed_labels", "label_vectors", "label_embedding_file", "KEYWORD_WEIGHT"]

@@ -145,7 +145,7 @@ class SparseAutoencoder(nn.Module):
                     "with its config"
                 )
 
-    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> "SparseAutoencoder":
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> SparseAutoencoder:
         """Copy named tensors in (SAELens names), shape-checking each before anything is written."""
         wanted = ["W_enc", "W_dec", "b_enc", "b_dec"] + (
             ["threshold"] if self.threshold is not None else []

@@ -80,8 +80,12 @@ def _hf_fetch(repo: str, subpath: str, spec: str, cache_dir: str | Path | None =
     milliseconds with the fix, instead of after network time-outs.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     subpath = subpath.strip("/")
     patterns = [f"{subpath}/*", subpath] if subpath else None
@@ -99,7 +103,7 @@ def _hf_fetch(repo: str, subpath: str, spec: str, cache_dir: str | Path | None =
         why = "HF_HUB_OFFLINE=1 is set" if offline else "the hub could not be reached"
         raise UserError(f"{spec}: the Hugging Face hub is unreachable ({why}) and {repo}/{subpath} is not in "
                         "the local cache; download it where there is network and pass --sae LOCAL_PATH") from None
-    except Exception as exc:  # network stack errors differ by huggingface_hub version (httpx/requests)
+    except Exception as exc:  # noqa: BLE001 - network errors differ by huggingface_hub version
         raise UserError(f"{spec}: the Hugging Face hub is unreachable ({type(exc).__name__}); pass a "
                         "local checkpoint path with --sae LOCAL_PATH") from None
     target = root / subpath if subpath else root

@@ -15,13 +15,17 @@ from typing import Any
 import click
 import polars as pl
 
-FORMATS = ("table", "csv", "json", "parquet")
+FORMATS = ("table", "csv", "tsv", "json", "ndjson", "parquet")
+FORMAT_HELP = ("table for people; csv, tsv, json (a list of row objects), ndjson (one object per line) or "
+               "parquet (needs --output) for programs")
 
 
-def format_option(with_parquet: bool = False):  # noqa: ANN201 - click decorator
-    choices = FORMATS if with_parquet else FORMATS[:3]
-    return click.option("--format", "fmt", type=click.Choice(choices), default="table", show_default=True,
-                        help="table for people; csv/json" + ("/parquet" if with_parquet else "") + " for programs")
+def output_options(fn: Any) -> Any:
+    """``--format`` and ``--output`` for a command that prints a frame (every listing command)."""
+    fn = click.option("--output", "output", type=click.Path(dir_okay=False),
+                      help="write the result to FILE instead of stdout (needed for --format parquet)")(fn)
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                        help=FORMAT_HELP)(fn)
 
 
 def _jsonable(value: Any) -> Any:
@@ -47,20 +51,29 @@ def emit(df: pl.DataFrame, fmt: str = "table", output: str | Path | None = None,
         df.write_parquet(output)
         print(f"wrote {df.height} rows to {output}", file=sys.stderr)
         return
-    if fmt == "json":
-        text = json.dumps([_jsonable(r) for r in df.to_dicts()], ensure_ascii=False, default=str, allow_nan=False)
-    elif fmt == "csv":
-        text = csv_text(df)
-    else:
-        text = table(df, max_rows=max_rows, max_width=max_width)
+    text = render(df, fmt, max_rows=max_rows, max_width=max_width)
     if output:
-        Path(output).write_text(text + ("\n" if not text.endswith("\n") else ""))
+        Path(output).write_text(text + ("\n" if text and not text.endswith("\n") else ""))
         print(f"wrote {df.height} rows to {output}", file=sys.stderr)
     else:
         click.echo(text.rstrip("\n"))
 
 
-def csv_text(df: pl.DataFrame) -> str:
+def render(df: pl.DataFrame, fmt: str, max_rows: int = 50, max_width: int = 60) -> str:
+    """The text of ``df`` in a text format (table, csv, tsv, json, ndjson)."""
+    if fmt == "json":
+        return json.dumps([_jsonable(r) for r in df.to_dicts()], ensure_ascii=False, default=str, allow_nan=False)
+    if fmt == "ndjson":
+        return "".join(json.dumps(_jsonable(r), ensure_ascii=False, default=str, allow_nan=False) + "\n"
+                       for r in df.to_dicts())
+    if fmt in ("csv", "tsv"):
+        return csv_text(df, separator="\t" if fmt == "tsv" else ",")
+    if fmt != "table":
+        raise click.UsageError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return table(df, max_rows=max_rows, max_width=max_width)
+
+
+def csv_text(df: pl.DataFrame, separator: str = ",") -> str:
     """CSV with nested columns (lists, structs) written as JSON text in their cell: CSV has no
     nested values, and a JSON cell is what pandas/polars users can parse back."""
     nested = [c for c, t in df.schema.items() if isinstance(t, (pl.List, pl.Struct, pl.Array))]
@@ -68,7 +81,7 @@ def csv_text(df: pl.DataFrame) -> str:
         pl.Series(c, [None if v is None else json.dumps(_jsonable(v), ensure_ascii=False, default=str)
                       for v in df[c].to_list()], pl.String)
         for c in nested])
-    return flat.write_csv()
+    return flat.write_csv(separator=separator)
 
 
 def _cell(value: Any, width: int) -> str:
@@ -96,7 +109,7 @@ def table(df: pl.DataFrame, max_rows: int = 50, max_width: int = 60) -> str:
 
     out = [line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows]
     if df.height > max_rows:
-        out.append(f"… {df.height - max_rows} more rows (use --format csv or json for all)")
+        out.append(f"… {df.height - max_rows} more rows (use --format csv or json, or --output FILE, for all)")
     if df.height == 0:
         out.append("(no rows)")
     return "\n".join(out)

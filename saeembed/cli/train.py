@@ -14,18 +14,18 @@ from pathlib import Path
 import click
 import polars as pl
 
-from .cli import main
-from .errors import UserError
+from ..errors import UserError
 from .output import emit
 
 
-@main.command("train-sae")
+@click.command("train-sae", short_help="Train a TopK SAE on a reader's activations.")
 @click.option("--corpus", "corpora", multiple=True, required=True,
               help="corpus file (parquet/csv/jsonl/txt); repeatable; PATH:COL names the text column")
 @click.option("--text-col", "text_cols", multiple=True,
               help="text column, one per --corpus in order, or one for all (default: text, or the only string column)")
 @click.option("--max-docs", type=int, help="sample at most this many documents per corpus")
-@click.option("--max-chars", type=int, help="cut documents to this many characters (spreads tokens over more documents)")
+@click.option("--max-chars", type=int,
+              help="cut documents to this many characters (spreads tokens over more documents)")
 @click.option("--reader", help="Hugging Face model id or local path (default: SmolLM2-135M-Instruct)")
 @click.option("--layer", type=int, default=18, show_default=True,
               help="block whose output (resid_post) is read (18: the default SAE's layer, chosen by a probe)")
@@ -37,23 +37,35 @@ from .output import emit
 @click.option("--max-tokens", type=int, default=400_000, show_default=True, help="tokens to cache")
 @click.option("--epochs", type=float, default=4.0, show_default=True, help="passes over the training tokens")
 @click.option("--steps", type=int, help="optimizer steps (overrides --epochs)")
-@click.option("--batch-size", type=int, default=2048, show_default=True)
+@click.option("--batch-size", type=int, default=2048, show_default=True, help="training tokens per optimizer step")
 @click.option("--lr", type=float, help="Adam learning rate (default 2e-4 / sqrt(d_sae / 2^14))")
 @click.option("--auxk-coef", type=float, default=1 / 32, show_default=True, help="AuxK loss weight (0 disables)")
 @click.option("--heldout", type=float, default=0.05, show_default=True, help="fraction of documents held out")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--labels/--no-labels", default=True, show_default=True, help="write offline labels.parquet")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (document sampling, initialisation)")
+@click.option("--push-layout", "push_layout", type=click.Path(file_okay=False),
+              help="also write the trained SAE as a Hugging Face repository folder SAELens loads (model card, "
+                   "SAE_ID/cfg.json, weights, labels); upload it with `hf upload you/repo DIR`")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: one metric per line; json: one object")
 def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: int | None, max_chars: int | None,
               reader: str | None, layer: int, out: str, cache: str | None, d_sae: int, k: int, max_tokens: int,
               epochs: float, steps: int | None, batch_size: int, lr: float | None, auxk_coef: float,
-              heldout: float, device: str, labels: bool, seed: int, fmt: str) -> None:
+              heldout: float, device: str, labels: bool, seed: int, push_layout: str | None, fmt: str) -> None:
     """Train a TopK SAE (with AuxK against dead latents) on a reader's activations over CORPUS files."""
-    from .sae.train import CorpusSpec, TrainConfig, cache_activations, parse_corpus_spec, save_trained_sae, train_topk_sae
+    from ..sae.train import (
+        CorpusSpec,
+        TrainConfig,
+        cache_activations,
+        parse_corpus_spec,
+        save_trained_sae,
+        train_topk_sae,
+    )
 
     if text_cols and len(text_cols) not in (1, len(corpora)):
-        raise UserError(f"pass one --text-col for all corpora or one per --corpus ({len(corpora)}), not {len(text_cols)}")
+        raise UserError(f"pass one --text-col for all corpora or one per --corpus ({len(corpora)}), "
+                        f"not {len(text_cols)}")
     specs: list[CorpusSpec] = []
     for i, c in enumerate(corpora):
         col = text_cols[0] if len(text_cols) == 1 else (text_cols[i] if text_cols else None)
@@ -79,12 +91,17 @@ def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: in
     if labels:
         from transformers import AutoTokenizer
 
-        from .labels_offline import label_latents, write_labels
-        from .reader import resolve_reader
-        from .sae.train import ActivationCache
+        from ..labels_offline import label_latents, write_labels
+        from ..reader import resolve_reader
+        from ..sae.train import ActivationCache
 
         tok = AutoTokenizer.from_pretrained(resolve_reader(reader)[1])
         write_labels(label_latents(sae, ActivationCache(cache_dir), tok), out_dir / "labels.parquet")
+    if push_layout:
+        from ..sae.export import export_sae
+
+        export_sae(str(out_dir), push_layout, overwrite=True)
+        say(f"wrote the hub layout to {push_layout}")
     h = metrics["heldout"]
     row = {"out": str(out_dir), "reader": man["reader"], "layer": man["layer"], "d_sae": d_sae, "k": k,
            "tokens": man["n_tokens"], "train_tokens": metrics["train_tokens"], "steps": metrics["steps"],
@@ -97,3 +114,21 @@ def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: in
         fmt_v = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
         emit(pl.DataFrame({"metric": list(row), "value": [fmt_v(v) for v in row.values()]}), "table")
     sys.stdout.flush()
+
+
+@click.command("export-sae", short_help="Write an SAE as a hub folder SAELens loads.")
+@click.argument("spec")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="folder to write")
+@click.option("--sae-id", help="folder name of the SAE inside the repo (default: its hook name, e.g. "
+                               "blocks.18.hook_resid_post)")
+@click.option("--overwrite", is_flag=True, help="replace an earlier export in the same folder")
+def export_sae_cmd(spec: str, out: str, sae_id: str | None, overwrite: bool) -> None:
+    """Write the SAE SPEC (default, a checkpoint path, hf:...) as a Hugging Face repository folder in the
+    SAELens layout, with a model card and its labels as Neuronpedia explanations."""
+    from ..sae.export import export_sae
+
+    path = export_sae(spec, out, sae_id=sae_id, overwrite=overwrite)
+    click.echo(f"wrote {path} (upload it with: hf upload YOU/REPO {path})", err=True)
+
+
+COMMANDS = [train_sae, export_sae_cmd]

@@ -1,0 +1,190 @@
+"""The four analyses on the command line: ``diff``, ``correlate``, ``cluster`` and ``search``.
+
+Each is a thin shell over :mod:`saeembed.analysis`; its flags are generated from the analysis'
+options dataclass, so the CLI and the Python API cannot drift apart. ``--examples N`` adds N
+example documents per row with the activating text marked ``<<…>>``; tables show the readable
+columns, machine formats (csv/tsv/json/ndjson/parquet) keep every column.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+import polars as pl
+
+from ..analysis.examples import EXAMPLE_ROWS
+from ..analysis.options import ClusterOptions, CorrelateOptions, DiffOptions, SearchOptions
+from ..errors import UserError
+from ..llm.options import LLMOptions
+from ..options import cli_options, from_cli
+from .base import open_existing_store, store_option
+from .output import emit, output_options
+
+
+def examples_option(fn: Callable) -> Callable:
+    return click.option("--examples", "highlight", type=click.IntRange(min=0), default=0, show_default=True,
+                        help=f"N example documents per row (first {EXAMPLE_ROWS} rows) with the activating text "
+                             "marked <<…>>")(fn)
+
+
+def print_examples(df: pl.DataFrame, title: Callable[[dict], str]) -> None:
+    if "examples" not in df.columns:
+        return
+    for r in df.head(EXAMPLE_ROWS).to_dicts():
+        if r["examples"]:
+            click.echo("")
+            click.echo(title(r))
+            for ex in r["examples"]:
+                click.echo(f"  [{ex['side']}] doc {ex['doc_id']}: {ex['text']}")
+
+
+def emit_result(df: pl.DataFrame, fmt: str, output: str | None, table_cols: list[str] | None = None) -> None:
+    """Tables show the readable columns; machine formats keep every column."""
+    if fmt == "table" and table_cols is not None:
+        df = df.select([c for c in table_cols if c in df.columns])
+    emit(df, fmt, output)
+
+
+DIFF_TABLE = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
+              "q_value", "examples_target"]
+HYPOTHESES_TABLE = ["target", "other", "hypothesis", "freq_target", "freq_other", "diff", "p_value", "verified",
+                    "features"]
+
+
+@click.command("diff", short_help="Latents more frequent in one corpus than others.")
+@click.argument("corpora", nargs=-1, required=True)
+@store_option()
+@cli_options(DiffOptions)
+@click.option("--hypotheses", is_flag=True, help="LLM: relabel the top latents contrastively, summarise them into "
+                                                 "<= 10 hypotheses and verify each on held-out documents")
+@click.option("--n-hypotheses", type=click.IntRange(1, 10), default=10, show_default=True,
+              help="with --hypotheses: at most N hypotheses")
+@cli_options(LLMOptions)
+@examples_option
+@output_options
+def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypotheses: int, highlight: int, fmt: str,
+             output: str | None, **kwargs: Any) -> None:
+    """Latents more frequent in one corpus than in the others: saeembed diff --store S A B [C ...].
+
+    With several corpora each target is compared with the most frequent of the others.
+    """
+    from ..analysis import diff
+    from ..analysis.examples import attach_examples, diff_example_pairs
+
+    st = open_existing_store(store)
+    opts = from_cli(DiffOptions, kwargs)
+    opts.examples = max(opts.examples, highlight, 4 if hypotheses else 0)
+    df = diff(st, list(corpora), opts)
+    if hypotheses:
+        from ..analysis.hypotheses import diff_hypotheses
+        from ..llm import llm_from_options, report_usage
+
+        llm = llm_from_options(from_cli(LLMOptions, kwargs))
+        try:
+            hyp = diff_hypotheses(st, df, llm, n_hypotheses=n_hypotheses)
+        finally:
+            report_usage(llm)
+            llm.close()
+        emit_result(hyp, fmt, output, HYPOTHESES_TABLE)
+        return
+    if highlight > 0:
+        df = attach_examples(st, df, diff_example_pairs(highlight))
+    emit_result(df, fmt, output, DIFF_TABLE)
+    if fmt == "table":
+        print_examples(df, lambda r: f"{r['target']} #{r['rank']} latent {r['feature_id']} {r['label'] or ''} "
+                                     f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})")
+
+
+@click.command("correlate", short_help="Pairs of latents that co-occur (NPMI).")
+@click.argument("corpus")
+@store_option()
+@cli_options(CorrelateOptions)
+@examples_option
+@output_options
+def correlate_cmd(corpus: str, store: str, highlight: int, fmt: str, output: str | None, **kwargs: Any) -> None:
+    """Pairs of latents that occur in the same documents (NPMI): saeembed correlate --store S CORPUS."""
+    from ..analysis import correlate
+    from ..analysis.common import corpus_info
+    from ..analysis.correlate import coactive_documents
+    from ..analysis.examples import attach_examples
+
+    st = open_existing_store(store)
+    opts = from_cli(CorrelateOptions, kwargs)
+    df = correlate(st, corpus, opts)
+    if highlight > 0 and df.height:
+        if opts.with_corpus is not None:
+            raise UserError("--examples shows documents where both latents fire; with --with they are in two "
+                            "corpora, so leave --examples out")
+        with st.reading():
+            co = coactive_documents(st, corpus_info(st, corpus), df.head(EXAMPLE_ROWS), opts.threshold, highlight)
+        df = attach_examples(st, df, lambda r: [(s, d, f) for d in co.get((r["feature_a"], r["feature_b"]), [])
+                                                for s, f in (("a", r["feature_a"]), ("b", r["feature_b"]))])
+    emit_result(df, fmt, output, [c for c in df.columns if c != "examples"])
+    if fmt == "table":
+        print_examples(df, lambda r: f"{r['feature_a']} {r['label_a'] or ''} ~ {r['feature_b']} {r['label_b'] or ''} "
+                                     f"(NPMI {r['npmi']:.3f})")
+
+
+CLUSTER_TABLE = ["cluster", "size", "share", "top_features", "top_labels", "top_diffs", "central_docs",
+                 "central_text"]
+
+
+@click.command("cluster", short_help="Cluster documents on the latents a query selects.")
+@click.argument("corpus")
+@store_option()
+@cli_options(ClusterOptions)
+@click.option("--per-document", is_flag=True, help="one row per document (doc_id, cluster, centrality) instead of "
+                                                   "one per cluster")
+@examples_option
+@output_options
+def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt: str, output: str | None,
+                **kwargs: Any) -> None:
+    """Cluster documents on the latents a query selects: saeembed cluster --store S CORPUS --query Q.
+
+    One row per cluster (cluster -1: documents without any selected latent, or HDBSCAN noise)
+    with its distinctive latents and most central documents.
+    """
+    from ..analysis import cluster
+    from ..analysis.cluster import cluster_assignments
+    from ..analysis.examples import attach_examples, cluster_example_pairs
+
+    st = open_existing_store(store)
+    opts = from_cli(ClusterOptions, kwargs)
+    res = cluster(st, corpus, opts)
+    if per_document:
+        emit_result(cluster_assignments(res), fmt, output)
+        return
+    if highlight > 0:
+        res = attach_examples(st, res, cluster_example_pairs(highlight))
+    emit_result(res, fmt, output, CLUSTER_TABLE)
+    if fmt == "table":
+        click.echo(f"\n{res['k'][0]} clusters ({opts.method}) on {res['n_features'][0]} latents", err=True)
+        print_examples(res, lambda r: f"cluster {r['cluster']} ({r['size']} docs), central documents marked for "
+                                      f"latent {r['top_features'][0]} {r['top_labels'][0]}")
+
+
+@click.command("search", short_help="Documents that have a property.")
+@click.argument("corpus")
+@click.argument("query")
+@store_option()
+@cli_options(SearchOptions)
+@examples_option
+@output_options
+def search_cmd(corpus: str, query: str, store: str, highlight: int, fmt: str, output: str | None,
+               **kwargs: Any) -> None:
+    """Documents of CORPUS that match QUERY: saeembed search --store S CORPUS "QUERY" [--mode ...]."""
+    from ..analysis import search
+    from ..analysis.examples import attach_examples, search_example_pairs
+
+    st = open_existing_store(store)
+    df = search(st, corpus, query, from_cli(SearchOptions, kwargs))
+    if highlight > 0 and "top_feature" in df.columns:
+        df = attach_examples(st, df, search_example_pairs(highlight))
+    emit_result(df, fmt, output, [c for c in df.columns if c != "examples"])
+    if fmt == "table":
+        print_examples(df, lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} "
+                                     f"{r.get('top_label') or ''})")
+
+
+COMMANDS = [diff_cmd, correlate_cmd, cluster_cmd, search_cmd]

@@ -1,0 +1,55 @@
+"""A transformers chat model run in-process, so labelling and hypotheses work offline (e.g. the
+shipped SmolLM2-135M-Instruct; real use wants a bigger model at an endpoint)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from ..errors import UserError
+from .types import Completion, Messages
+
+
+class LocalChat:
+    """A transformers chat model run in-process; one generation at a time (it already uses all cores)."""
+
+    backend = "local"
+
+    def __init__(self, model: str | None = None, device: str = "auto") -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ..reader import pick_device, resolve_reader
+
+        name, load_from = resolve_reader(model)
+        self.model = name
+        self.device = pick_device(device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(load_from)
+            self.lm = AutoModelForCausalLM.from_pretrained(load_from, dtype="auto").to(self.device).eval()
+        except OSError as exc:
+            raise UserError(f"cannot load local LLM {name!r} ({str(exc).splitlines()[0][:120]}); pass a local "
+                            "model directory or a cached hub id to --llm-model") from None
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise UserError(f"local LLM {name!r} has no chat template; use an instruction-tuned chat model")
+        self._lock = threading.Lock()
+
+    def complete(self, messages: Messages, max_tokens: int = 128, temperature: float = 0.0) -> Completion:
+        import torch
+
+        t0 = time.perf_counter()
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                 return_dict=True)
+        ids = {k: v.to(self.device) for k, v in ids.items()}
+        kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "pad_token_id": self.tokenizer.eos_token_id}
+        kwargs.update({"do_sample": True, "temperature": temperature} if temperature > 0 else
+                      {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+        with self._lock, torch.inference_mode():
+            out = self.lm.generate(**ids, **kwargs)
+        n_in = ids["input_ids"].shape[1]
+        new = out[0, n_in:]
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Completion(text, int(n_in), int(new.shape[0]), seconds=time.perf_counter() - t0)
+
+
+__all__ = ["LocalChat"]
