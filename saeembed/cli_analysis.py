@@ -61,6 +61,14 @@ def _print_examples(df: pl.DataFrame, title: Callable[[dict], str]) -> None:
                 click.echo(f"  [{ex['side']}] doc {ex['doc_id']}: {ex['text']}")
 
 
+def _html_report(st: Any, df: pl.DataFrame, output: str | None, examples: int, **options: Any) -> None:
+    """--format html: a self-contained report page (saeembed.report); 3 example documents by default."""
+    from .report import write_report
+
+    path = write_report(df, st, output, examples=examples or 3, **options)
+    click.echo(f"wrote {df.height} rows as an HTML report to {path}", err=True)
+
+
 def _emit(df: pl.DataFrame, fmt: str, output: str | None, table_cols: list[str] | None = None) -> None:
     """Tables show the readable columns; machine formats keep every column."""
     if fmt == "table" and table_cols is not None:
@@ -94,7 +102,7 @@ def _emit(df: pl.DataFrame, fmt: str, output: str | None, table_cols: list[str] 
               help="LLM response cache file (default ~/.cache/saeembed/llm/completions.sqlite)")
 @click.option("--no-cache", is_flag=True, help="always call the LLM")
 @_examples_option()
-@format_option(with_parquet=True)
+@format_option(with_parquet=True, with_html=True)
 @_output_option()
 def diff_cmd(corpora: tuple[str, ...], store: str, target: str | None, paired: bool, pair_key: str | None,
              threshold: float, min_diff: float, min_support: int, top: int, fdr: float, n_docs: int,
@@ -122,15 +130,23 @@ def diff_cmd(corpora: tuple[str, ...], store: str, target: str | None, paired: b
         finally:
             report_usage(llm)
             llm.close()
+        if fmt == "html":
+            return _html_report(st, hyp, output, 0, title="saeembed diff hypotheses")
         _emit(hyp, fmt, output, ["target", "other", "hypothesis", "freq_target", "freq_other", "diff", "p_value",
                                  "verified", "features"])
         return
+    if fmt == "html":
+        return _html_report(st, df, output, examples, title=f"saeembed diff: {' vs '.join(corpora)}")
+    if fmt == "table":
+        from .report.terminal import table_snippets
+
+        df = table_snippets(st, df, "diff")
     if examples > 0:
         df = attach_examples(st, df, lambda r: [("+" + r["target"], d, r["feature_id"])
                                                 for d in r["examples_target"][:examples]]
                              + [("-" + r["other"], d, r["feature_id"]) for d in r["examples_other"][:examples]])
     _emit(df, fmt, output, ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff",
-                            "ratio", "q_value", "examples_target"])
+                            "ratio", "q_value", "example"])
     if fmt == "table":
         _print_examples(df, lambda r: f"{r['target']} #{r['rank']} latent {r['feature_id']} {r['label'] or ''} "
                                       f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})")
@@ -155,7 +171,7 @@ def diff_cmd(corpora: tuple[str, ...], store: str, target: str | None, paired: b
                                                    "token activations for a sample of co-active documents)")
 @click.option("--top", type=click.IntRange(min=1), default=200, show_default=True, help="at most N pairs")
 @_examples_option()
-@format_option(with_parquet=True)
+@format_option(with_parquet=True, with_html=True)
 @_output_option()
 def correlate_cmd(corpus: str, store: str, with_corpus: str | None, pair_key: str | None, top_features: int,
                   min_support: int, min_cooccur: int, min_npmi: float, threshold: float, keep_similar_labels: bool,
@@ -169,6 +185,9 @@ def correlate_cmd(corpus: str, store: str, with_corpus: str | None, pair_key: st
     df = correlate(st, corpus, with_corpus=with_corpus, pair_key=pair_key, threshold=threshold,
                    top_features=top_features, min_support=min_support, min_cooccur=min_cooccur, min_npmi=min_npmi,
                    label_filter=not keep_similar_labels, token_check=token_check, top=top)
+    if fmt == "html":
+        return _html_report(st, df, output, examples, corpus=None if with_corpus else corpus,
+                            title=f"saeembed correlate: {corpus}" + (f" with {with_corpus}" if with_corpus else ""))
     if examples > 0 and df.height:
         if with_corpus is not None:
             raise UserError("--examples shows documents where both latents fire; with --with they are in two "
@@ -202,7 +221,7 @@ def correlate_cmd(corpus: str, store: str, with_corpus: str | None, pair_key: st
 @click.option("--per-document", is_flag=True, help="one row per document (doc_id, cluster, centrality) instead of "
                                                    "one per cluster")
 @_examples_option()
-@format_option(with_parquet=True)
+@format_option(with_parquet=True, with_html=True)
 @_output_option()
 def cluster_cmd(corpus: str, store: str, query: str | None, features: str | None, unfiltered: bool, method: str,
                 k: int | None, per_phrase: int, min_cluster_size: int, describe: str, sample: int | None,
@@ -220,13 +239,21 @@ def cluster_cmd(corpus: str, store: str, query: str | None, features: str | None
                   per_phrase=per_phrase, threshold=threshold, min_cluster_size=min_cluster_size, describe=describe,
                   sample=sample, seed=seed)
     if per_document:
+        if fmt == "html":
+            return _html_report(st, cluster_assignments(res), output, 0, title=f"saeembed cluster: {corpus}")
         _emit(cluster_assignments(res), fmt, output)
         return
+    if fmt == "html":
+        how = f"query {query!r}" if query else (f"latents {features}" if features else "all latents")
+        return _html_report(st, res, output, examples, title=f"saeembed cluster: {corpus}", notes=[f"clustered on {how}"])
+    if fmt == "table":
+        from .report.terminal import table_snippets
+
+        res = table_snippets(st, res, "cluster")
     if examples > 0:
         res = attach_examples(st, res, lambda r: [("central", d, r["top_features"][0])
                                                   for d in r["central_docs"][:examples]] if r["top_features"] else [])
-    _emit(res, fmt, output, ["cluster", "size", "share", "top_features", "top_labels", "top_diffs", "central_docs",
-                             "central_text"])
+    _emit(res, fmt, output, ["cluster", "size", "share", "top_features", "top_labels", "top_diffs", "central"])
     if fmt == "table":
         click.echo(f"\n{res['k'][0]} clusters ({method}) on {res['n_features'][0]} latents", err=True)
         _print_examples(res, lambda r: f"cluster {r['cluster']} ({r['size']} docs), central documents marked for "
@@ -247,7 +274,7 @@ def cluster_cmd(corpus: str, store: str, query: str | None, features: str | None
               help="T of the rank weights exp(-r/(k T)) (sae/hybrid)")
 @click.option("--no-cache", is_flag=True, help="do not read or write the dense-embedding sidecar cache")
 @_examples_option()
-@format_option(with_parquet=True)
+@format_option(with_parquet=True, with_html=True)
 @_output_option()
 def search_cmd(corpus: str, query: str, store: str, k: int, mode: str, n_features: int, temperature: float,
                no_cache: bool, examples: int, fmt: str, output: str | None) -> None:
@@ -257,6 +284,13 @@ def search_cmd(corpus: str, query: str, store: str, k: int, mode: str, n_feature
     st = open_existing_store(store)
     df = search(st, corpus, query, k=k, mode=mode, n_features=n_features, temperature=temperature,
                 cache=not no_cache)
+    if fmt == "html":
+        return _html_report(st, df, output, examples, title=f"saeembed search: {corpus}",
+                            notes=[f"query {query!r}, mode {mode}"])
+    if fmt == "table":
+        from .report.terminal import table_snippets
+
+        df = table_snippets(st, df, "search")
     if examples > 0 and "top_feature" in df.columns:
         df = attach_examples(st, df, lambda r: [("match", r["doc_id"], r["top_feature"])]
                              if r["rank"] <= examples and r["top_feature"] is not None else [])

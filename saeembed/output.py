@@ -17,10 +17,11 @@ import polars as pl
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def format_option(with_parquet: bool = False):  # noqa: ANN201 - click decorator
-    choices = FORMATS if with_parquet else FORMATS[:3]
+def format_option(with_parquet: bool = False, with_html: bool = False):  # noqa: ANN201 - click decorator
+    choices = (FORMATS if with_parquet else FORMATS[:3]) + (("html",) if with_html else ())
     return click.option("--format", "fmt", type=click.Choice(choices), default="table", show_default=True,
-                        help="table for people; csv/json" + ("/parquet" if with_parquet else "") + " for programs")
+                        help="table for people; csv/json" + ("/parquet" if with_parquet else "") + " for programs"
+                        + ("; html: a self-contained report page (with --output FILE.html)" if with_html else ""))
 
 
 def _jsonable(value: Any) -> Any:

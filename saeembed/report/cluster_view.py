@@ -1,0 +1,94 @@
+"""The cluster result as a report section: a 2-D map of the documents, distinctive latents,
+the cluster table and each cluster's most central documents."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from .charts import cluster_latents_chart, cluster_map
+from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
+from .tables import frame_table
+from .tokens import Highlighter
+
+if TYPE_CHECKING:
+    from ..api import Store
+
+MAP_DOCS = 1500  # points on the map; a stratified sample beyond that keeps reports small
+TABLE_COLUMNS = ["cluster", "size", "share", "top_labels", "top_diffs", "central"]
+SNIPPET_TOKENS = 12
+
+
+def _corpus_of(store: "Store", doc_id: int) -> str:
+    row = store.con.execute("SELECT name FROM corpora WHERE corpus_id = ?", [int(doc_id) >> 32]).fetchall()
+    return row[0][0]
+
+
+def _sample(df: pl.DataFrame, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(doc_ids, cluster) of at most ``n`` members, each cluster in proportion (at least 10)."""
+    rng = np.random.default_rng(seed)
+    total = max(int(df["size"].sum()), 1)
+    ids, labs = [], []
+    for r in df.iter_rows(named=True):
+        members = np.asarray(r["doc_ids"], dtype=np.int64)
+        take = min(len(members), max(10, int(round(n * len(members) / total))))
+        pick = np.sort(rng.choice(len(members), take, replace=False)) if take < len(members) else np.arange(take)
+        ids.append(members[pick])
+        labs.append(np.full(take, r["cluster"]))
+    return np.concatenate(ids), np.concatenate(labs)
+
+
+def map_points(store: "Store", df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: int = 0) -> pl.DataFrame:
+    """t-SNE of the documents over the clusters' distinctive latents (binarised, Jaccard distance):
+    the latents that tell the clusters apart, so the map shows what the clustering saw."""
+    from ..analysis.cluster import jaccard
+    from ..analysis.common import ROW_MASK, binary_matrix, corpus_info
+    from .project import project_distances
+
+    ids, labs = _sample(df, max_docs, seed)
+    feats = sorted({int(f) for fs in df["top_features"].to_list() for f in fs})
+    info = corpus_info(store, _corpus_of(store, int(ids[0])))
+    mat, _ = binary_matrix(store, info, feats, rows=ids & ROW_MASK)
+    xy = project_distances(1.0 - jaccard(mat), seed)
+    texts = store.sql("SELECT doc_id, left(text, 100) AS text FROM documents WHERE doc_id IN "
+                      "(SELECT unnest(?::BIGINT[]))", [ids.tolist()])
+    return (pl.DataFrame({"doc_id": ids, "cluster": labs, "x": xy[:, 0], "y": xy[:, 1]})
+            .join(texts, on="doc_id", how="left"))
+
+
+def cluster_section(store: "Store", df: pl.DataFrame, examples: int = 3, links: Links = NO_LINKS,
+                    seed: int = 0) -> Section:
+    central = {r["cluster"]: (r["central_docs"][:examples], r["top_features"][:1]) for r in df.iter_rows(named=True)}
+    hl = Highlighter(store, [d for ds, _ in central.values() for d in ds],
+                     [f for _, fs in central.values() for f in fs])
+
+    def snippet(r: dict):  # noqa: ANN202 - DocView | None
+        ds, fs = central[r["cluster"]]
+        return hl.view(ds[0], fs, SNIPPET_TOKENS) if ds else None
+
+    table = frame_table(df, TABLE_COLUMNS, docs={"central": snippet})
+    groups = []
+    for r in df.iter_rows(named=True):
+        ds, fs = central[r["cluster"]]
+        name = "unplaced / noise" if r["cluster"] < 0 else f"cluster {r['cluster']}"
+        lead = f"central documents, latent {fs[0]} {r['top_labels'][0]} shaded" if fs else "central documents"
+        exs = [Example(f"doc {d}", hl.view(d, fs) if fs else hl.plain(d), links.doc(d, fs[0] if fs else None))
+               for d in ds]
+        groups.append(ExampleGroup(f"{name} · {r['size']} documents · {lead}", exs))
+    charts = []
+    if int(df["size"].sum()) >= 4 and any(df["top_features"].to_list()):
+        charts.append(ChartView("Map of the documents", "t-SNE over the clusters' distinctive latents (Jaccard); "
+                                f"at most {MAP_DOCS} documents; hover for the text",
+                                cluster_map(map_points(store, df, seed=seed))))
+    charts.append(ChartView("Distinctive latents", "share inside minus share outside each cluster",
+                            cluster_latents_chart(df)))
+    r0 = df.row(0, named=True)
+    lines = [f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents, {int(df['size'].sum())} documents "
+             "(cluster −1: documents without any selected latent, or HDBSCAN noise)."]
+    return Section("Clusters", lines, charts, [("Clusters", table)], groups,
+                   ["shade: activation of the cluster's most distinctive latent"])
+
+
+__all__ = ["cluster_section", "map_points"]

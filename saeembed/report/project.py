@@ -1,0 +1,51 @@
+"""2-D maps of documents: t-SNE (scikit-learn) of their vectors or of a precomputed distance.
+
+Why t-SNE: it ships with scikit-learn (a core dependency), keeps neighbourhoods, and takes a
+precomputed distance, so the cluster map can use the same Jaccard geometry the clustering used.
+Wide inputs (6k-latent SAE vectors, 384-d MiniLM) are first reduced to 50 dimensions by a
+truncated SVD of the L2-normalised rows (cosine geometry), the usual preprocessing for t-SNE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UserError
+
+SVD_DIMS = 50
+
+
+def _perplexity(n: int) -> float:
+    return float(max(2.0, min(30.0, (n - 1) / 3.0)))
+
+
+def project_vectors(x, seed: int = 0) -> np.ndarray:  # noqa: ANN001 - dense array or scipy sparse [n, d]
+    """[n, 2] coordinates of the rows of ``x`` (cosine geometry)."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.manifold import TSNE
+    from sklearn.preprocessing import normalize
+
+    n = x.shape[0]
+    if n < 4:
+        raise UserError(f"a map needs at least 4 documents, not {n}")
+    x = normalize(x.astype(np.float32), norm="l2")
+    dims = min(SVD_DIMS, x.shape[1] - 1, n - 1)
+    if dims >= 2 and x.shape[1] > SVD_DIMS:
+        x = TruncatedSVD(n_components=dims, random_state=seed).fit_transform(x)
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float32)
+    tsne = TSNE(n_components=2, perplexity=_perplexity(n), init="pca", random_state=seed)
+    return tsne.fit_transform(x).astype(np.float32)
+
+
+def project_distances(dist: np.ndarray, seed: int = 0) -> np.ndarray:
+    """[n, 2] coordinates from a precomputed [n, n] distance matrix."""
+    from sklearn.manifold import TSNE
+
+    n = dist.shape[0]
+    if n < 4:
+        raise UserError(f"a map needs at least 4 documents, not {n}")
+    tsne = TSNE(n_components=2, perplexity=_perplexity(n), metric="precomputed", init="random", random_state=seed)
+    return tsne.fit_transform(np.clip(dist, 0, None).astype(np.float32)).astype(np.float32)
+
+
+__all__ = ["project_vectors", "project_distances"]
