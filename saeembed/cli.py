@@ -139,3 +139,4 @@ def drop(name: str, store: str) -> None:
 from . import cli_train  # noqa: E402,F401
 from . import cli_labels  # noqa: E402,F401
 from . import cli_analysis  # noqa: E402,F401
+from . import cli_faces  # noqa: E402,F401

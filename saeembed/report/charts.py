@@ -59,7 +59,7 @@ def diff_chart(df: pl.DataFrame, per_target: int = 25):  # noqa: ANN201 - altair
     data = pl.concat(parts)
     panels = []
     for target in dict.fromkeys(data["target"].to_list()):
-        base = alt.Chart(data.filter(pl.col("target") == target), title=f"more frequent in {target}").encode(
+        base = alt.Chart(data.filter(pl.col("target") == target)).encode(
             y=alt.Y("latent:N", sort=alt.EncodingSortField(field="rank", op="min", order="ascending"), title=None,
                     axis=alt.Axis(labelLimit=320)),
             color=alt.Color("corpus:N", title="corpus"))
@@ -69,7 +69,8 @@ def diff_chart(df: pl.DataFrame, per_target: int = 25):  # noqa: ANN201 - altair
                     scale=alt.Scale(domain=[0, 1])),
             tooltip=["latent", "corpus", alt.Tooltip("share:Q", format=".3f"), "documents", "of",
                      alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f")])
-        panels.append(alt.layer(rules, points).properties(width=WIDTH - 180, height=alt.Step(15)))
+        panels.append(alt.layer(rules, points).properties(title=f"more frequent in {target}", width=WIDTH - 180,
+                                                          height=alt.Step(15)))
     return alt.vconcat(*panels)
 
 

@@ -9,7 +9,10 @@ the plain text is shown and the view says so: an example is never lost for want 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
@@ -22,6 +25,39 @@ if TYPE_CHECKING:
 
 WINDOW_TOKENS = 60  # tokens kept on each side of the strongest one
 PLAIN_CHARS = 400
+CACHE_PAIRS = 20_000  # (document, latent) token rows kept per process
+
+_CACHE: "OrderedDict[tuple, pl.DataFrame]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _store_key(store: "Store") -> tuple:
+    """The store file and its last write: any write (a new encode, new labels) starts a new cache."""
+    path = Path(store.path)
+    stamps = tuple(q.stat().st_mtime_ns if q.exists() else 0 for q in (path, path.with_name(path.name + ".wal")))
+    return (str(path.resolve()), stamps)
+
+
+def cached_token_activations(store: "Store", doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
+    """:func:`saeembed.highlight.token_activations`, recomputing only (document, latent) pairs not
+    seen before in this process: a browser page reloaded, or a report and a page showing the same
+    documents, cost no new forward."""
+    from ..highlight import TOKEN_SCHEMA, token_activations
+
+    key = _store_key(store)
+    with _CACHE_LOCK:
+        missing = [(d, f) for d in doc_ids for f in feature_ids if (key, d, f) not in _CACHE]
+    if missing:
+        new = token_activations(store, sorted({d for d, _ in missing}), sorted({f for _, f in missing}))
+        groups = {(int(d), int(f)): g for (d, f), g in new.group_by("doc_id", "feature_id")}
+        with _CACHE_LOCK:
+            for d, f in missing:
+                _CACHE[(key, d, f)] = groups.get((d, f), pl.DataFrame(schema=TOKEN_SCHEMA))
+            while len(_CACHE) > CACHE_PAIRS:
+                _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        parts = [_CACHE[(key, d, f)] for d in doc_ids for f in feature_ids if (key, d, f) in _CACHE]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=TOKEN_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -112,9 +148,7 @@ class Highlighter:
         self.tokens: pl.DataFrame | None = None
         if self.doc_ids and feats:
             try:
-                from ..highlight import token_activations
-
-                self.tokens = token_activations(store, self.doc_ids, feats)
+                self.tokens = cached_token_activations(store, self.doc_ids, feats)
             except (UserError, OSError, ImportError):
                 self.tokens = None  # plain text below
         self._texts = _texts(store, sorted(set(self.doc_ids) | {int(d) for d in plain_ids}))
