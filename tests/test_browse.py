@@ -114,16 +114,6 @@ def test_nothing_can_write_or_read_files(server: tuple[str, int], faces_store: P
     assert after.equals(before)
 
 
-def test_store_is_not_held_between_requests(server: tuple[str, int], faces_store: Path) -> None:
-    assert _request(server, "/")[0] == 200
-    writer = ("import duckdb, sys; con = duckdb.connect(sys.argv[1]); "
-              "con.execute('CREATE TABLE IF NOT EXISTS browse_probe AS SELECT 1 AS x'); con.close()")
-    run = subprocess.run([sys.executable, "-c", writer, str(faces_store)], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr  # a writer got the lock while the server runs
-    status, body = _request(server, "/")
-    assert status == 200 and "ge" in body
-
-
 def test_binds_only_this_machine_unless_asked(faces_store: Path) -> None:
     assert check_host("127.0.0.1") == "127.0.0.1" and check_host("::1") == "::1" and check_host("localhost")
     for host in ("0.0.0.0", "192.168.1.5", "example.org", "::"):
@@ -132,6 +122,28 @@ def test_binds_only_this_machine_unless_asked(faces_store: Path) -> None:
     assert check_host("0.0.0.0", allow_remote=True) == "0.0.0.0"
     res = CliRunner().invoke(main, ["browse", "--store", str(faces_store), "--host", "0.0.0.0"])
     assert res.exit_code == 2 and "--allow-remote" in res.stderr
+
+
+def test_browse_command_serves_until_stopped(faces_store: Path) -> None:
+    """The real command: it binds 127.0.0.1, says where, serves pages, and stops on SIGINT."""
+    import os
+    import re
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "saeembed", "browse", "--store", str(faces_store), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        line = ""
+        while "http://" not in line:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "browse exited before serving"
+        host, port = re.search(r"http://([0-9.]+):(\d+)/", line).groups()
+        assert host == "127.0.0.1"
+        status, body = _request((host, int(port)), "/")
+        assert status == 200 and "Corpora" in body
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
 
 
 def test_pages_load_in_headless_chromium(server: tuple[str, int], ids: dict[str, int], tmp_path: Path) -> None:
@@ -146,3 +158,14 @@ def test_pages_load_in_headless_chromium(server: tuple[str, int], ids: dict[str,
         if shot is not None:
             png = shot.read_bytes()
             assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_store_is_not_held_between_requests(server: tuple[str, int], faces_store: Path) -> None:
+    """Last in the module: the write changes the store, which also empties the highlight cache."""
+    assert _request(server, "/")[0] == 200
+    writer = ("import duckdb, sys; con = duckdb.connect(sys.argv[1]); "
+              "con.execute('CREATE TABLE IF NOT EXISTS browse_probe AS SELECT 1 AS x'); con.close()")
+    run = subprocess.run([sys.executable, "-c", writer, str(faces_store)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr  # a writer got the lock while the server runs
+    status, body = _request(server, "/")
+    assert status == 200 and "ge" in body

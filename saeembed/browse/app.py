@@ -48,34 +48,29 @@ class BrowserLinks(Links):
         return url_for("doc", doc_id=int(doc_id), feature=feature_id)
 
 
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+def _number_arg(name: str, default: float, lo: float, hi: float, cast: type = float) -> float:
+    """A numeric query parameter within [lo, hi]; a bad one is a 400 page naming it."""
     from flask import request
 
     raw = request.args.get(name, "")
     if raw == "":
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise UserError(f"{name} must be a whole number, not {raw!r}") from None
+        kind = "a whole number" if cast is int else "a number"
+        raise UserError(f"{name} must be {kind}, not {raw!r}") from None
     if not lo <= value <= hi:
         raise UserError(f"{name} must lie in {lo}..{hi}, not {value}")
     return value
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    return int(_number_arg(name, default, lo, hi, int))
 
 
 def _float_arg(name: str, default: float, lo: float, hi: float) -> float:
-    from flask import request
-
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UserError(f"{name} must be a number, not {raw!r}") from None
-    if not lo <= value <= hi:
-        raise UserError(f"{name} must lie in {lo}..{hi}, not {value}")
-    return value
+    return _number_arg(name, default, lo, hi, float)
 
 
 def create_app(store_path: str | Path):  # noqa: ANN201 - flask.Flask

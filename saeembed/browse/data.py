@@ -76,9 +76,9 @@ def neighbours(store: "Store", corpus: str, feature_id: int, n: int = NEIGHBOURS
         "feature_id", "label", "npmi", "n_ab", "n_b")
 
 
-def latent_section(store: "Store", info: dict[str, Any], feature_id: int, corpus: str | None,
-                   links: Links) -> tuple[Section, pl.DataFrame, str | None]:
-    """(section, labels, corpus used for neighbours) of one latent's page."""
+def latent_sections(store: "Store", info: dict[str, Any], feature_id: int, corpus: str | None,
+                    links: Links) -> tuple[list[Section], pl.DataFrame, str | None]:
+    """([where it fires, in numbers], labels, corpus used for neighbours) of one latent's page."""
     from ..labels import labels_of
 
     check_latent(info, feature_id)
@@ -105,8 +105,8 @@ def latent_section(store: "Store", info: dict[str, Any], feature_id: int, corpus
     groups = _top_documents(store, fires["corpus"].to_list(), feature_id, links)
     lines = [f"SAE {sae}; fires in {int(fires['documents'].sum()) if fires.height else 0} documents of "
              f"{int(stats['of'].sum())} in {stats.height} corpora."]
-    return Section(f"Latent {feature_id}", lines, charts, tables, groups,
-                   ["shade: activation of this latent"]), labels, corpus
+    return [Section("Where it fires", lines, charts, [], groups, ["shade: activation of this latent"]),
+            Section("Per corpus and neighbours", [], [], tables)], labels, corpus
 
 
 def _top_documents(store: "Store", corpora: list[str], feature_id: int, links: Links) -> list[ExampleGroup]:
@@ -135,4 +135,4 @@ def document_latents(store: "Store", doc: dict[str, Any], n: int = 30) -> pl.Dat
         "feature_id", "label", "value", "n_active")
 
 
-__all__ = ["NotFound", "sae_info", "latent_section", "latent_stats", "neighbours", "document", "document_latents"]
+__all__ = ["NotFound", "sae_info", "latent_sections", "latent_stats", "neighbours", "document", "document_latents"]

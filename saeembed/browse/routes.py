@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import UserError
 from .app import BrowserLinks, _float_arg, _int_arg
-from .data import check_latent, document, document_latents, latent_section, sae_info
+from .data import check_latent, document, document_latents, latent_sections, sae_info
 
 SEARCH_MODES = ("sae", "hybrid", "dense", "example")
 FEATURES_PAGE = 200
@@ -21,14 +21,23 @@ def _corpora(store: Any) -> list[dict[str, Any]]:
     return store.corpora().to_dicts()
 
 
-def register(app: Any) -> None:  # noqa: C901 - one small view per page; flask keeps them
-    from flask import Response, abort, g, redirect, render_template, request, url_for
+def render(template: str, **ctx: Any) -> str:
+    from flask import g, render_template
+
+    return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, **ctx)
+
+
+def register(app: Any) -> None:
+    _register_pages(app)
+    _register_analyses(app)
+
+
+def _register_pages(app: Any) -> None:
+    """Corpora, assets, latent search, latent and document pages."""
+    from flask import Response, abort, g, redirect, request, url_for
 
     from ..report.assets import served_assets
     from ..report.tables import frame_table
-
-    def render(template: str, **ctx: Any) -> str:
-        return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, **ctx)
 
     @app.get("/")
     def index() -> str:
@@ -78,9 +87,9 @@ def register(app: Any) -> None:  # noqa: C901 - one small view per page; flask k
     @app.get("/latent/<int:feature_id>")
     def latent(feature_id: int) -> str:
         info = sae_info(g.store, request.args.get("sae") or None)
-        section, labels, corpus = latent_section(g.store, info, feature_id, request.args.get("corpus") or None,
-                                                 _links(g.store, info))
-        return render("latent.html", section=section, labels=frame_table(labels), feature_id=feature_id,
+        sections, labels, corpus = latent_sections(g.store, info, feature_id, request.args.get("corpus") or None,
+                                                   _links(g.store, info))
+        return render("latent.html", sections=sections, labels=frame_table(labels), feature_id=feature_id,
                       sae=info["sae"], corpus=corpus)
 
     @app.get("/doc/<int:doc_id>")
@@ -100,6 +109,12 @@ def register(app: Any) -> None:  # noqa: C901 - one small view per page; flask k
                                  "label": lambda r: links.latent(r["feature_id"])})
         return render("doc.html", doc=row, view=view, feature=feature if feature >= 0 else None, top=top,
                       latent_href=links.latent(feature) if feature >= 0 else None)
+
+
+
+def _register_analyses(app: Any) -> None:
+    """The diff and search pages: the analyses' own functions, rendered as report sections."""
+    from flask import g, request
 
     @app.get("/diff")
     def diff_page() -> str:
