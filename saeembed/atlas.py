@@ -81,7 +81,8 @@ def atlas_frame(store: "Store | str | Path", corpus: str, *, dense: bool = False
     labels = dict(feature_labels(st, info["sae"]).iter_rows())
     top = dict(zip(tops["doc_id"].to_list(), tops["feature_ids"].to_list()))
     names = [[f"{f} {labels.get(f, '')}".strip() for f in top.get(d, [])] for d in ids.tolist()]
-    latents = [[{"feature": n, "index": int(f)} for n, f in zip(ns, top.get(d, []))] for ns, d in zip(names, ids.tolist())]
+    latents = [[{"feature": n, "index": int(f)} for n, f in zip(ns, top.get(d, []))]
+               for ns, d in zip(names, ids.tolist())]
     base = pl.DataFrame({
         "doc_id": ids, "row_idx": docs["row_idx"], "text": docs["text"], "x": xy[:, 0], "y": xy[:, 1],
         "top_latent": [ns[0] if ns else None for ns in names],

@@ -245,7 +245,8 @@ def cluster_cmd(corpus: str, store: str, query: str | None, features: str | None
         return
     if fmt == "html":
         how = f"query {query!r}" if query else (f"latents {features}" if features else "all latents")
-        return _html_report(st, res, output, examples, title=f"saeembed cluster: {corpus}", notes=[f"clustered on {how}"])
+        return _html_report(st, res, output, examples, title=f"saeembed cluster: {corpus}",
+                            notes=[f"clustered on {how}"])
     if fmt == "table":
         from .report.terminal import table_snippets
 

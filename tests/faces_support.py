@@ -32,11 +32,12 @@ def split_corpus(store: Path, source: str, name: str, where: str) -> None:
                     f"FROM documents WHERE corpus_id = {src} AND ({where})")
         con.execute(f"INSERT INTO documents SELECT ({cid}::BIGINT << 32) | p.new_row, {cid}, p.new_row, d.text, "
                     f"d.n_tokens, d.meta FROM documents d JOIN pick p USING (doc_id)")
-        con.execute(f"INSERT INTO activations SELECT ({cid}::BIGINT << 32) | p.new_row, a.feature_id, a.value, a.total, "
-                    f"a.n_active FROM activations a JOIN pick p USING (doc_id) ORDER BY a.feature_id, p.new_row")
+        con.execute(f"INSERT INTO activations SELECT ({cid}::BIGINT << 32) | p.new_row, a.feature_id, a.value, "
+                    f"a.total, a.n_active FROM activations a JOIN pick p USING (doc_id) "
+                    f"ORDER BY a.feature_id, p.new_row")
         con.execute(f"INSERT INTO corpora SELECT {cid}, ?, source, (SELECT count(*) FROM pick), reader, layer, sae, "
-                    f"pooling, current_timestamp, (SELECT sum(n_tokens) FROM documents WHERE corpus_id = {cid}), config "
-                    f"FROM corpora WHERE corpus_id = {src}", [name])
+                    f"pooling, current_timestamp, (SELECT sum(n_tokens) FROM documents WHERE corpus_id = {cid}), "
+                    f"config FROM corpora WHERE corpus_id = {src}", [name])
         con.execute("DROP TABLE pick")
         con.execute("COMMIT")
     finally:

@@ -98,7 +98,8 @@ def test_bad_ids_and_queries_give_clear_pages(server: tuple[str, int]) -> None:
 
 
 def test_nothing_can_write_or_read_files(server: tuple[str, int], faces_store: Path) -> None:
-    before = open_store(faces_store).sql("SELECT (SELECT count(*) FROM corpora) AS c, (SELECT count(*) FROM documents) AS d")
+    counts = "SELECT (SELECT count(*) FROM corpora) AS c, (SELECT count(*) FROM documents) AS d"
+    before = open_store(faces_store).sql(counts)
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         for path in ("/", "/features", "/latent/1", "/assets/vega.js"):
             status, body = _request(server, path, method, b"x=1")
@@ -110,7 +111,7 @@ def test_nothing_can_write_or_read_files(server: tuple[str, int], faces_store: P
         assert status == 404 and "[project]" not in body and "Traceback" not in body, path
     status, body = _request(server, "/search?corpus=ge&k=2&q=" + quote("x'); COPY documents TO '/tmp/leak.csv'; --"))
     assert status in (200, 400) and "Traceback" not in body and not Path("/tmp/leak.csv").exists()
-    after = open_store(faces_store).sql("SELECT (SELECT count(*) FROM corpora) AS c, (SELECT count(*) FROM documents) AS d")
+    after = open_store(faces_store).sql(counts)
     assert after.equals(before)
 
 
