@@ -28,12 +28,10 @@ RESERVED = ("doc_id", "row_idx", "text", "x", "y", "top_latent", "top_latents", 
 
 
 def _sae_xy(store: "Store", corpus: str, seed: int) -> np.ndarray:
-    from .report.project import project_vectors
+    from .report.project import idf_weighted, project_vectors
 
     x, _ = store.embeddings(corpus)  # rows in doc_id order, like store.documents()
-    df = np.asarray((x > 0).sum(axis=0)).ravel()
-    idf = np.log((x.shape[0] + 1.0) / (df + 1.0)).astype(np.float32)
-    return project_vectors(x.multiply(idf[None, :]).tocsr(), seed)
+    return project_vectors(idf_weighted(x, np.asarray((x > 0).sum(axis=0)).ravel(), x.shape[0]), seed)
 
 
 def _dense_xy(store: "Store", info: dict[str, Any], seed: int) -> np.ndarray:

@@ -41,17 +41,23 @@ def _sample(df: pl.DataFrame, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def map_points(store: "Store", df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: int = 0) -> pl.DataFrame:
-    """t-SNE of the documents over the clusters' distinctive latents (binarised, Jaccard distance):
-    the latents that tell the clusters apart, so the map shows what the clustering saw."""
-    from ..analysis.cluster import jaccard
-    from ..analysis.common import ROW_MASK, binary_matrix, corpus_info
-    from .project import project_distances
+    """t-SNE of the documents' SAE embeddings (IDF-weighted max-pooled latents, as ``saeembed atlas``),
+    coloured by cluster: only the sampled documents' activations leave the store."""
+    from scipy import sparse
+
+    from ..analysis.common import corpus_info
+    from ..analysis.diff import feature_counts
+    from .project import idf_weighted, project_vectors
 
     ids, labs = _sample(df, max_docs, seed)
-    feats = sorted({int(f) for fs in df["top_features"].to_list() for f in fs})
     info = corpus_info(store, _corpus_of(store, int(ids[0])))
-    mat, _ = binary_matrix(store, info, feats, rows=ids & ROW_MASK)
-    xy = project_distances(1.0 - jaccard(mat), seed)
+    acts = store.con.execute("SELECT doc_id, feature_id, value FROM activations WHERE doc_id IN "
+                             "(SELECT unnest(?::BIGINT[]))", [ids.tolist()]).fetchnumpy()
+    row_of = {int(d): i for i, d in enumerate(ids.tolist())}
+    rows = np.fromiter((row_of[int(d)] for d in acts["doc_id"]), dtype=np.int64, count=len(acts["doc_id"]))
+    x = sparse.csr_matrix((acts["value"].astype(np.float32), (rows, acts["feature_id"].astype(np.int64))),
+                          shape=(len(ids), int(info["d_sae"])))
+    xy = project_vectors(idf_weighted(x, feature_counts(store, info), int(info["n_docs"])), seed)
     texts = store.sql("SELECT doc_id, left(text, 100) AS text FROM documents WHERE doc_id IN "
                       "(SELECT unnest(?::BIGINT[]))", [ids.tolist()])
     return (pl.DataFrame({"doc_id": ids, "cluster": labs, "x": xy[:, 0], "y": xy[:, 1]})
@@ -78,9 +84,9 @@ def cluster_section(store: "Store", df: pl.DataFrame, examples: int = 3, links: 
                for d in ds]
         groups.append(ExampleGroup(f"{name} · {r['size']} documents · {lead}", exs))
     charts = []
-    if int(df["size"].sum()) >= 4 and any(df["top_features"].to_list()):
-        charts.append(ChartView("Map of the documents", "t-SNE over the clusters' distinctive latents (Jaccard); "
-                                f"at most {MAP_DOCS} documents; hover for the text",
+    if int(df["size"].sum()) >= 4:
+        charts.append(ChartView("Map of the documents", "t-SNE of their SAE embeddings (IDF-weighted), coloured by "
+                                f"cluster; at most {MAP_DOCS} documents; hover for the text",
                                 cluster_map(map_points(store, df, seed=seed))))
     charts.append(ChartView("Distinctive latents", "share inside minus share outside each cluster",
                             cluster_latents_chart(df)))

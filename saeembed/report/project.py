@@ -1,8 +1,7 @@
-"""2-D maps of documents: t-SNE (scikit-learn) of their vectors or of a precomputed distance.
+"""2-D maps of documents: t-SNE (scikit-learn) of their vectors.
 
-Why t-SNE: it ships with scikit-learn (a core dependency), keeps neighbourhoods, and takes a
-precomputed distance, so the cluster map can use the same Jaccard geometry the clustering used.
-Wide inputs (6k-latent SAE vectors, 384-d MiniLM) are first reduced to 50 dimensions by a
+Why t-SNE: it ships with scikit-learn (a core dependency) and keeps neighbourhoods; UMAP would add
+numba. Wide inputs (6k-latent SAE vectors, 384-d MiniLM) are first reduced to 50 dimensions by a
 truncated SVD of the L2-normalised rows (cosine geometry), the usual preprocessing for t-SNE.
 """
 
@@ -48,15 +47,11 @@ def project_vectors(x, seed: int = 0) -> np.ndarray:  # noqa: ANN001 - dense arr
     return _fit(TSNE(n_components=2, perplexity=_perplexity(n), init="pca", random_state=seed), x)
 
 
-def project_distances(dist: np.ndarray, seed: int = 0) -> np.ndarray:
-    """[n, 2] coordinates from a precomputed [n, n] distance matrix."""
-    from sklearn.manifold import TSNE
-
-    n = dist.shape[0]
-    if n < 4:
-        raise UserError(f"a map needs at least 4 documents, not {n}")
-    tsne = TSNE(n_components=2, perplexity=_perplexity(n), metric="precomputed", init="random", random_state=seed)
-    return _fit(tsne, np.clip(dist, 0, None).astype(np.float32))
+def idf_weighted(x, doc_freq: np.ndarray, n_docs: int):  # noqa: ANN001, ANN201 - scipy sparse in and out
+    """Columns scaled by their IDF ``log((N + 1) / (n + 1))``: latents that fire in nearly every document
+    (syntax, position) would otherwise dominate the geometry of max-pooled SAE vectors."""
+    idf = np.log((n_docs + 1.0) / (np.asarray(doc_freq, np.float64) + 1.0)).astype(np.float32)
+    return x.multiply(idf[None, :]).tocsr()
 
 
-__all__ = ["project_vectors", "project_distances"]
+__all__ = ["project_vectors", "idf_weighted"]
