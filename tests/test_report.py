@@ -24,6 +24,7 @@ from saeembed.cli import main
 from saeembed.errors import UserError
 from saeembed.highlight import token_activations
 from saeembed.report import detect_kind, report
+from tests.conftest import needs_amazon
 from tests.faces_support import load_in_chromium
 
 MARK = re.compile(r'<mark style="--s:([0-9.]+)(?:;--t:([0-9.]+))?" data-act="([^"]*)"[^>]*>(.*?)</mark>', re.S)
@@ -127,6 +128,23 @@ def test_cluster_report_maps_documents_by_cluster(faces_store: Path, tmp_path: P
     bars = next(iter(specs[1]["datasets"].values()))
     assert {b["latent"].split()[0] for b in bars} == {str(f) for fs in df["top_features"] for f in fs}
     assert _table_rows(page) == df.height
+
+
+def test_cluster_report_on_amazon_reviews(faces_store: Path, tmp_path: Path) -> None:
+    """Longer documents (reviews of up to 400 characters) from ../shared, where it exists."""
+    needs_amazon(faces_store)
+    st = open_store(faces_store)
+    df = cluster(st, "amazon", unfiltered=True, k=4)
+    rep = report(df, st, examples=1)
+    page = rep.save(tmp_path / "amazon.html").read_text()
+    assert _table_rows(page) == 4 and len(next(iter(_specs(page)[0]["datasets"].values()))) == 400
+    groups = rep.sections[0].examples
+    assert sum(bool(g.examples[0].doc.features) for g in groups) >= 3
+    for g, r in zip(groups, df.iter_rows(named=True)):
+        view = g.examples[0].doc
+        assert view.doc_id == r["central_docs"][0]
+        if view.features:  # shaded for one of the cluster's distinctive latents, which fires there
+            assert view.features[0] in r["top_features"] and view.highlighted and view.marked_text
 
 
 def test_search_report_ranks_documents_with_highlights(faces_store: Path, tmp_path: Path) -> None:

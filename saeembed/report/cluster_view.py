@@ -66,23 +66,31 @@ def map_points(store: "Store", df: pl.DataFrame, max_docs: int = MAP_DOCS, seed:
 
 def cluster_section(store: "Store", df: pl.DataFrame, examples: int = 3, links: Links = NO_LINKS,
                     seed: int = 0) -> Section:
-    central = {r["cluster"]: (r["central_docs"][:examples], r["top_features"][:1]) for r in df.iter_rows(named=True)}
+    """Each central document is shaded for the first of its cluster's distinctive latents that fires
+    in it (a distinctive latent is more frequent in the cluster, not present in every member)."""
+    central = {r["cluster"]: (r["central_docs"][:examples], r["top_features"]) for r in df.iter_rows(named=True)}
     hl = Highlighter(store, [d for ds, _ in central.values() for d in ds],
                      [f for _, fs in central.values() for f in fs])
+    labels = {f: lab for r in df.iter_rows(named=True) for f, lab in zip(r["top_features"], r["top_labels"])}
+
+    def view(cluster: int, doc_id: int, window: int = 60):  # noqa: ANN202 - (DocView, latent or None)
+        f = hl.first_firing(doc_id, central[cluster][1])
+        return (hl.view(doc_id, [f], window) if f is not None else hl.plain(doc_id)), f
 
     def snippet(r: dict):  # noqa: ANN202 - DocView | None
-        ds, fs = central[r["cluster"]]
-        return hl.view(ds[0], fs, SNIPPET_TOKENS) if ds else None
+        ds = central[r["cluster"]][0]
+        return view(r["cluster"], ds[0], SNIPPET_TOKENS)[0] if ds else None
 
     table = frame_table(df, TABLE_COLUMNS, docs={"central": snippet})
     groups = []
     for r in df.iter_rows(named=True):
-        ds, fs = central[r["cluster"]]
         name = "unplaced / noise" if r["cluster"] < 0 else f"cluster {r['cluster']}"
-        lead = f"central documents, latent {fs[0]} {r['top_labels'][0]} shaded" if fs else "central documents"
-        exs = [Example(f"doc {d}", hl.view(d, fs) if fs else hl.plain(d), links.doc(d, fs[0] if fs else None))
-               for d in ds]
-        groups.append(ExampleGroup(f"{name} · {r['size']} documents · {lead}", exs))
+        exs = []
+        for d in central[r["cluster"]][0]:
+            v, f = view(r["cluster"], d)
+            caption = f"doc {d} · latent {f} {labels.get(f) or ''}" if f is not None else f"doc {d}"
+            exs.append(Example(caption, v, links.doc(d, f)))
+        groups.append(ExampleGroup(f"{name} · {r['size']} documents · most central documents", exs))
     charts = []
     if int(df["size"].sum()) >= 4:
         charts.append(ChartView("Map of the documents", "t-SNE of their SAE embeddings (IDF-weighted), coloured by "
@@ -94,7 +102,7 @@ def cluster_section(store: "Store", df: pl.DataFrame, examples: int = 3, links: 
     lines = [f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents, {int(df['size'].sum())} documents "
              "(cluster −1: documents without any selected latent, or HDBSCAN noise)."]
     return Section("Clusters", lines, charts, [("Clusters", table)], groups,
-                   ["shade: activation of the cluster's most distinctive latent"])
+                   ["shade: the first of the cluster's distinctive latents that fires in the document"])
 
 
 __all__ = ["cluster_section", "map_points"]

@@ -166,6 +166,14 @@ class Highlighter:
             return self.plain(doc_id, fs)
         return _view(int(doc_id), fs, grp, self._scale, window)
 
+    def first_firing(self, doc_id: int, features: Iterable[int]) -> int | None:
+        """The first of ``features`` that fires somewhere in the document (None: none does)."""
+        grp = self._by_doc.get(int(doc_id))
+        if grp is None:
+            return None
+        fired = set(grp.filter(pl.col("activation") > 0)["feature_id"].to_list())
+        return next((int(f) for f in features if int(f) in fired), None)
+
     def plain(self, doc_id: int, features: Iterable[int] = (), chars: int = PLAIN_CHARS) -> DocView:
         return _plain(int(doc_id), tuple(int(f) for f in features), self._texts.get(int(doc_id), ""), chars)
 
