@@ -68,8 +68,11 @@ def atlas(corpus: str, store: str, dense: bool, top_latents: int, output: str | 
     path = Path(output) if output else Path(tempfile.mkdtemp(prefix="saeembed-atlas-")) / f"{corpus}.parquet"
     df = atlas_frame(open_existing_store(store), corpus, dense=dense, top_latents=top_latents, seed=seed)
     tmp = path.with_name(path.name + ".tmp")
-    df.write_parquet(tmp)
-    tmp.replace(path)
+    try:
+        df.write_parquet(tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}; pick a writable --output") from None
     click.echo(f"wrote {df.height} documents ({'dense' if dense else 'SAE'} map, top {top_latents} latents) to {path}",
                err=True)
     if launch:

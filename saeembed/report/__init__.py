@@ -4,8 +4,8 @@ The analyses keep returning plain polars frames; :func:`report` turns one into a
 (``.save(path)`` writes one self-contained HTML file that opens offline, ``.df`` is the frame,
 and in Jupyter it displays itself: charts as SVG, examples with the activating tokens shaded)::
 
-    from saeembed import report
     from saeembed.analysis import diff
+    from saeembed.report import report     # or saeembed.show(df, store)
     df = diff("demo.duckdb", ["negative", "positive"])     # still a polars DataFrame
     report(df, "demo.duckdb").save("diff.html")             # or just `report(df, store)` in a notebook
 

@@ -101,10 +101,16 @@ class Report:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`html` to ``path`` (atomically: a half-written report never replaces a good one)."""
+        from ..errors import UserError
+
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.html(), encoding="utf-8")
-        tmp.replace(path)
+        page = self.html()
+        try:
+            tmp.write_text(page, encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            raise UserError(f"cannot write the report to {path}: {exc.strerror or exc}; pick a writable path") from None
         return path
 
     def _repr_html_(self) -> str:
