@@ -7,4 +7,15 @@ from .api import Store, open_store
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["Store", "open_store", "UserError", "__version__"]
+
+
+def show(df, store, **options):  # noqa: ANN001, ANN201 - polars DataFrame, Store or path → Report
+    """Look at an analysis result: a :class:`saeembed.report.Report` that displays itself in Jupyter
+    (charts, highlighted examples) and writes a self-contained HTML file with ``.save(path)``; the
+    frame itself is unchanged (``.df``). Options: see :func:`saeembed.report.report`."""
+    from .report import report
+
+    return report(df, store, **options)
+
+
+__all__ = ["Store", "open_store", "UserError", "show", "__version__"]

@@ -127,3 +127,18 @@ def real_store(tmp_path_factory: pytest.TempPathFactory, smollm2_reader, test_sa
 def needs_amazon(store: Path) -> None:
     """Skip a test that needs the Amazon corpus where ../shared/datasets is absent."""
     shared_dataset("amazon_multidomain_sentiment")
+
+
+@pytest.fixture(scope="session")
+def faces_store(real_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``real_store`` with two more corpora cut out of ``ge`` (no encoding): ``pos`` (the
+    positive-only comments) and ``neg`` (negative-only), for the reports' and browser's diff."""
+    import shutil
+
+    from tests.faces_support import NEGATIVE, POSITIVE, split_corpus
+
+    dst = tmp_path_factory.mktemp("faces") / "store.duckdb"
+    shutil.copy(real_store, dst)
+    split_corpus(dst, "ge", "pos", POSITIVE)
+    split_corpus(dst, "ge", "neg", NEGATIVE)
+    return dst

@@ -46,8 +46,23 @@ def emit_result(df: pl.DataFrame, fmt: str, output: str | None, table_cols: list
     emit(df, fmt, output)
 
 
+def html_report(st: Any, df: pl.DataFrame, output: str | None, examples: int, **options: Any) -> None:
+    """--format html: a self-contained report page (saeembed.report); 3 example documents by default."""
+    from ..report import write_report
+
+    path = write_report(df, st, output, examples=examples or 3, **options)
+    click.echo(f"wrote {df.height} rows as an HTML report to {path}", err=True)
+
+
+def snippets(st: Any, df: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """The terminal table's example documents as short snippets with the activating span marked."""
+    from ..report.terminal import table_snippets
+
+    return table_snippets(st, df, kind)
+
+
 DIFF_TABLE = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
-              "q_value", "examples_target"]
+              "q_value", "example"]
 HYPOTHESES_TABLE = ["target", "other", "hypothesis", "freq_target", "freq_other", "diff", "p_value", "verified",
                     "features"]
 
@@ -62,7 +77,7 @@ HYPOTHESES_TABLE = ["target", "other", "hypothesis", "freq_target", "freq_other"
               help="with --hypotheses: at most N hypotheses")
 @cli_options(LLMOptions)
 @examples_option
-@output_options
+@output_options(html=True)
 def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypotheses: int, highlight: int, fmt: str,
              output: str | None, **kwargs: Any) -> None:
     """Latents more frequent in one corpus than in the others: saeembed diff --store S A B [C ...].
@@ -86,8 +101,14 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
         finally:
             report_usage(llm)
             llm.close()
+        if fmt == "html":
+            return html_report(st, hyp, output, 0, title="saeembed diff hypotheses")
         emit_result(hyp, fmt, output, HYPOTHESES_TABLE)
         return
+    if fmt == "html":
+        return html_report(st, df, output, highlight, title=f"saeembed diff: {' vs '.join(corpora)}")
+    if fmt == "table":
+        df = snippets(st, df, "diff")
     if highlight > 0:
         df = attach_examples(st, df, diff_example_pairs(highlight))
     emit_result(df, fmt, output, DIFF_TABLE)
@@ -101,7 +122,7 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
 @store_option()
 @cli_options(CorrelateOptions)
 @examples_option
-@output_options
+@output_options(html=True)
 def correlate_cmd(corpus: str, store: str, highlight: int, fmt: str, output: str | None, **kwargs: Any) -> None:
     """Pairs of latents that occur in the same documents (NPMI): saeembed correlate --store S CORPUS."""
     from ..analysis import correlate
@@ -112,6 +133,10 @@ def correlate_cmd(corpus: str, store: str, highlight: int, fmt: str, output: str
     st = open_existing_store(store)
     opts = from_cli(CorrelateOptions, kwargs)
     df = correlate(st, corpus, opts)
+    if fmt == "html":
+        w = opts.with_corpus
+        return html_report(st, df, output, highlight, corpus=None if w else corpus,
+                           title=f"saeembed correlate: {corpus}" + (f" with {w}" if w else ""))
     if highlight > 0 and df.height:
         if opts.with_corpus is not None:
             raise UserError("--examples shows documents where both latents fire; with --with they are in two "
@@ -126,8 +151,7 @@ def correlate_cmd(corpus: str, store: str, highlight: int, fmt: str, output: str
                                      f"(NPMI {r['npmi']:.3f})")
 
 
-CLUSTER_TABLE = ["cluster", "size", "share", "top_features", "top_labels", "top_diffs", "central_docs",
-                 "central_text"]
+CLUSTER_TABLE = ["cluster", "size", "share", "top_features", "top_labels", "top_diffs", "central"]
 
 
 @click.command("cluster", short_help="Cluster documents on the latents a query selects.")
@@ -137,7 +161,7 @@ CLUSTER_TABLE = ["cluster", "size", "share", "top_features", "top_labels", "top_
 @click.option("--per-document", is_flag=True, help="one row per document (doc_id, cluster, centrality) instead of "
                                                    "one per cluster")
 @examples_option
-@output_options
+@output_options(html=True)
 def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt: str, output: str | None,
                 **kwargs: Any) -> None:
     """Cluster documents on the latents a query selects: saeembed cluster --store S CORPUS --query Q.
@@ -153,8 +177,17 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt
     opts = from_cli(ClusterOptions, kwargs)
     res = cluster(st, corpus, opts)
     if per_document:
+        if fmt == "html":
+            return html_report(st, cluster_assignments(res), output, 0, title=f"saeembed cluster: {corpus}")
         emit_result(cluster_assignments(res), fmt, output)
         return
+    if fmt == "html":
+        how = (f"query {opts.query!r}" if opts.query else
+               f"latents {opts.features}" if opts.features else "all latents")
+        return html_report(st, res, output, highlight, title=f"saeembed cluster: {corpus}",
+                           notes=[f"clustered on {how}"])
+    if fmt == "table":
+        res = snippets(st, res, "cluster")
     if highlight > 0:
         res = attach_examples(st, res, cluster_example_pairs(highlight))
     emit_result(res, fmt, output, CLUSTER_TABLE)
@@ -170,7 +203,7 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt
 @store_option()
 @cli_options(SearchOptions)
 @examples_option
-@output_options
+@output_options(html=True)
 def search_cmd(corpus: str, query: str, store: str, highlight: int, fmt: str, output: str | None,
                **kwargs: Any) -> None:
     """Documents of CORPUS that match QUERY: saeembed search --store S CORPUS "QUERY" [--mode ...]."""
@@ -178,7 +211,13 @@ def search_cmd(corpus: str, query: str, store: str, highlight: int, fmt: str, ou
     from ..analysis.examples import attach_examples, search_example_pairs
 
     st = open_existing_store(store)
-    df = search(st, corpus, query, from_cli(SearchOptions, kwargs))
+    opts = from_cli(SearchOptions, kwargs)
+    df = search(st, corpus, query, opts)
+    if fmt == "html":
+        return html_report(st, df, output, highlight, title=f"saeembed search: {corpus}",
+                           notes=[f"query {query!r}, mode {opts.mode}"])
+    if fmt == "table":
+        df = snippets(st, df, "search")
     if highlight > 0 and "top_feature" in df.columns:
         df = attach_examples(st, df, search_example_pairs(highlight))
     emit_result(df, fmt, output, [c for c in df.columns if c != "examples"])

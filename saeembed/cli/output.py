@@ -18,14 +18,20 @@ import polars as pl
 FORMATS = ("table", "csv", "tsv", "json", "ndjson", "parquet")
 FORMAT_HELP = ("table for people; csv, tsv, json (a list of row objects), ndjson (one object per line) or "
                "parquet (needs --output) for programs")
+HTML_HELP = "; html: a self-contained report page that opens offline (needs --output FILE.html)"
 
 
-def output_options(fn: Any) -> Any:
-    """``--format`` and ``--output`` for a command that prints a frame (every listing command)."""
-    fn = click.option("--output", "output", type=click.Path(dir_okay=False),
-                      help="write the result to FILE instead of stdout (needed for --format parquet)")(fn)
-    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-                        help=FORMAT_HELP)(fn)
+def output_options(fn: Any = None, *, html: bool = False) -> Any:
+    """``--format`` and ``--output`` for a command that prints a frame (every listing command);
+    ``html=True`` adds the report page format (the four analyses)."""
+    def decorate(f: Any) -> Any:
+        f = click.option("--output", "output", type=click.Path(dir_okay=False),
+                         help="write the result to FILE instead of stdout (needed for --format parquet and html)"
+                         if html else "write the result to FILE instead of stdout (needed for --format parquet)")(f)
+        return click.option("--format", "fmt", type=click.Choice(FORMATS + (("html",) if html else ())),
+                            default="table", show_default=True, help=FORMAT_HELP + (HTML_HELP if html else ""))(f)
+
+    return decorate(fn) if fn is not None else decorate
 
 
 def _jsonable(value: Any) -> Any:

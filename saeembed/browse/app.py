@@ -1,0 +1,147 @@
+"""The feature browser: a read-only Flask app over one store.
+
+Every request opens its own read-only DuckDB connection with external access disabled and closes
+it when the response is sent, so the file is never held between requests (an encode can take the
+write lock meanwhile; a request that arrives during the write gets a 503 page asking to retry).
+Routes answer GET only, take ids and words (never paths or SQL), and every failure is a page
+with a status code: 400 for bad input, 404 for unknown ids, 405 for other methods, 503 while the
+store is being written, 500 (logged, no traceback shown) for anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..api import Store
+from ..errors import UserError
+from ..report.page import Links
+from .data import NotFound
+
+log = logging.getLogger("saeembed.browse")
+
+
+class RequestStore(Store):
+    """A Store whose connection is read-only and cannot touch other files (``read_parquet`` & co.)."""
+
+    def _reader(self):  # noqa: ANN202 - store.StoreReader
+        from .. import store as store_mod
+
+        if self._con is None:
+            self._con = store_mod.connect(self.path, read_only=True, external_access=False)
+        return store_mod.StoreReader(self._con)
+
+
+class BrowserLinks(Links):
+    def __init__(self, sae: str | None = None) -> None:
+        self.sae = sae
+
+    def latent(self, feature_id: int) -> str | None:
+        from flask import url_for
+
+        return None if feature_id is None else url_for("latent", feature_id=int(feature_id), sae=self.sae)
+
+    def doc(self, doc_id: int, feature_id: int | None = None) -> str | None:
+        from flask import url_for
+
+        return url_for("doc", doc_id=int(doc_id), feature=feature_id)
+
+
+def _number_arg(name: str, default: float, lo: float, hi: float, cast: type = float) -> float:
+    """A numeric query parameter within [lo, hi]; a bad one is a 400 page naming it."""
+    from flask import request
+
+    raw = request.args.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        kind = "a whole number" if cast is int else "a number"
+        raise UserError(f"{name} must be {kind}, not {raw!r}") from None
+    if not lo <= value <= hi:
+        raise UserError(f"{name} must lie in {lo}..{hi}, not {value}")
+    return value
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    return int(_number_arg(name, default, lo, hi, int))
+
+
+def _float_arg(name: str, default: float, lo: float, hi: float) -> float:
+    return _number_arg(name, default, lo, hi, float)
+
+
+def create_app(store_path: str | Path):  # noqa: ANN201 - flask.Flask
+    """The browser app for ``store_path`` (which must exist)."""
+    from flask import Flask, g
+    from jinja2 import ChoiceLoader, PackageLoader
+
+    from ..report.assets import require_faces
+
+    require_faces()
+    path = Path(store_path)
+    if not path.exists():
+        raise UserError(f"store {path} does not exist; encode a corpus first (saeembed encode CORPUS --store {path})")
+    app = Flask("saeembed.browse", static_folder=None)  # no static route: nothing is served from disk
+    app.jinja_loader = ChoiceLoader([PackageLoader("saeembed.browse", "templates"),
+                                     PackageLoader("saeembed.report", "templates")])
+    app.config.update(STORE_PATH=path, PROPAGATE_EXCEPTIONS=False, MAX_CONTENT_LENGTH=0)
+
+    @app.before_request
+    def open_store() -> None:
+        g.store = RequestStore(path)
+        g.store.con  # noqa: B018 - open now, so a locked file becomes a 503 page, not a failure mid-page
+
+    @app.teardown_request
+    def close_store(_exc: BaseException | None) -> None:
+        st = g.pop("store", None)
+        if st is not None:
+            st.close()
+
+    @app.after_request
+    def headers(resp):  # noqa: ANN001, ANN202 - flask.Response
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    from .routes import register
+
+    register(app)
+    _register_errors(app)
+    return app
+
+
+def _register_errors(app: Any) -> None:
+    from flask import render_template
+    from werkzeug.exceptions import HTTPException
+
+    def page(code: int, title: str, message: str):  # noqa: ANN202 - (body, status)
+        return render_template("error.html", code=code, title=title, message=message), code
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # noqa: ANN202
+        return page(exc.code or 500, exc.name, exc.description or "")
+
+    @app.errorhandler(NotFound)
+    def not_found(exc: NotFound):  # noqa: ANN202
+        return page(404, "Not found", str(exc))
+
+    @app.errorhandler(UserError)
+    def bad_input(exc: UserError):  # noqa: ANN202
+        text = str(exc)
+        if text.startswith("cannot open store"):
+            return page(503, "Store busy", f"{text}. An encode may be writing it; retry in a moment.")
+        if text.startswith("no corpus named") or text.startswith("no document"):
+            return page(404, "Not found", text)
+        return page(400, "Bad request", text)
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception):  # noqa: ANN202
+        log.exception("browser request failed")
+        return page(500, "Internal error", f"{type(exc).__name__}: the server log has the details.")
+
+
+__all__ = ["create_app", "RequestStore", "BrowserLinks"]

@@ -1,0 +1,154 @@
+"""The browser's pages (GET only): corpora, feature search, latent, document, diff, search, assets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UserError
+from .app import BrowserLinks, _float_arg, _int_arg
+from .data import check_latent, document, document_latents, latent_sections, sae_info
+
+SEARCH_MODES = ("sae", "hybrid", "dense", "example")
+FEATURES_PAGE = 200
+
+
+def _links(store: Any, info: dict[str, Any]) -> BrowserLinks:
+    n_saes = store.con.execute("SELECT count(*) FROM saes").fetchall()[0][0]
+    return BrowserLinks(info["sae"] if n_saes > 1 else None)
+
+
+def _corpora(store: Any) -> list[dict[str, Any]]:
+    return store.corpora().to_dicts()
+
+
+def render(template: str, **ctx: Any) -> str:
+    from flask import g, render_template
+
+    return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, **ctx)
+
+
+def register(app: Any) -> None:
+    _register_pages(app)
+    _register_analyses(app)
+
+
+def _register_pages(app: Any) -> None:
+    """Corpora, assets, latent search, latent and document pages."""
+    from flask import Response, abort, g, redirect, request, url_for
+
+    from ..report.assets import served_assets
+    from ..report.tables import frame_table
+
+    @app.get("/")
+    def index() -> str:
+        df = g.store.corpora()
+        cols = ["name", "n_docs", "n_tokens", "reader", "layer", "sae", "created_at"]
+        table = frame_table(df, cols, links={"name": lambda r: url_for("search_page", corpus=r["name"])})
+        saes = g.store.sql("SELECT sae, d_sae, activation, k, reader, layer FROM saes ORDER BY sae")
+        return render("index.html", table=table, saes=frame_table(saes))
+
+    @app.get("/assets/<name>")
+    def asset(name: str) -> Response:
+        assets = served_assets()
+        if name not in assets:
+            abort(404)
+        body, mime = assets[name]
+        resp = Response(body, mimetype=mime)
+        resp.headers["Cache-Control"] = "public, max-age=3600"
+        return resp
+
+    @app.get("/features")
+    def features() -> str:
+        from ..labels import search_features
+
+        info = sae_info(g.store, request.args.get("sae") or None)
+        links = _links(g.store, info)
+        q = request.args.get("q", "").strip()
+        if q:
+            df = search_features(g.store, q, k=50, sae=info["sae"]).select("feature_id", "label", "label_source",
+                                                                           "similarity", "score")
+            note = f"the 50 latents whose labels best match {q!r}"
+        else:
+            page = _int_arg("page", 1, 1, 10**9)
+            df = g.store.features(info["sae"]).select("feature_id", "label", "label_source", "score", "density")
+            df = df.slice((page - 1) * FEATURES_PAGE, FEATURES_PAGE)
+            note = f"labelled latents, page {page} ({FEATURES_PAGE} a page)"
+        table = frame_table(df, links={"feature_id": lambda r: links.latent(r["feature_id"]),
+                                       "label": lambda r: links.latent(r["feature_id"])})
+        return render("features.html", table=table, q=q, note=note, sae=info["sae"])
+
+    @app.get("/latent")
+    def latent_jump():  # noqa: ANN202 - redirect
+        fid = _int_arg("id", -1, 0, 2**31 - 1)
+        if fid < 0:
+            raise UserError("give a latent id, e.g. /latent?id=123")
+        return redirect(url_for("latent", feature_id=fid, sae=request.args.get("sae") or None))
+
+    @app.get("/latent/<int:feature_id>")
+    def latent(feature_id: int) -> str:
+        info = sae_info(g.store, request.args.get("sae") or None)
+        sections, labels, corpus = latent_sections(g.store, info, feature_id, request.args.get("corpus") or None,
+                                                   _links(g.store, info))
+        return render("latent.html", sections=sections, labels=frame_table(labels), feature_id=feature_id,
+                      sae=info["sae"], corpus=corpus)
+
+    @app.get("/doc/<int:doc_id>")
+    def doc(doc_id: int) -> str:
+        from ..report.tokens import Highlighter
+
+        row = document(g.store, doc_id)
+        info = sae_info(g.store, row["sae"])
+        feature = _int_arg("feature", -1, 0, 2**31 - 1)
+        view = None
+        if feature >= 0:
+            check_latent(info, feature)
+            view = Highlighter(g.store, [doc_id], [feature]).view(doc_id, [feature], window=10**7)
+        links = _links(g.store, info)
+        top = frame_table(document_latents(g.store, row),
+                          links={"feature_id": lambda r: url_for("doc", doc_id=doc_id, feature=r["feature_id"]),
+                                 "label": lambda r: links.latent(r["feature_id"])})
+        return render("doc.html", doc=row, view=view, feature=feature if feature >= 0 else None, top=top,
+                      latent_href=links.latent(feature) if feature >= 0 else None)
+
+
+
+def _register_analyses(app: Any) -> None:
+    """The diff and search pages: the analyses' own functions, rendered as report sections."""
+    from flask import g, request
+
+    @app.get("/diff")
+    def diff_page() -> str:
+        from ..analysis import diff
+        from ..report import build_section
+
+        a, b = request.args.get("a", ""), request.args.get("b", "")
+        section = None
+        if a or b:
+            if not (a and b):
+                raise UserError("pick two corpora to compare (a and b)")
+            df = diff(g.store, [a, b], fdr=_float_arg("fdr", 0.05, 1e-12, 1.0),
+                      min_diff=_float_arg("min_diff", 0.03, 0.0, 1.0), top=_int_arg("top", 100, 1, 2000), examples=3)
+            info = sae_info(g.store, g.store.corpus(a)["sae"])
+            section = build_section(g.store, df, "diff", examples=2, example_rows=3, links=_links(g.store, info))
+        return render("analysis.html", title="Diff two corpora", form="diff", section=section, args=request.args)
+
+    @app.get("/search")
+    def search_page() -> str:
+        from ..analysis import search
+        from ..report import build_section
+
+        corpus, q = request.args.get("corpus", ""), request.args.get("q", "").strip()
+        mode = request.args.get("mode", "sae")
+        if mode not in SEARCH_MODES:
+            raise UserError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
+        section = None
+        if q:
+            if not corpus:
+                raise UserError("pick a corpus to search")
+            df = search(g.store, corpus, q, k=_int_arg("k", 20, 1, 200), mode=mode, cache=False)
+            info = sae_info(g.store, g.store.corpus(corpus)["sae"])
+            section = build_section(g.store, df, "search", links=_links(g.store, info))
+        return render("analysis.html", title="Search a corpus", form="search", section=section, args=request.args)
+
+
+__all__ = ["register", "SEARCH_MODES"]
