@@ -27,14 +27,14 @@ ATLAS_HINT = "pip install 'saeembed[atlas]'"
 RESERVED = ("doc_id", "row_idx", "text", "x", "y", "top_latent", "top_latents", "latents")
 
 
-def _sae_xy(store: "Store", corpus: str, seed: int) -> np.ndarray:
+def _sae_xy(store: Store, corpus: str, seed: int) -> np.ndarray:
     from .report.project import idf_weighted, project_vectors
 
     x, _ = store.embeddings(corpus)  # rows in doc_id order, like store.documents()
     return project_vectors(idf_weighted(x, np.asarray((x > 0).sum(axis=0)).ravel(), x.shape[0]), seed)
 
 
-def _dense_xy(store: "Store", info: dict[str, Any], seed: int) -> np.ndarray:
+def _dense_xy(store: Store, info: dict[str, Any], seed: int) -> np.ndarray:
     from .analysis.retrieve import _dense_doc_embeddings
     from .report.project import project_vectors
 
@@ -59,7 +59,7 @@ def _meta_columns(meta: list[str | None]) -> pl.DataFrame:
     return pl.DataFrame(cols, height=len(rows))
 
 
-def atlas_frame(store: "Store | str | Path", corpus: str, *, dense: bool = False, top_latents: int = 5,
+def atlas_frame(store: Store | str | Path, corpus: str, *, dense: bool = False, top_latents: int = 5,
                 seed: int = 0) -> pl.DataFrame:
     """One row per document: doc_id, row_idx, text, x, y, top_latent, top_latents (labels, best
     first), latents (Embedding Atlas' features list: {feature, index}), then the metadata."""

@@ -26,7 +26,7 @@ from tests.faces_support import load_in_chromium
 
 
 @pytest.fixture(scope="module")
-def server(faces_store: Path):  # noqa: ANN201 - (host, port)
+def server(faces_store: Path):
     srv = make_server(faces_store, "127.0.0.1", 0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

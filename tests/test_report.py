@@ -56,7 +56,7 @@ def _self_contained(page: str) -> None:
     assert "vegaEmbed" in page and "sortable" in page
 
 
-def _check_marks_match_activations(st, view) -> None:  # noqa: ANN001
+def _check_marks_match_activations(st, view) -> None:
     """The shaded tokens are exactly the tokens where the latent fires (recomputed independently)."""
     toks = token_activations(st, [view.doc_id], [view.features[0]])
     firing = [t.strip() or t for t, a in zip(toks["token"], toks["activation"]) if a > 0]

@@ -29,7 +29,7 @@ def check_host(host: str, allow_remote: bool = False) -> str:
     return host
 
 
-def make_server(store: str | Path, host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False):  # noqa: ANN201
+def make_server(store: str | Path, host: str = "127.0.0.1", port: int = 8765, allow_remote: bool = False):
     """A werkzeug WSGI server for the app (not started); port 0 picks a free port (``server.port``).
 
     Single-threaded on purpose: requests run the reader for highlights one at a time anyway, and

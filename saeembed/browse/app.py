@@ -17,7 +17,7 @@ from typing import Any
 from ..api import Store
 from ..errors import UserError
 from ..report.page import Links
-from .data import NotFound
+from .data import NotFoundError
 
 log = logging.getLogger("saeembed.browse")
 
@@ -25,7 +25,7 @@ log = logging.getLogger("saeembed.browse")
 class RequestStore(Store):
     """A Store whose connection is read-only and cannot touch other files (``read_parquet`` & co.)."""
 
-    def _reader(self):  # noqa: ANN202 - store.StoreReader
+    def _reader(self):
         from .. import store as store_mod
 
         if self._con is None:
@@ -73,7 +73,7 @@ def _float_arg(name: str, default: float, lo: float, hi: float) -> float:
     return _number_arg(name, default, lo, hi, float)
 
 
-def create_app(store_path: str | Path):  # noqa: ANN201 - flask.Flask
+def create_app(store_path: str | Path):
     """The browser app for ``store_path`` (which must exist)."""
     from flask import Flask, g
     from jinja2 import ChoiceLoader, PackageLoader
@@ -101,7 +101,7 @@ def create_app(store_path: str | Path):  # noqa: ANN201 - flask.Flask
             st.close()
 
     @app.after_request
-    def headers(resp):  # noqa: ANN001, ANN202 - flask.Response
+    def headers(resp):
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
         resp.headers.setdefault("Cache-Control", "no-store")
@@ -118,19 +118,19 @@ def _register_errors(app: Any) -> None:
     from flask import render_template
     from werkzeug.exceptions import HTTPException
 
-    def page(code: int, title: str, message: str):  # noqa: ANN202 - (body, status)
+    def page(code: int, title: str, message: str):
         return render_template("error.html", code=code, title=title, message=message), code
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):  # noqa: ANN202
+    def http_error(exc: HTTPException):
         return page(exc.code or 500, exc.name, exc.description or "")
 
-    @app.errorhandler(NotFound)
-    def not_found(exc: NotFound):  # noqa: ANN202
+    @app.errorhandler(NotFoundError)
+    def not_found(exc: NotFoundError):
         return page(404, "Not found", str(exc))
 
     @app.errorhandler(UserError)
-    def bad_input(exc: UserError):  # noqa: ANN202
+    def bad_input(exc: UserError):
         text = str(exc)
         if text.startswith("cannot open store"):
             return page(503, "Store busy", f"{text}. An encode may be writing it; retry in a moment.")
@@ -139,7 +139,7 @@ def _register_errors(app: Any) -> None:
         return page(400, "Bad request", text)
 
     @app.errorhandler(Exception)
-    def internal(exc: Exception):  # noqa: ANN202
+    def internal(exc: Exception):
         log.exception("browser request failed")
         return page(500, "Internal error", f"{type(exc).__name__}: the server log has the details.")
 

@@ -25,42 +25,42 @@ NEIGHBOURS = 15
 MIN_COOCCUR = 3
 
 
-class NotFound(UserError):
+class NotFoundError(UserError):
     """An id or name that is not in the store (the app answers 404)."""
 
 
-def sae_info(store: "Store", sae: str | None) -> dict[str, Any]:
+def sae_info(store: Store, sae: str | None) -> dict[str, Any]:
     """The SAE meant by ``sae`` (a prefix is enough); by default the SAE of the first corpus."""
     from ..labels import resolve_sae_id
 
     saes = store.sql("SELECT sae FROM saes ORDER BY sae")["sae"].to_list()
     if not saes:
-        raise NotFound("the store has no SAE yet; encode a corpus first")
+        raise NotFoundError("the store has no SAE yet; encode a corpus first")
     if sae is None:
         first = store.sql("SELECT sae FROM corpora ORDER BY corpus_id LIMIT 1")["sae"].to_list()
         sae = first[0] if first else saes[0]
     try:
         return resolve_sae_id(store, sae)
     except UserError as exc:
-        raise NotFound(str(exc)) from None
+        raise NotFoundError(str(exc)) from None
 
 
 def check_latent(info: dict[str, Any], feature_id: int) -> None:
     if not 0 <= feature_id < int(info["d_sae"]):
-        raise NotFound(f"no latent {feature_id} in SAE {info['sae']} (latents 0..{int(info['d_sae']) - 1})")
+        raise NotFoundError(f"no latent {feature_id} in SAE {info['sae']} (latents 0..{int(info['d_sae']) - 1})")
 
 
-def latent_stats(store: "Store", sae: str, feature_id: int) -> pl.DataFrame:
+def latent_stats(store: Store, sae: str, feature_id: int) -> pl.DataFrame:
     """Per corpus of the SAE: corpus, of (documents), documents (where it fires), share, max/mean/p90."""
     df = run_query(store, "latent_corpus_stats", {"sae": sae, "feature": int(feature_id), "threshold": 0.0})
     return df.with_columns((pl.col("documents") / pl.col("of").clip(lower_bound=1)).alias("share"))
 
 
-def latent_histogram(store: "Store", sae: str, feature_id: int, bins: int = HIST_BINS) -> pl.DataFrame:
+def latent_histogram(store: Store, sae: str, feature_id: int, bins: int = HIST_BINS) -> pl.DataFrame:
     return run_query(store, "latent_histogram", {"sae": sae, "feature": int(feature_id), "bins": int(bins)})
 
 
-def neighbours(store: "Store", corpus: str, feature_id: int, n: int = NEIGHBOURS) -> pl.DataFrame:
+def neighbours(store: Store, corpus: str, feature_id: int, n: int = NEIGHBOURS) -> pl.DataFrame:
     """Latents co-occurring with ``feature_id`` in ``corpus``, by NPMI (feature_id, label, npmi, n_ab, n_b)."""
     from ..analysis.correlate import npmi
 
@@ -76,7 +76,7 @@ def neighbours(store: "Store", corpus: str, feature_id: int, n: int = NEIGHBOURS
         "feature_id", "label", "npmi", "n_ab", "n_b")
 
 
-def latent_sections(store: "Store", info: dict[str, Any], feature_id: int, corpus: str | None,
+def latent_sections(store: Store, info: dict[str, Any], feature_id: int, corpus: str | None,
                     links: Links) -> tuple[list[Section], pl.DataFrame, str | None]:
     """([where it fires, in numbers], labels, corpus used for neighbours) of one latent's page."""
     from ..labels import labels_of
@@ -86,7 +86,7 @@ def latent_sections(store: "Store", info: dict[str, Any], feature_id: int, corpu
     labels = labels_of(store, sae, [feature_id]).select("label", "label_source", "score", "density", "description")
     stats = latent_stats(store, sae, feature_id)
     if corpus is not None and corpus not in stats["corpus"].to_list():
-        raise NotFound(f"no corpus {corpus!r} encoded with SAE {sae}; pick one of {', '.join(stats['corpus'])}")
+        raise NotFoundError(f"no corpus {corpus!r} encoded with SAE {sae}; pick one of {', '.join(stats['corpus'])}")
     fires = stats.filter(pl.col("documents") > 0)
     corpus = corpus or (fires.sort("documents", descending=True)["corpus"][0] if fires.height else None)
     charts = []
@@ -109,7 +109,7 @@ def latent_sections(store: "Store", info: dict[str, Any], feature_id: int, corpu
             Section("Per corpus and neighbours", [], [], tables)], labels, corpus
 
 
-def _top_documents(store: "Store", corpora: list[str], feature_id: int, links: Links) -> list[ExampleGroup]:
+def _top_documents(store: Store, corpora: list[str], feature_id: int, links: Links) -> list[ExampleGroup]:
     tops = {c: top_documents(store, corpus_info(store, c), [feature_id], TOP_DOCS).get(feature_id, []) for c in corpora}
     hl = Highlighter(store, [d for ds in tops.values() for d in ds], [feature_id])
     return [ExampleGroup(f"Top documents in {c}", [Example(f"doc {d}", hl.view(d, [feature_id]),
@@ -117,16 +117,16 @@ def _top_documents(store: "Store", corpora: list[str], feature_id: int, links: L
             for c, ds in tops.items() if ds]
 
 
-def document(store: "Store", doc_id: int) -> dict[str, Any]:
-    """The document row with its corpus name; NotFound for an unknown id."""
+def document(store: Store, doc_id: int) -> dict[str, Any]:
+    """The document row with its corpus name; NotFoundError for an unknown id."""
     df = store.sql("SELECT d.doc_id, d.row_idx, d.text, d.n_tokens, d.meta, c.name AS corpus, c.sae FROM documents d "
                    "JOIN corpora c USING (corpus_id) WHERE d.doc_id = ?", [int(doc_id)])
     if df.height == 0:
-        raise NotFound(f"no document {doc_id} in this store")
+        raise NotFoundError(f"no document {doc_id} in this store")
     return df.row(0, named=True)
 
 
-def document_latents(store: "Store", doc: dict[str, Any], n: int = 30) -> pl.DataFrame:
+def document_latents(store: Store, doc: dict[str, Any], n: int = 30) -> pl.DataFrame:
     """The document's strongest latents: feature_id, label, value (max-pooled), n_active (tokens)."""
     df = store.sql("SELECT feature_id, value, n_active FROM activations WHERE doc_id = ? ORDER BY value DESC, "
                    "feature_id LIMIT ?", [int(doc["doc_id"]), int(n)])
@@ -135,4 +135,4 @@ def document_latents(store: "Store", doc: dict[str, Any], n: int = 30) -> pl.Dat
         "feature_id", "label", "value", "n_active")
 
 
-__all__ = ["NotFound", "sae_info", "latent_sections", "latent_stats", "neighbours", "document", "document_latents"]
+__all__ = ["NotFoundError", "sae_info", "latent_sections", "latent_stats", "neighbours", "document", "document_latents"]

@@ -78,7 +78,7 @@ def _register_pages(app: Any) -> None:
         return render("features.html", table=table, q=q, note=note, sae=info["sae"])
 
     @app.get("/latent")
-    def latent_jump():  # noqa: ANN202 - redirect
+    def latent_jump():
         fid = _int_arg("id", -1, 0, 2**31 - 1)
         if fid < 0:
             raise UserError("give a latent id, e.g. /latent?id=123")

@@ -44,7 +44,7 @@ def detect_kind(df: pl.DataFrame) -> str:
     return "table"
 
 
-def build_section(store: "Store", df: pl.DataFrame, kind: str, *, corpus: str | None = None, examples: int = 3,
+def build_section(store: Store, df: pl.DataFrame, kind: str, *, corpus: str | None = None, examples: int = 3,
                   example_rows: int = 10, links: Links = NO_LINKS) -> Section:
     """The section of one result; shared by report files, notebooks and the browser."""
     if kind == "diff":
@@ -66,7 +66,7 @@ def build_section(store: "Store", df: pl.DataFrame, kind: str, *, corpus: str | 
     return Section("Result", [], [], [("Rows", frame_table(df))])
 
 
-def report(df: pl.DataFrame, store: "Store | str | Path", *, kind: str | None = None, corpus: str | None = None,
+def report(df: pl.DataFrame, store: Store | str | Path, *, kind: str | None = None, corpus: str | None = None,
            examples: int = 3, example_rows: int = 10, title: str | None = None,
            notes: list[str] | None = None) -> Report:
     """A :class:`Report` of an analysis result (``kind`` is detected from the columns).
@@ -93,7 +93,7 @@ def report(df: pl.DataFrame, store: "Store | str | Path", *, kind: str | None = 
     return Report(kind, title or f"saeembed {kind}", [section], df)
 
 
-def write_report(df: pl.DataFrame, store: "Store | str | Path", output: str | Path | None, **options: object) -> Path:
+def write_report(df: pl.DataFrame, store: Store | str | Path, output: str | Path | None, **options: object) -> Path:
     """``--format html``: write the report of ``df`` to ``output`` (required)."""
     if not output:
         raise UserError("--format html writes a file; add --output FILE.html")

@@ -15,7 +15,7 @@ LABEL_CHARS = 42
 Z95 = 1.959963984540054
 
 
-def _alt():  # noqa: ANN202 - the altair module, imported when a chart is made
+def _alt():
     from .assets import require_faces
 
     require_faces()
@@ -40,7 +40,7 @@ def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.nd
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
-def diff_chart(df: pl.DataFrame, per_target: int = 25):  # noqa: ANN201 - altair chart
+def diff_chart(df: pl.DataFrame, per_target: int = 25):
     """Share of documents with each latent in the target and in the compared corpus, with 95 %
     Wilson intervals; one panel per target, latents in rank order."""
     alt = _alt()
@@ -74,7 +74,7 @@ def diff_chart(df: pl.DataFrame, per_target: int = 25):  # noqa: ANN201 - altair
     return alt.vconcat(*panels)
 
 
-def correlate_chart(df: pl.DataFrame, top: int = 30):  # noqa: ANN201
+def correlate_chart(df: pl.DataFrame, top: int = 30):
     """NPMI heatmap of the top pairs: rows are latent a, columns latent b (rank order)."""
     alt = _alt()
     head = df.head(top)
@@ -95,7 +95,7 @@ def correlate_chart(df: pl.DataFrame, top: int = 30):  # noqa: ANN201
     ).properties(width=alt.Step(16), height=alt.Step(16))
 
 
-def cluster_map(points: pl.DataFrame):  # noqa: ANN201
+def cluster_map(points: pl.DataFrame):
     """Documents on a 2-D map (columns x, y, cluster, doc_id, text), coloured by cluster."""
     alt = _alt()
     return alt.Chart(points.with_columns(pl.col("cluster").cast(pl.String))).mark_circle(size=28, opacity=0.75).encode(
@@ -104,7 +104,7 @@ def cluster_map(points: pl.DataFrame):  # noqa: ANN201
     ).properties(width=WIDTH, height=420).interactive()
 
 
-def cluster_latents_chart(df: pl.DataFrame):  # noqa: ANN201
+def cluster_latents_chart(df: pl.DataFrame):
     """Each cluster's distinctive latents: frequency inside minus outside the cluster."""
     alt = _alt()
     rows = []
@@ -120,7 +120,7 @@ def cluster_latents_chart(df: pl.DataFrame):  # noqa: ANN201
     ).properties(width=WIDTH - 240, height=alt.Step(14)).facet(row=alt.Row("cluster:N")).resolve_scale(y="independent")
 
 
-def search_chart(df: pl.DataFrame):  # noqa: ANN201
+def search_chart(df: pl.DataFrame):
     """Scores of the ranked documents (hover: the text)."""
     alt = _alt()
     cols = ["rank", "doc_id", "score"] + [c for c in ("top_label",) if c in df.columns]
@@ -134,7 +134,7 @@ def search_chart(df: pl.DataFrame):  # noqa: ANN201
     ).properties(width=WIDTH - 200, height=alt.Step(14))
 
 
-def histogram_chart(bins: pl.DataFrame):  # noqa: ANN201
+def histogram_chart(bins: pl.DataFrame):
     """Pre-binned activations (corpus, low, high, documents): one bar per bin and corpus."""
     alt = _alt()
     return alt.Chart(bins).mark_bar(opacity=0.7).encode(
@@ -144,7 +144,7 @@ def histogram_chart(bins: pl.DataFrame):  # noqa: ANN201
     ).properties(width=WIDTH - 120, height=180)
 
 
-def density_chart(density: pl.DataFrame):  # noqa: ANN201
+def density_chart(density: pl.DataFrame):
     """Share of each corpus' documents where a latent fires (corpus, share, documents, of)."""
     alt = _alt()
     lo, hi = wilson_interval(density["documents"].to_numpy(), density["of"].to_numpy())

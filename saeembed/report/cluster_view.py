@@ -21,7 +21,7 @@ TABLE_COLUMNS = ["cluster", "size", "share", "top_labels", "top_diffs", "central
 SNIPPET_TOKENS = 12
 
 
-def _corpus_of(store: "Store", doc_id: int) -> str:
+def _corpus_of(store: Store, doc_id: int) -> str:
     row = store.con.execute("SELECT name FROM corpora WHERE corpus_id = ?", [int(doc_id) >> 32]).fetchall()
     return row[0][0]
 
@@ -40,7 +40,7 @@ def _sample(df: pl.DataFrame, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(ids), np.concatenate(labs)
 
 
-def map_points(store: "Store", df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: int = 0) -> pl.DataFrame:
+def map_points(store: Store, df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: int = 0) -> pl.DataFrame:
     """t-SNE of the documents' SAE embeddings (IDF-weighted max-pooled latents, as ``saeembed atlas``),
     coloured by cluster: only the sampled documents' activations leave the store."""
     from scipy import sparse
@@ -64,7 +64,7 @@ def map_points(store: "Store", df: pl.DataFrame, max_docs: int = MAP_DOCS, seed:
             .join(texts, on="doc_id", how="left"))
 
 
-def cluster_section(store: "Store", df: pl.DataFrame, examples: int = 3, links: Links = NO_LINKS,
+def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Links = NO_LINKS,
                     seed: int = 0) -> Section:
     """Each central document is shaded for the first of its cluster's distinctive latents that fires
     in it (a distinctive latent is more frequent in the cluster, not present in every member)."""
@@ -73,11 +73,11 @@ def cluster_section(store: "Store", df: pl.DataFrame, examples: int = 3, links: 
                      [f for _, fs in central.values() for f in fs])
     labels = {f: lab for r in df.iter_rows(named=True) for f, lab in zip(r["top_features"], r["top_labels"])}
 
-    def view(cluster: int, doc_id: int, window: int = 60):  # noqa: ANN202 - (DocView, latent or None)
+    def view(cluster: int, doc_id: int, window: int = 60):
         f = hl.first_firing(doc_id, central[cluster][1])
         return (hl.view(doc_id, [f], window) if f is not None else hl.plain(doc_id)), f
 
-    def snippet(r: dict):  # noqa: ANN202 - DocView | None
+    def snippet(r: dict):
         ds = central[r["cluster"]][0]
         return view(r["cluster"], ds[0], SNIPPET_TOKENS)[0] if ds else None
 

@@ -19,7 +19,7 @@ TABLE_COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", 
 SNIPPET_TOKENS = 10
 
 
-def coactive(store: "Store", corpus: str | None, df: pl.DataFrame, n: int, threshold: float = 0.0
+def coactive(store: Store, corpus: str | None, df: pl.DataFrame, n: int, threshold: float = 0.0
              ) -> dict[tuple[int, int], list[int]]:
     """(feature_a, feature_b) → documents of ``corpus`` where both fire; {} without a corpus."""
     if corpus is None or n <= 0 or df.height == 0:
@@ -30,7 +30,7 @@ def coactive(store: "Store", corpus: str | None, df: pl.DataFrame, n: int, thres
     return coactive_documents(store, corpus_info(store, corpus), df, threshold, n)
 
 
-def correlate_section(store: "Store", df: pl.DataFrame, corpus: str | None, examples: int = 3,
+def correlate_section(store: Store, df: pl.DataFrame, corpus: str | None, examples: int = 3,
                       example_rows: int = 10, links: Links = NO_LINKS) -> Section:
     """``corpus`` is the correlated corpus (the frame does not name it); without it, or in cross
     mode, the section has no example documents."""
@@ -39,7 +39,7 @@ def correlate_section(store: "Store", df: pl.DataFrame, corpus: str | None, exam
     hl = Highlighter(store, [d for ds in docs.values() for d in ds],
                      head["feature_a"].to_list() + head["feature_b"].to_list())
 
-    def snippet(r: dict):  # noqa: ANN202 - DocView | None
+    def snippet(r: dict):
         ds = docs.get((r["feature_a"], r["feature_b"]))
         return hl.view(ds[0], [r["feature_a"], r["feature_b"]], SNIPPET_TOKENS) if ds else None
 

@@ -30,7 +30,7 @@ def _summary(df: pl.DataFrame) -> list[str]:
     return lines or ["No latent passed the filters (min_diff, fdr); loosen them to see more."]
 
 
-def diff_section(store: "Store", df: pl.DataFrame, examples: int = 3, example_rows: int = 10,
+def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows: int = 10,
                  links: Links = NO_LINKS) -> Section:
     """Chart of the top latents per target, the full table, and the top rows' example documents
     (both sides) with the latent's tokens shaded."""
@@ -41,7 +41,7 @@ def diff_section(store: "Store", df: pl.DataFrame, examples: int = 3, example_ro
     hl = Highlighter(store, [d for d, _ in pairs], [f for _, f in pairs], plain_ids=first)
     highlighted = {(r["target"], r["feature_id"]) for r in head.iter_rows(named=True)}
 
-    def snippet(r: dict):  # noqa: ANN202 - DocView | None
+    def snippet(r: dict):
         if not r["examples_target"]:
             return None
         d = r["examples_target"][0]

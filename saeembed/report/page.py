@@ -22,10 +22,10 @@ from .tokens import DocView
 class Links:
     """Where a latent or a document links to: nowhere in a report file; the browser's pages override."""
 
-    def latent(self, feature_id: int) -> str | None:  # noqa: ARG002 - overridden by the browser
+    def latent(self, feature_id: int) -> str | None:
         return None
 
-    def doc(self, doc_id: int, feature_id: int | None = None) -> str | None:  # noqa: ARG002
+    def doc(self, doc_id: int, feature_id: int | None = None) -> str | None:
         return None
 
 
@@ -74,7 +74,7 @@ class Section:
 
 
 @lru_cache(maxsize=1)
-def environment():  # noqa: ANN201 - jinja2.Environment
+def environment():
     """The template environment of reports and notebook views (the browser adds its own pages)."""
     import jinja2
 

@@ -21,7 +21,7 @@ def _perplexity(n: int) -> float:
     return float(max(2.0, min(30.0, (n - 1) / 3.0)))
 
 
-def _fit(tsne, x: np.ndarray) -> np.ndarray:  # noqa: ANN001 - sklearn TSNE
+def _fit(tsne, x: np.ndarray) -> np.ndarray:
     from threadpoolctl import threadpool_limits
 
     if x.shape[0] < ONE_THREAD_BELOW:
@@ -30,7 +30,7 @@ def _fit(tsne, x: np.ndarray) -> np.ndarray:  # noqa: ANN001 - sklearn TSNE
     return tsne.fit_transform(x).astype(np.float32)
 
 
-def project_vectors(x, seed: int = 0) -> np.ndarray:  # noqa: ANN001 - dense array or scipy sparse [n, d]
+def project_vectors(x, seed: int = 0) -> np.ndarray:
     """[n, 2] coordinates of the rows of ``x`` (cosine geometry)."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.manifold import TSNE
@@ -47,7 +47,7 @@ def project_vectors(x, seed: int = 0) -> np.ndarray:  # noqa: ANN001 - dense arr
     return _fit(TSNE(n_components=2, perplexity=_perplexity(n), init="pca", random_state=seed), x)
 
 
-def idf_weighted(x, doc_freq: np.ndarray, n_docs: int):  # noqa: ANN001, ANN201 - scipy sparse in and out
+def idf_weighted(x, doc_freq: np.ndarray, n_docs: int):
     """Columns scaled by their IDF ``log((N + 1) / (n + 1))``: latents that fire in nearly every document
     (syntax, position) would otherwise dominate the geometry of max-pooled SAE vectors."""
     idf = np.log((n_docs + 1.0) / (np.asarray(doc_freq, np.float64) + 1.0)).astype(np.float32)

@@ -18,7 +18,7 @@ TABLE_COLUMNS = ["rank", "doc_id", "score", "sae_rank", "dense_rank", "top_featu
 SNIPPET_TOKENS = 14
 
 
-def search_section(store: "Store", df: pl.DataFrame, links: Links = NO_LINKS) -> Section:
+def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS) -> Section:
     """Every ranked document is shown; in sae/example/hybrid modes the latent that contributed
     most to its score is shaded (dense mode has no latent, so its documents are plain)."""
     has_latent = "top_feature" in df.columns
@@ -27,7 +27,7 @@ def search_section(store: "Store", df: pl.DataFrame, links: Links = NO_LINKS) ->
     hl = Highlighter(store, [d for d, fs in feats.items() if fs], [f for fs in feats.values() for f in fs],
                      plain_ids=list(feats))
 
-    def view(doc_id: int, window: int):  # noqa: ANN202 - DocView
+    def view(doc_id: int, window: int):
         return hl.view(doc_id, feats[doc_id], window) if feats[doc_id] else hl.plain(doc_id, chars=window * 12)
 
     table = frame_table(df, TABLE_COLUMNS, docs={"document": lambda r: view(r["doc_id"], SNIPPET_TOKENS)},

@@ -18,14 +18,14 @@ TABLE_ROWS = 50  # rows the table view prints (saeembed.output.table's max_rows)
 SNIPPET_CHARS = 58  # fits the table's 60-character cells with the marks in view
 
 
-def _marked(store: "Store", pairs: list[tuple[int, int] | None], chars: int) -> list[str | None]:
+def _marked(store: Store, pairs: list[tuple[int, int] | None], chars: int) -> list[str | None]:
     from ..analysis.common import highlighted_examples
 
     texts = highlighted_examples(store, sorted({p for p in pairs if p is not None}), max_chars=chars)
     return [texts.get(p) if p is not None else None for p in pairs]
 
 
-def table_snippets(store: "Store", df: pl.DataFrame, kind: str, rows: int = TABLE_ROWS,
+def table_snippets(store: Store, df: pl.DataFrame, kind: str, rows: int = TABLE_ROWS,
                    chars: int = SNIPPET_CHARS) -> pl.DataFrame:
     """``df`` with a snippet column for the first ``rows`` rows: ``example`` (diff: the target's top
     document), ``central`` (cluster: the most central document) or ``text`` marked (search)."""

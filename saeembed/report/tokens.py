@@ -27,18 +27,18 @@ WINDOW_TOKENS = 60  # tokens kept on each side of the strongest one
 PLAIN_CHARS = 400
 CACHE_PAIRS = 20_000  # (document, latent) token rows kept per process
 
-_CACHE: "OrderedDict[tuple, pl.DataFrame]" = OrderedDict()
+_CACHE: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
-def _store_key(store: "Store") -> tuple:
+def _store_key(store: Store) -> tuple:
     """The store file and its last write: any write (a new encode, new labels) starts a new cache."""
     path = Path(store.path)
     stamps = tuple(q.stat().st_mtime_ns if q.exists() else 0 for q in (path, path.with_name(path.name + ".wal")))
     return (str(path.resolve()), stamps)
 
 
-def cached_token_activations(store: "Store", doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
+def cached_token_activations(store: Store, doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
     """:func:`saeembed.highlight.token_activations`, recomputing only (document, latent) pairs not
     seen before in this process: a browser page reloaded, or a report and a page showing the same
     documents, cost no new forward."""
@@ -94,7 +94,7 @@ def _plain(doc_id: int, features: tuple[int, ...], text: str, chars: int = PLAIN
     return DocView(doc_id, features, (Segment(text[:chars], zero, zero),), False, False, len(text) > chars)
 
 
-def _texts(store: "Store", doc_ids: list[int]) -> dict[int, str]:
+def _texts(store: Store, doc_ids: list[int]) -> dict[int, str]:
     df = store.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
                    [[int(d) for d in doc_ids]])
     return {int(d): str(t or "") for d, t in df.iter_rows()}
@@ -141,7 +141,7 @@ class Highlighter:
     """Token activations of a set of documents for a set of latents, computed once (one batch of
     forwards), from which any number of views (latents, window) are cut."""
 
-    def __init__(self, store: "Store", doc_ids: Iterable[int], feature_ids: Iterable[int],
+    def __init__(self, store: Store, doc_ids: Iterable[int], feature_ids: Iterable[int],
                  plain_ids: Iterable[int] = ()) -> None:
         self.doc_ids = sorted({int(d) for d in doc_ids})
         feats = sorted({int(f) for f in feature_ids})
@@ -178,7 +178,7 @@ class Highlighter:
         return _plain(int(doc_id), tuple(int(f) for f in features), self._texts.get(int(doc_id), ""), chars)
 
 
-def doc_views(store: "Store", wanted: Iterable[tuple[int, tuple[int, ...]]],
+def doc_views(store: Store, wanted: Iterable[tuple[int, tuple[int, ...]]],
               window: int = WINDOW_TOKENS) -> dict[tuple[int, tuple[int, ...]], DocView]:
     """(doc_id, latents) → the document with those latents' tokens shaded (first latent: colour 1,
     second: colour 2)."""
