@@ -9,7 +9,7 @@ from .errors import UserError
 __version__ = "0.1.0"
 
 
-def show(df, store, **options):  # noqa: ANN001, ANN201 - polars DataFrame, Store or path → Report
+def show(df, store, **options):
     """Look at an analysis result: a :class:`saeembed.report.Report` that displays itself in Jupyter
     (charts, highlighted examples) and writes a self-contained HTML file with ``.save(path)``; the
     frame itself is unchanged (``.df``). Options: see :func:`saeembed.report.report`."""

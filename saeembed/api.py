@@ -34,6 +34,7 @@ class Store:
         self._con = None
         self._depth = 0
         self._persistent = False
+        self._after: list[Callable[[], None]] = []
 
     @contextmanager
     def reading(self) -> Iterator[Any]:
@@ -47,6 +48,19 @@ class Store:
             self._depth -= 1
             if self._depth == 0 and not self._persistent:
                 self.close()
+                self._run_after()
+
+    def after_reading(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the read-only connection is released (e.g. to keep statistics computed on
+        first use, which needs a short write connection that a reader of the same process blocks)."""
+        self._after.append(fn)
+        if self._depth == 0 and self._con is None:
+            self._run_after()
+
+    def _run_after(self) -> None:
+        pending, self._after = self._after, []
+        for fn in pending:
+            fn()
 
     def _reader(self) -> store_mod.StoreReader:
         if self._con is None:
@@ -120,6 +134,8 @@ class Store:
             with store_mod.transaction(con):
                 cid = info["corpus_id"]
                 con.execute("DELETE FROM activations WHERE doc_id BETWEEN ? AND ?", list(corpus_range(cid)))
+                con.execute("DELETE FROM latent_stats WHERE corpus_id = ?", [cid])
+                con.execute("DELETE FROM corpus_stats WHERE corpus_id = ?", [cid])
                 con.execute("DELETE FROM documents WHERE corpus_id = ?", [cid])
                 con.execute("DELETE FROM corpora WHERE corpus_id = ?", [cid])
         finally:

@@ -32,6 +32,9 @@ import polars as pl
 
 from .errors import UserError
 from .ids import corpus_range, doc_id  # noqa: F401 - doc_id is re-exported for scripts
+from .stats import SCHEMA as STATS_SCHEMA
+from .stats import compute as compute_stats
+from .stats import write as write_stats
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS corpora (
@@ -123,6 +126,7 @@ def _create(path: Path, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(str(path), config=config)
         con.execute(SCHEMA)
+        con.execute(STATS_SCHEMA)
         con.execute("CHECKPOINT")
         return con
     except (duckdb.Error, OSError) as exc:
@@ -194,6 +198,7 @@ def connect(path: str | Path, read_only: bool = False, external_access: bool = T
     con = _open_waiting(path, read_only, config, lock_wait_seconds(wait))
     if not read_only:
         con.execute(SCHEMA)
+        con.execute(STATS_SCHEMA)
     return con
 
 
@@ -259,7 +264,7 @@ class StoreReader:
         from scipy import sparse
 
         info = self.corpus(corpus)
-        d_sae = self.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [info["sae"]]).fetchone()[0]
+        d_sae = self.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [info["sae"]]).fetchall()[0][0]
         expr = {"max": "a.value", "sum": "a.total", "count": "a.n_active",
                 "mean": "a.total / greatest(d.n_tokens, 1)"}.get(pooling)
         if expr is None:
@@ -300,7 +305,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 def register_sae(con: duckdb.DuckDBPyConnection, sae_id: str, info: dict[str, Any],
                  labels: pl.DataFrame | None) -> None:
     """Record an SAE once, with the labels that ship beside its weights."""
-    exists = con.execute("SELECT 1 FROM saes WHERE sae = ?", [sae_id]).fetchone()
+    exists = con.execute("SELECT 1 FROM saes WHERE sae = ?", [sae_id]).fetchall()
     if exists:
         return
     con.execute(
@@ -320,7 +325,7 @@ def register_sae(con: duckdb.DuckDBPyConnection, sae_id: str, info: dict[str, An
 
 
 def next_corpus_id(con: duckdb.DuckDBPyConnection) -> int:
-    return int(con.execute("SELECT coalesce(max(corpus_id), 0) + 1 FROM corpora").fetchone()[0])
+    return int(con.execute("SELECT coalesce(max(corpus_id), 0) + 1 FROM corpora").fetchall()[0][0])
 
 
 def ingest_corpus(
@@ -371,4 +376,6 @@ def ingest_corpus(
                 FROM _shards ORDER BY feature_id, row_idx"""
         )
         con.unregister("_shards")
+    hi = corpus_range(corpus_id)[1]
+    write_stats(con, corpus_id, compute_stats(con, lo, hi))
     return corpus_id

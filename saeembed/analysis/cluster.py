@@ -37,7 +37,7 @@ from ..ids import ROW_MASK
 from ..options import resolve
 from .clustering import central_references as _references  # noqa: F401 - tests and users import it here
 from .clustering import eigengap_k, jaccard, partition
-from .common import binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels, run_query
+from .common import binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels, frequent_features, run_query
 from .options import ClusterOptions
 from .select import parse_feature_list, select_features
 
@@ -99,8 +99,7 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
         text = o.features if isinstance(o.features, str) else ",".join(map(str, o.features))
         feats = parse_feature_list(text, info["d_sae"])
     else:
-        feats = run_query(st, "feature_frequencies", {"lo": info["lo"], "hi": info["hi"], "threshold": threshold,
-                                                       "min_support": 1, "n": info["d_sae"]})["feature_id"].to_list()
+        feats = frequent_features(st, info, threshold, 1, info["d_sae"])["feature_id"].to_list()
     mat, rows = binary_matrix(st, info, feats, threshold)
     rng = np.random.default_rng(o.seed)
     if o.sample is not None and o.sample < len(rows):

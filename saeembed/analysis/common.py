@@ -16,6 +16,7 @@ import polars as pl
 
 from ..corpusinfo import CorpusInfo
 from ..errors import UserError
+from ..stats import STATS_TOP_DOCS, corpus_stats
 
 if TYPE_CHECKING:
     from ..api import Store
@@ -95,12 +96,32 @@ def with_labels(df: pl.DataFrame, labels: pl.DataFrame, col: str = "feature_id",
 
 
 def top_documents(store: Store, info: dict[str, Any], feature_ids: list[int], n: int) -> dict[int, list[int]]:
-    """feature_id → doc ids where it fires most strongly in this corpus (best first)."""
+    """feature_id → doc ids where it fires most strongly in this corpus (best first; ties: smaller id).
+
+    Up to :data:`~saeembed.stats.STATS_TOP_DOCS` per latent come from the corpus' latent statistics
+    (no scan); more are read from the activations in the same order.
+    """
     if not feature_ids or n <= 0:
         return {}
-    df = run_query(store, "top_documents", {"lo": info["lo"], "hi": info["hi"],
-                                            "features": [int(f) for f in feature_ids], "n": int(n)})
+    feats = [int(f) for f in feature_ids]
+    if n <= STATS_TOP_DOCS:
+        stats = corpus_stats(store, info).filter(pl.col("feature_id").is_in(feats))
+        return {int(f): [int(d) for d in ds[:n]] for f, ds in zip(stats["feature_id"].to_list(),
+                                                                  stats["top_docs"].to_list())}
+    df = run_query(store, "top_documents", {"lo": info["lo"], "hi": info["hi"], "features": feats, "n": int(n)})
     return {int(f): [int(d) for d in ds] for f, ds in zip(df["feature_id"].to_list(), df["doc_ids"].to_list())}
+
+
+def frequent_features(store: Store, info: dict[str, Any], threshold: float, min_support: int, n: int) -> pl.DataFrame:
+    """(feature_id, n_present) of the ``n`` most frequent latents present in at least ``min_support``
+    documents, most frequent first (ties: smaller id). At threshold 0 from the latent statistics;
+    at another threshold by one scan (``queries/feature_frequencies.sql``)."""
+    if threshold == 0:
+        return (corpus_stats(store, info).filter(pl.col("n_present") >= max(int(min_support), 1))
+                .sort(["n_present", "feature_id"], descending=[True, False]).head(int(n))
+                .select("feature_id", "n_present"))
+    return run_query(store, "feature_frequencies", {"lo": info["lo"], "hi": info["hi"], "threshold": threshold,
+                                                     "min_support": int(max(min_support, 1)), "n": int(n)})
 
 
 def highlighted_examples(store: Store, pairs: list[tuple[int, int]],

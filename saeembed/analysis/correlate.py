@@ -30,7 +30,15 @@ from ..api import reads_store
 from ..errors import UserError
 from ..labels.search import label_vectors
 from ..options import resolve
-from .common import binary_matrix, check_threshold, corpus_info, feature_labels, paired_rows, run_query
+from .common import (
+    binary_matrix,
+    check_threshold,
+    corpus_info,
+    feature_labels,
+    frequent_features,
+    paired_rows,
+    run_query,
+)
 from .options import CorrelateOptions
 
 if TYPE_CHECKING:
@@ -66,20 +74,46 @@ def _select(store: Store, info: dict[str, Any], threshold: float, min_support: i
             ) -> np.ndarray:
     """The ``top_features`` most frequent latents with enough support, minus those present in every
     document (they co-occur with everything, so their NPMI carries no information)."""
-    df = run_query(store, "feature_frequencies", {"lo": info["lo"], "hi": info["hi"], "threshold": threshold,
-                                                   "min_support": int(max(min_support, 1)),
-                                                   "n": int(top_features) + 64})
+    df = frequent_features(store, info, threshold, min_support, int(top_features) + 64)
     df = df.filter(pl.col("n_present") < int(info["n_docs"])).head(int(top_features))
     return df["feature_id"].to_numpy().astype(np.int64)
 
 
+NUMBA_MIN_NNZ = 1_000_000  # below this the sparse product is as fast as loading the compiled kernel
+
+
 def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -1.0,
-                       block_entries: int = BLOCK_ENTRIES) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                       block_entries: int = BLOCK_ENTRIES, engine: str = "auto"
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, n_ij, npmi) of column pairs of binary CSR matrices with n_ij >= min_cooccur and NPMI >= min_npmi.
 
     Without ``xb`` the pairs are i < j within ``xa``; with it, every column i of ``xa`` against
-    every column j of ``xb`` (same rows). Exact integer counts; computed in column blocks.
+    every column j of ``xb`` (same rows). Exact integer counts from either engine of
+    :mod:`.cooccurrence` (``engine``: auto, numba or scipy), so both give identical pairs.
     """
+    from .cooccurrence import DENSE_MAX, dense_pair_counts, numba_available
+
+    n = xa.shape[0]
+    fa, fb = xa.shape[1], (xb if xb is not None else xa).shape[1]
+    if engine not in ("auto", "numba", "scipy"):
+        raise UserError(f"unknown co-occurrence engine {engine!r}; use auto, numba or scipy")
+    dense = engine == "numba" or (engine == "auto" and fa * fb <= DENSE_MAX and xa.nnz >= NUMBA_MIN_NNZ
+                                  and numba_available())
+    if not dense:
+        return _blockwise_pairs(xa, xb, min_cooccur, min_npmi, block_entries)
+    counts = dense_pair_counts(xa, xb)
+    na = np.asarray(xa.sum(axis=0)).ravel().round().astype(np.int64)
+    nb = na if xb is None else np.asarray(xb.sum(axis=0)).ravel().round().astype(np.int64)
+    i, j = np.nonzero(counts >= max(min_cooccur, 1))  # within: only the upper triangle was counted
+    c = counts[i, j]
+    v = npmi(c, na[i], nb[j], n)
+    keep = v >= min_npmi
+    return i[keep].astype(np.int64), j[keep].astype(np.int64), c[keep].astype(np.int64), v[keep]
+
+
+def _blockwise_pairs(xa, xb, min_cooccur: int, min_npmi: float,
+                     block_entries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sparse product ``Xᵀ X`` one block of columns at a time, filtered before the next block."""
     n = xa.shape[0]
     within = xb is None
     xb = xa if within else xb

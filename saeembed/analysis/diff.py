@@ -33,6 +33,7 @@ from scipy import stats
 from ..api import reads_store
 from ..errors import UserError
 from ..options import resolve
+from ..stats import corpus_stats, present_counts
 from .common import (
     bh_qvalues,
     check_threshold,
@@ -55,7 +56,10 @@ COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other",
 
 
 def feature_counts(store: Store, info: dict[str, Any], threshold: float = 0.0) -> np.ndarray:
-    """Documents of one corpus in which each latent is present, as a dense [d_sae] array (one SQL)."""
+    """Documents of one corpus in which each latent is present, as a dense [d_sae] array: from the
+    corpus' latent statistics at threshold 0 (no scan), else one SQL aggregate."""
+    if threshold == 0:
+        return present_counts(corpus_stats(store, info), int(info["d_sae"]))
     df = run_query(store, "feature_doc_counts", {"lo": info["lo"], "hi": info["hi"], "threshold": float(threshold)})
     out = np.zeros(int(info["d_sae"]), dtype=np.int64)
     out[df["feature_id"].to_numpy().astype(np.int64)] = df["n_present"].to_numpy()

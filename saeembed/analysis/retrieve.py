@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..fsutil import atomic_write_parquet
 from ..ids import ROW_MASK
 from ..options import resolve
+from ..stats import corpus_stats
 from .common import corpus_info, doc_texts, feature_labels, run_query
 from .options import TEMPERATURE, SearchOptions
 from .select import select_features
@@ -47,12 +48,21 @@ def rank_weights(n: int, temperature: float = TEMPERATURE) -> np.ndarray:
 
 def score_documents(store: Store, info: dict[str, Any], feature_ids: list[int], weights: list[float],
                     k: int) -> pl.DataFrame:
-    """(doc_id, score, top_feature) of the best ``k`` documents for weighted latents (SQL)."""
+    """(doc_id, score, top_feature) of the best ``k`` documents for weighted latents.
+
+    Each weight is divided by the latent's p90 from the corpus' latent statistics; the scoring is
+    one SQL aggregate over the selected latents' activations (``queries/search_sae.sql``).
+    """
+    empty = pl.DataFrame(schema={"doc_id": pl.Int64, "score": pl.Float64, "top_feature": pl.Int32})
     if not feature_ids:
-        return pl.DataFrame(schema={"doc_id": pl.Int64, "score": pl.Float64, "top_feature": pl.Int32})
-    return run_query(store, "search_sae", {"lo": info["lo"], "hi": info["hi"],
-                                           "features": [int(f) for f in feature_ids],
-                                           "weights": [float(w) for w in weights], "k": int(k)})
+        return empty
+    p90 = dict(corpus_stats(store, info).filter(pl.col("feature_id").is_in([int(f) for f in feature_ids]))
+               .select("feature_id", "p90").iter_rows())
+    scales = [(int(f), float(w) / max(p90[int(f)], 1e-12)) for f, w in zip(feature_ids, weights) if int(f) in p90]
+    if not scales:  # none of the latents fires in this corpus
+        return empty
+    return run_query(store, "search_sae", {"lo": info["lo"], "hi": info["hi"], "features": [f for f, _ in scales],
+                                           "scales": [w for _, w in scales], "k": int(k)})
 
 
 def encode_query(store: Store, info: dict[str, Any], text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +98,7 @@ def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = T
     fids, vals = encode_query(store, info, text)
     if len(fids) == 0:
         raise UserError("the example text activates no latent; give a longer example")
-    stats = run_query(store, "latent_p90", {"lo": info["lo"], "hi": info["hi"], "features": fids.tolist()})
+    stats = corpus_stats(store, info).filter(pl.col("feature_id").is_in(fids.tolist()))
     p90 = dict(zip(stats["feature_id"].to_list(), stats["p90"].to_list()))
     present = dict(zip(stats["feature_id"].to_list(), stats["n_present"].to_list()))
     n = float(info["n_docs"])

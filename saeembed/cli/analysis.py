@@ -54,11 +54,21 @@ def html_report(st: Any, df: pl.DataFrame, output: str | None, examples: int, **
     click.echo(f"wrote {df.height} rows as an HTML report to {path}", err=True)
 
 
-def snippets(st: Any, df: pl.DataFrame, kind: str) -> pl.DataFrame:
-    """The terminal table's example documents as short snippets with the activating span marked."""
-    from ..report.terminal import table_snippets
+def present(st: Any, df: pl.DataFrame, kind: str, fmt: str, output: str | None, highlight: int,
+            pairs: Callable[[int], Callable], table_cols: list[str] | None, title: Callable[[dict], str]) -> None:
+    """Show a result: the terminal table gets snippets of its example documents, ``--examples N``
+    adds highlighted documents (printed under the table), machine formats keep every column."""
+    from ..analysis.examples import attach_examples
 
-    return table_snippets(st, df, kind)
+    if fmt == "table":
+        from ..report.terminal import table_snippets
+
+        df = table_snippets(st, df, kind)
+    if highlight > 0:
+        df = attach_examples(st, df, pairs(highlight))
+    emit_result(df, fmt, output, table_cols)
+    if fmt == "table":
+        print_examples(df, title)
 
 
 DIFF_TABLE = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
@@ -85,7 +95,7 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
     With several corpora each target is compared with the most frequent of the others.
     """
     from ..analysis import diff
-    from ..analysis.examples import attach_examples, diff_example_pairs
+    from ..analysis.examples import diff_example_pairs
 
     st = open_existing_store(store)
     opts = from_cli(DiffOptions, kwargs)
@@ -107,14 +117,9 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
         return
     if fmt == "html":
         return html_report(st, df, output, highlight, title=f"saeembed diff: {' vs '.join(corpora)}")
-    if fmt == "table":
-        df = snippets(st, df, "diff")
-    if highlight > 0:
-        df = attach_examples(st, df, diff_example_pairs(highlight))
-    emit_result(df, fmt, output, DIFF_TABLE)
-    if fmt == "table":
-        print_examples(df, lambda r: f"{r['target']} #{r['rank']} latent {r['feature_id']} {r['label'] or ''} "
-                                     f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})")
+    present(st, df, "diff", fmt, output, highlight, diff_example_pairs, DIFF_TABLE,
+            lambda r: f"{r['target']} #{r['rank']} latent {r['feature_id']} {r['label'] or ''} "
+                      f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})")
 
 
 @click.command("correlate", short_help="Pairs of latents that co-occur (NPMI).")
@@ -171,7 +176,7 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt
     """
     from ..analysis import cluster
     from ..analysis.cluster import cluster_assignments
-    from ..analysis.examples import attach_examples, cluster_example_pairs
+    from ..analysis.examples import cluster_example_pairs
 
     st = open_existing_store(store)
     opts = from_cli(ClusterOptions, kwargs)
@@ -187,14 +192,10 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt
         return html_report(st, res, output, highlight, title=f"saeembed cluster: {corpus}",
                            notes=[f"clustered on {how}"])
     if fmt == "table":
-        res = snippets(st, res, "cluster")
-    if highlight > 0:
-        res = attach_examples(st, res, cluster_example_pairs(highlight))
-    emit_result(res, fmt, output, CLUSTER_TABLE)
-    if fmt == "table":
-        click.echo(f"\n{res['k'][0]} clusters ({opts.method}) on {res['n_features'][0]} latents", err=True)
-        print_examples(res, lambda r: f"cluster {r['cluster']} ({r['size']} docs), central documents marked for "
-                                      f"latent {r['top_features'][0]} {r['top_labels'][0]}")
+        click.echo(f"{res['k'][0]} clusters ({opts.method}) on {res['n_features'][0]} latents", err=True)
+    present(st, res, "cluster", fmt, output, highlight, cluster_example_pairs, CLUSTER_TABLE,
+            lambda r: f"cluster {r['cluster']} ({r['size']} docs), central documents marked for "
+                      f"latent {r['top_features'][0]} {r['top_labels'][0]}")
 
 
 @click.command("search", short_help="Documents that have a property.")
@@ -208,7 +209,7 @@ def search_cmd(corpus: str, query: str, store: str, highlight: int, fmt: str, ou
                **kwargs: Any) -> None:
     """Documents of CORPUS that match QUERY: saeembed search --store S CORPUS "QUERY" [--mode ...]."""
     from ..analysis import search
-    from ..analysis.examples import attach_examples, search_example_pairs
+    from ..analysis.examples import search_example_pairs
 
     st = open_existing_store(store)
     opts = from_cli(SearchOptions, kwargs)
@@ -216,14 +217,9 @@ def search_cmd(corpus: str, query: str, store: str, highlight: int, fmt: str, ou
     if fmt == "html":
         return html_report(st, df, output, highlight, title=f"saeembed search: {corpus}",
                            notes=[f"query {query!r}, mode {opts.mode}"])
-    if fmt == "table":
-        df = snippets(st, df, "search")
-    if highlight > 0 and "top_feature" in df.columns:
-        df = attach_examples(st, df, search_example_pairs(highlight))
-    emit_result(df, fmt, output, [c for c in df.columns if c != "examples"])
-    if fmt == "table":
-        print_examples(df, lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} "
-                                     f"{r.get('top_label') or ''})")
+    pairs = search_example_pairs if "top_feature" in df.columns else (lambda n: lambda r: [])
+    present(st, df, "search", fmt, output, highlight, pairs, [c for c in df.columns if c != "examples"],
+            lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} {r.get('top_label') or ''})")
 
 
 COMMANDS = [diff_cmd, correlate_cmd, cluster_cmd, search_cmd]

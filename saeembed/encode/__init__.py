@@ -14,33 +14,26 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..corpus import CorpusSource, describe_source, read_corpus
-from ..names import check_corpus_name
-from ..options import resolve
-from ..sae import open_sae
-from .ingest import ingest
 from .options import EncodeOptions
-from .plan import (
-    EncodePlan,
-    EncodeSettings,
-    already_stored,
-    load_reader,
-    pending_shards,
-    reader_name_for,
-    resolve_layer,
-    settings_for,
-    size_estimate,
-)
-from .pool import ACT_SCHEMA, combine_windows, pool_windows
-from .run import ShardWork, encode_shard, run_shards, tokenise_shard
-from .workdir import prepare_manifest, remove_work_dir, work_dir, work_lock
 
 log = logging.getLogger(__name__)
 
-_tokenise_shard = tokenise_shard  # the name tests and benchmarks have used
+# Heavy parts (torch, the reader) load on first use, so `import saeembed.cli` stays light.
+_LAZY = {"ShardWork": "run", "encode_shard": "run", "run_shards": "run", "tokenise_shard": "run",
+         "_tokenise_shard": "run", "pool_windows": "pool", "combine_windows": "pool", "ACT_SCHEMA": "pool",
+         "EncodeSettings": "plan", "EncodePlan": "plan"}
 
 
-def encode_corpus(store_path: str | Path, corpus: CorpusSource, name: str, options: EncodeOptions | None = None,
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, "tokenise_shard" if name == "_tokenise_shard" else name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: EncodeOptions | None = None,
                   **kwargs: Any) -> dict[str, Any]:
     """Encode a corpus into the store; resumable; returns the corpus' registry row.
 
@@ -49,6 +42,22 @@ def encode_corpus(store_path: str | Path, corpus: CorpusSource, name: str, optio
     ``datasets.Dataset``. Options: :class:`~saeembed.encode.options.EncodeOptions` (as an object or
     as keywords); ``wait`` is how long to wait for other processes to release the store.
     """
+    from ..corpus import read_corpus
+    from ..names import check_corpus_name
+    from ..options import resolve
+    from ..sae import open_sae
+    from .ingest import ingest
+    from .plan import (
+        EncodePlan,
+        already_stored,
+        load_reader,
+        pending_shards,
+        reader_name_for,
+        resolve_layer,
+        settings_for,
+    )
+    from .workdir import prepare_manifest, remove_work_dir, work_dir, work_lock
+
     opts = resolve(EncodeOptions, options, kwargs, "encode_corpus")
     name = check_corpus_name(name)
     store_path = Path(store_path)
@@ -73,7 +82,11 @@ def encode_corpus(store_path: str | Path, corpus: CorpusSource, name: str, optio
     return row
 
 
-def _run(plan: EncodePlan, opts: EncodeOptions) -> None:
+def _run(plan: Any, opts: EncodeOptions) -> None:
+    from ..corpus import describe_source
+    from .plan import size_estimate
+    from .run import run_shards
+
     s, cfg = plan.settings, plan.loaded.sae.cfg
     log.info("encoding %d documents of %s as %r: reader %s layer %d, SAE %s (d_sae %d), device %s %s",
              plan.corpus.n_docs, describe_source(plan.corpus.source), plan.name, s.reader, s.layer, s.sae,

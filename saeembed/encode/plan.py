@@ -87,11 +87,12 @@ def existing_corpus(store_path: Path, name: str, wait: float | None) -> dict[str
         return None
     con = store_mod.connect(store_path, read_only=True, wait=wait)
     try:
-        row = con.execute("SELECT name, reader, layer, sae, config FROM corpora WHERE name = ?", [name]).fetchone()
+        rows = con.execute("SELECT name, reader, layer, sae, config FROM corpora WHERE name = ?", [name]).fetchall()
     finally:
         con.close()
-    if row is None:
+    if not rows:
         return None
+    row = rows[0]
     return {"name": row[0], "reader": row[1], "layer": row[2], "sae": row[3], "config": json.loads(row[4] or "{}")}
 
 

@@ -15,14 +15,28 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import UserError
 from ..paths import cache_path
-from .http import OpenAIChat
-from .local import LocalChat
 from .options import LLMOptions
 from .types import Completion, Messages, Usage
+
+if TYPE_CHECKING:
+    from .http import OpenAIChat
+    from .local import LocalChat
+
+
+def __getattr__(name: str) -> Any:  # httpx and transformers load on first use
+    if name == "OpenAIChat":
+        from .http import OpenAIChat
+
+        return OpenAIChat
+    if name == "LocalChat":
+        from .local import LocalChat
+
+        return LocalChat
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +53,7 @@ class LLM:
         self.backend = backend
         self.usage = Usage()
         self.workers = max(1, int(workers))
-        if isinstance(backend, OpenAIChat) and backend.on_retry is None:
+        if getattr(backend, "backend", "") == "openai" and backend.on_retry is None:
             backend.on_retry = self._count_retry
         self._db: sqlite3.Connection | None = None
         self._db_lock = threading.Lock()
@@ -63,7 +77,7 @@ class LLM:
     def key(self, messages: Messages, max_tokens: int, temperature: float) -> str:
         ident = {"backend": self.backend.backend, "model": self.backend.model, "messages": messages,
                  "max_tokens": max_tokens, "temperature": temperature}
-        if isinstance(self.backend, OpenAIChat):
+        if getattr(self.backend, "backend", "") == "openai":
             ident["base_url"] = self.backend.base_url
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
@@ -105,6 +119,9 @@ def make_llm(backend: str = "openai", model: str | None = None, base_url: str | 
              api_key: str | None = None, cache: str | Path | None = None, use_cache: bool = True,
              workers: int = 4, timeout: float = 60.0, max_retries: int = 5, backoff: float = 1.0) -> LLM:
     """Build an :class:`LLM` from CLI-style options."""
+    from .http import OpenAIChat
+    from .local import LocalChat
+
     if backend == "local":
         return LLM(LocalChat(model), cache=cache, use_cache=use_cache, workers=1)
     if backend != "openai":
