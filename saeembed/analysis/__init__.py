@@ -8,21 +8,14 @@ keywords. The optional LLM step of diffing lives in
 :func:`saeembed.analysis.hypotheses.diff_hypotheses` (imported on demand: it needs the reader).
 """
 
-from typing import Any
-
+# Eager on purpose: the analyses share their submodules' names (`analysis.diff` must be the function,
+# not the module that a lazy import would leave in its place). They import scipy/sklearn inside the
+# functions that need them, so `import saeembed.cli` stays light.
+from .cluster import cluster, cluster_assignments
+from .correlate import correlate
+from .diff import diff
 from .options import ClusterOptions, CorrelateOptions, DiffOptions, SearchOptions
-
-# The analyses load numpy/scipy/sklearn code on first use, so `import saeembed.cli` stays light.
-_LAZY = {"cluster": "cluster", "cluster_assignments": "cluster", "correlate": "correlate", "diff": "diff",
-         "search": "retrieve"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .retrieve import search
 
 __all__ = ["diff", "correlate", "cluster", "cluster_assignments", "search", "DiffOptions", "CorrelateOptions",
            "ClusterOptions", "SearchOptions"]

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from ..api import reads_store
 from ..errors import UserError
@@ -80,6 +79,8 @@ def two_proportion_test(k1: np.ndarray, n1: np.ndarray | int, k2: np.ndarray, n2
     corrected = np.maximum(np.abs(d) - 0.5 * (1 / n1 + 1 / n2), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(se > 0, np.sign(d) * corrected / np.where(se > 0, se, 1.0), 0.0)
+    from scipy import stats  # here, not at import: scipy.stats costs ~1 s of CLI start-up
+
     return z, np.where(se > 0, 2 * stats.norm.sf(np.abs(z)), 1.0)
 
 
@@ -88,6 +89,8 @@ def mcnemar_test(only_a: np.ndarray, only_b: np.ndarray) -> np.ndarray:
     only_a, only_b = np.asarray(only_a), np.asarray(only_b)
     n = only_a + only_b
     lo = np.minimum(only_a, only_b)
+    from scipy import stats
+
     p = np.where(n > 0, 2 * stats.binom.cdf(lo, np.maximum(n, 1), 0.5), 1.0)
     return np.minimum(p, 1.0)
 

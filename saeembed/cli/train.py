@@ -10,11 +10,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import polars as pl
 
 from ..errors import UserError
+from ..options import cli_options, from_cli
+from ..sae.train.config import TrainConfig
 from .output import emit
 
 
@@ -32,36 +35,19 @@ from .output import emit
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="checkpoint directory to write")
 @click.option("--cache", "cache", type=click.Path(file_okay=False),
               help="activation cache directory (default: OUT/.act_cache); reruns resume from it")
-@click.option("--d-sae", type=int, default=6144, show_default=True, help="number of latents")
-@click.option("--k", type=int, default=32, show_default=True, help="active latents per token (TopK)")
 @click.option("--max-tokens", type=int, default=400_000, show_default=True, help="tokens to cache")
-@click.option("--epochs", type=float, default=4.0, show_default=True, help="passes over the training tokens")
-@click.option("--steps", type=int, help="optimizer steps (overrides --epochs)")
-@click.option("--batch-size", type=int, default=2048, show_default=True, help="training tokens per optimizer step")
-@click.option("--lr", type=float, help="Adam learning rate (default 2e-4 / sqrt(d_sae / 2^14))")
-@click.option("--auxk-coef", type=float, default=1 / 32, show_default=True, help="AuxK loss weight (0 disables)")
-@click.option("--heldout", type=float, default=0.05, show_default=True, help="fraction of documents held out")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N")
 @click.option("--labels/--no-labels", default=True, show_default=True, help="write offline labels.parquet")
-@click.option("--seed", type=int, default=0, show_default=True, help="random seed (document sampling, initialisation)")
 @click.option("--push-layout", "push_layout", type=click.Path(file_okay=False),
               help="also write the trained SAE as a Hugging Face repository folder SAELens loads (model card, "
                    "SAE_ID/cfg.json, weights, labels); upload it with `hf upload you/repo DIR`")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="table: one metric per line; json: one object")
+@cli_options(TrainConfig, exclude=("extra",))
 def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: int | None, max_chars: int | None,
-              reader: str | None, layer: int, out: str, cache: str | None, d_sae: int, k: int, max_tokens: int,
-              epochs: float, steps: int | None, batch_size: int, lr: float | None, auxk_coef: float,
-              heldout: float, device: str, labels: bool, seed: int, push_layout: str | None, fmt: str) -> None:
+              reader: str | None, layer: int, out: str, cache: str | None, max_tokens: int, labels: bool,
+              push_layout: str | None, fmt: str, **train_flags: Any) -> None:
     """Train a TopK SAE (with AuxK against dead latents) on a reader's activations over CORPUS files."""
-    from ..sae.train import (
-        CorpusSpec,
-        TrainConfig,
-        cache_activations,
-        parse_corpus_spec,
-        save_trained_sae,
-        train_topk_sae,
-    )
+    from ..sae.train import CorpusSpec, cache_activations, parse_corpus_spec, save_trained_sae, train_topk_sae
 
     if text_cols and len(text_cols) not in (1, len(corpora)):
         raise UserError(f"pass one --text-col for all corpora or one per --corpus ({len(corpora)}), "
@@ -74,18 +60,17 @@ def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: in
             raise UserError(f"corpus file {spec.path} not found; check the --corpus path")
         spec.max_docs, spec.max_chars = max_docs, max_chars
         specs.append(spec)
-    if k <= 0 or d_sae <= k:
-        raise UserError(f"need 0 < k < d_sae, got k={k}, d_sae={d_sae}")
+    cfg = from_cli(TrainConfig, train_flags)
+    if cfg.k <= 0 or cfg.d_sae <= cfg.k:
+        raise UserError(f"need 0 < k < d_sae, got k={cfg.k}, d_sae={cfg.d_sae}")
     out_dir = Path(out)
     cache_dir = Path(cache) if cache else out_dir / ".act_cache"
     say = lambda m: click.echo(m, err=True)  # noqa: E731 - progress goes to stderr
     t0 = time.time()
-    man = cache_activations(specs, cache_dir, reader=reader, layer=layer, device=device, max_tokens=max_tokens,
-                            seed=seed, progress=say)
+    man = cache_activations(specs, cache_dir, reader=reader, layer=layer, device=cfg.device, max_tokens=max_tokens,
+                            seed=cfg.seed, progress=say)
     cache_s = time.time() - t0
-    cfg = TrainConfig(d_sae=d_sae, k=k, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr,
-                      auxk_coef=auxk_coef, heldout_frac=heldout, device=device, seed=seed,
-                      extra={"cache_tokens": man["n_tokens"], "cache_wall_s": round(cache_s, 1)})
+    cfg.extra = {"cache_tokens": man["n_tokens"], "cache_wall_s": round(cache_s, 1)}
     sae, metrics = train_topk_sae(cache_dir, cfg, progress=say)
     save_trained_sae(sae, out_dir)
     if labels:
@@ -103,7 +88,7 @@ def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: in
         export_sae(str(out_dir), push_layout, overwrite=True)
         say(f"wrote the hub layout to {push_layout}")
     h = metrics["heldout"]
-    row = {"out": str(out_dir), "reader": man["reader"], "layer": man["layer"], "d_sae": d_sae, "k": k,
+    row = {"out": str(out_dir), "reader": man["reader"], "layer": man["layer"], "d_sae": cfg.d_sae, "k": cfg.k,
            "tokens": man["n_tokens"], "train_tokens": metrics["train_tokens"], "steps": metrics["steps"],
            "heldout_fvu": h.get("fvu"), "heldout_l0": h.get("l0"), "heldout_dead_frac": h.get("dead_frac"),
            "train_dead_frac": metrics["train_dead_frac"], "cache_s": round(cache_s, 1),

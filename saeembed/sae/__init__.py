@@ -1,6 +1,18 @@
 """Sparse autoencoders: the module, checkpoint formats, spec resolution and training."""
 
-from .model import SAEConfig, SAEShapeError, SparseAutoencoder
-from .resolve import DEFAULT_SAE_DIR, LoadedSAE, open_sae
+from typing import Any
+
+# torch loads on first use, so `import saeembed.sae.train.config` (the CLI's flags) stays light.
+_LAZY = {"SAEConfig": "model", "SAEShapeError": "model", "SparseAutoencoder": "model", "DEFAULT_SAE_DIR": "resolve",
+         "LoadedSAE": "resolve", "open_sae": "resolve"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["SAEConfig", "SAEShapeError", "SparseAutoencoder", "open_sae", "LoadedSAE", "DEFAULT_SAE_DIR"]
