@@ -24,9 +24,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import polars as pl
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "datasets"
@@ -231,8 +231,10 @@ def write_recipe(out: Path, cache: Path, probe_path: Path, timings: dict, args) 
               f"| FVU (fraction of variance unexplained) | {h['fvu']:.4f} |",
               f"| L0 (active latents per token) | {h['l0']:.2f} |",
               f"| dead fraction (never fires on held-out tokens) | {h['dead_frac']:.4f} |",
-              f"| dead fraction at end of training (no fire in last {rec['dead_tokens']:,} tokens) | {met['train_dead_frac']:.4f} |",
-              f"| latents with no fire on any cached token (label `(dead)`) | {labels.height - live.height} of {labels.height} |",
+              f"| dead fraction at end of training (no fire in last {rec['dead_tokens']:,} tokens) | "
+              f"{met['train_dead_frac']:.4f} |",
+              f"| latents with no fire on any cached token (label `(dead)`) | {labels.height - live.height} of "
+              f"{labels.height} |",
               f"| optimizer steps / epochs | {met['steps']} / {met['epochs']} |",
               f"| training wall time (2 CPU cores) | {met['train_wall_s']:.0f} s |",
               f"| caching wall time | {timings.get('cache_s', timings.get('cache_s_last_run', 'n/a'))} s |",
@@ -252,11 +254,13 @@ def write_recipe(out: Path, cache: Path, probe_path: Path, timings: dict, args) 
         lines += ["", LAYER_NOTE, ""]
     lines += ["## Ten example latents", "",
               "Labels are offline c-TF-IDF terms of the top-activating contexts (`saeembed.labels_offline`); "
-              "score = share of the latent's top contexts containing its best term; the activating token is in ⟦ ⟧.", "",
+              "score = share of the latent's top contexts containing its best term; the activating token is in ⟦ ⟧.",
+              "",
               "| latent | label | score | density | top context |", "|---|---|---|---|---|"]
     for r in ex.iter_rows(named=True):
         ctx = r["description"].split("top context: ", 1)[-1].replace("|", "\\|")
-        lines.append(f"| {r['feature_id']} | {r['label'].replace('|', '/')} | {r['score']:.2f} | {r['density']:.4f} | {ctx} |")
+        label = r["label"].replace("|", "/")
+        lines.append(f"| {r['feature_id']} | {label} | {r['score']:.2f} | {r['density']:.4f} | {ctx} |")
     (out / "RECIPE.md").write_text("\n".join(lines) + "\n")
 
 

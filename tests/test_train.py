@@ -15,9 +15,16 @@ import pytest
 import torch
 
 from saeembed.errors import UserError
-from saeembed.sae.train import (ActivationCache, CorpusSpec, TrainConfig, cache_activations, evaluate_sae,
-                                parse_corpus_spec, save_trained_sae, train_topk_sae)
-
+from saeembed.sae.train import (
+    ActivationCache,
+    CorpusSpec,
+    TrainConfig,
+    cache_activations,
+    evaluate_sae,
+    parse_corpus_spec,
+    save_trained_sae,
+    train_topk_sae,
+)
 from tests.conftest import GOEMOTIONS_SAMPLE, make_tiny_llama
 
 
