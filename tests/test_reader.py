@@ -335,3 +335,27 @@ def test_batches_never_mix_cached_prefixes(tiny_llama):
     ids, attn, _ = pad_batch([wins[0]], reader.pad_id)
     with pytest.raises(ValueError, match="caches no prefix"):
         reader.hidden_states(ids, torch.ones(1, ids.shape[1] + 3, dtype=torch.long))
+
+
+def test_batches_respect_the_budget_and_limit_padding():
+    import random
+
+    from saeembed.reader import Window, batches_by_budget
+
+    rng = random.Random(0)
+    # one shard of short comments (GoEmotions-like lengths: mean ≈ 18 tokens, long tail)
+    lengths = [min(150, 1 + int(rng.expovariate(1 / 17))) for _ in range(256)]
+    wins = [Window(i, [7] * (25 + n + 2), [False] * 25 + [True] * n + [False, False], 25, 25 + n)
+            for i, n in enumerate(lengths)]
+    batches = list(batches_by_budget(wins, 4096, padding_slack=0.15))
+    assert sorted(w.doc for b in batches for w in b) == list(range(256))
+    for b in batches:
+        longest, real = max(w.n_computed for w in b), sum(w.n_computed for w in b)
+        assert longest * len(b) <= 4096
+        # padding stays within 15 % unless the batch was still under budget / 8 before its last window
+        assert longest * len(b) <= 1.15 * real or longest * (len(b) - 1) < 512
+    padded = sum(len(b) * max(w.n_computed for w in b) for b in batches)
+    assert padded < 1.25 * sum(w.n_computed for w in wins)  # the smallest batches may pad more
+    # without the padding limit the same windows pad far more (what the limit is for)
+    loose = list(batches_by_budget(wins, 4096, padding_slack=1e9))
+    assert sum(len(b) * max(w.n_computed for w in b) for b in loose) > 1.4 * padded
