@@ -53,6 +53,19 @@ def _find_blocks(model: nn.Module, n_layers: int) -> tuple[nn.Module, str, nn.Mo
                     "supported decoder/encoder architecture")
 
 
+def _n_layers(config: object) -> int:
+    n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    if n is None:
+        raise UserError("the reader's config does not declare its number of layers")
+    return int(n)
+
+
+def _check_layer(name: str, config: object, layer: int) -> None:
+    n = _n_layers(config)
+    if not 0 <= layer < n:
+        raise UserError(f"layer {layer} is out of range for {name} ({n} blocks: 0..{n - 1}); pass a valid --layer")
+
+
 def _common_prefix(a: list[int], b: list[int]) -> list[int]:
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
@@ -76,36 +89,52 @@ class Reader:
     ) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        self.name, load_from = resolve_reader(model)
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        name, load_from = resolve_reader(model)
+        dev = pick_device(device)
+        torch_dtype = pick_dtype(dtype, dev)
         try:
             config = AutoConfig.from_pretrained(load_from)
-            self.tokenizer = AutoTokenizer.from_pretrained(load_from)
+            tokenizer = AutoTokenizer.from_pretrained(load_from)
         except OSError as exc:
             raise UserError(
-                f"cannot load reader {self.name!r} ({str(exc).splitlines()[0][:160]}); pass a local "
+                f"cannot load reader {name!r} ({str(exc).splitlines()[0][:160]}); pass a local "
                 "model directory or a hub id that is cached (offline: HF_HUB_OFFLINE=1)"
             ) from None
-        n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-        if n_layers is None:
-            raise UserError(f"reader {self.name!r} does not declare its number of layers")
-        if not 0 <= layer < n_layers:
-            raise UserError(f"layer {layer} is out of range for {self.name} ({n_layers} blocks: 0..{n_layers - 1}); "
-                            "pass a valid --layer")
-        self.layer = layer
-        self.n_layers = n_layers
+        _check_layer(name, config, layer)
         from transformers.utils import logging as hf_logging
 
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # loading a CausalLM checkpoint into AutoModel reports the unused head
         hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
         try:
-            model_obj = AutoModel.from_pretrained(load_from, dtype=self.dtype)
+            model_obj = AutoModel.from_pretrained(load_from, dtype=torch_dtype)
         finally:
             hf_logging.set_verbosity(verbosity)
             hf_logging.enable_progress_bar()
-        parent, attr, blocks = _find_blocks(model_obj, n_layers)
+        self._setup(name, model_obj, tokenizer, layer, dev, torch_dtype, chat_template, include_special, window,
+                    prefix_cache)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, tokenizer: object, layer: int, name: str = "in-memory", *,
+                   chat_template: bool | None = None, include_special: bool = False, window: int | None = None,
+                   prefix_cache: bool = True) -> Reader:
+        """A reader around an already built base model (e.g. random weights from a config, for
+        benchmarks): cut after ``layer`` and used on the device and dtype it is on."""
+        self = cls.__new__(cls)
+        _check_layer(name, model.config, layer)
+        p = next(model.parameters())
+        self._setup(name, model, tokenizer, layer, p.device, p.dtype, chat_template, include_special, window,
+                    prefix_cache)
+        return self
+
+    def _setup(self, name: str, model_obj: nn.Module, tokenizer: object, layer: int, device: torch.device,
+               dtype: torch.dtype, chat_template: bool | None, include_special: bool, window: int | None,
+               prefix_cache: bool) -> None:
+        config = model_obj.config
+        self.name, self.tokenizer, self.device, self.dtype = name, tokenizer, device, dtype
+        self.layer = layer
+        self.n_layers = _n_layers(config)
+        parent, attr, blocks = _find_blocks(model_obj, self.n_layers)
         kept = nn.ModuleList(list(blocks)[: layer + 1])
         setattr(parent, attr, kept)
         self._captured: torch.Tensor | None = None
@@ -160,10 +189,19 @@ class Reader:
                       "position_ids": (torch.arange(n, device=self.device) + start).unsqueeze(0).expand(rows, n)}
         return self._forward(ids, attention_mask, **kwargs)
 
-    def _forward(self, ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
+    @torch.inference_mode()
+    def hidden_states_packed(self, ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Block ``layer``'s output for *packed* rows: several sequences per row, ``position_ids``
+        restarting at 0 where each begins, no padding mask and no cache; transformers (≥ 5) then
+        builds the block-diagonal causal mask itself. Causal readers only; used by
+        ``benchmarks/gpu_encode.py`` to compare packed with padded batches."""
+        return self._forward(ids, None, position_ids=position_ids.to(self.device), use_cache=False)
+
+    def _forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs) -> torch.Tensor:
         self._captured = None
+        mask = None if attention_mask is None else attention_mask.to(self.device)
         try:
-            self.model(input_ids=ids.to(self.device), attention_mask=attention_mask.to(self.device), **kwargs)
+            self.model(input_ids=ids.to(self.device), attention_mask=mask, **kwargs)
         except _StopForward:
             pass
         assert self._captured is not None, "forward hook did not fire"
