@@ -32,6 +32,9 @@ class EncodeOptions:
                                           "every document and pollute the max-pool)")
     window: int | None = option(None, "tokens per window; longer documents are split and max-pooled across "
                                       "windows (default: min(context, 1024))", min=1)
+    prefix_cache: bool = option(True, "causal readers: compute the shared template prefix once and reuse its "
+                                      "key/value cache, and skip the template tokens after the content (exact; "
+                                      "--no-prefix-cache runs the full forward)", "--prefix-cache/--no-prefix-cache")
     batch_tokens: int = option(4096, "padded tokens per forward batch", min=1)
     shard_docs: int = option(256, "documents per crash-safe shard", min=1)
     drop_empty: bool = option(False, "skip rows with empty or null text instead of refusing the corpus")

