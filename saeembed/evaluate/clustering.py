@@ -12,6 +12,7 @@ from .metrics import log
 
 # ------------------------------------------------------------------------------- clustering ----
 CLUSTER_QUERIES = {"sentiment": "sentiment", "product category": "product category"}
+SELECTIONS = ("labels", "descriptors")  # labels: the state before issue 9; descriptors: the default (auto)
 
 
 def eval_clustering(h: Harness) -> pl.DataFrame:
@@ -36,13 +37,20 @@ def eval_clustering(h: Harness) -> pl.DataFrame:
         for axis, y in labels.items():
             row[f"NMI {axis}"] = normalized_mutual_info_score(y[idx], pred)
             row[f"ARI {axis}"] = adjusted_rand_score(y[idx], pred)
+        # the same clustering scored on the even rows (where settings were chosen) and the odd rows
+        for part, parity in (("dev", 0), ("held-out", 1)):
+            m = (idx % 2) == parity
+            for axis, y in labels.items():
+                row[f"NMI {axis} {part}"] = normalized_mutual_info_score(y[idx][m], pred[m])
         rows.append(row)
         log(f"clustering {method} k={row['k']}: " + "  ".join(f"{c} {row[c]:.3f}" for c in row if c.startswith("NMI")))
 
     for k in (2, 4):
-        for q in CLUSTER_QUERIES:
-            d = cluster_assignments(cluster(h.store, name, query=q, k=k))
-            score(f'SAE targeted, query "{q}"', k, dict(zip(d["doc_id"].to_list(), d["cluster"].to_list())))
+        for select in SELECTIONS:
+            for q in CLUSTER_QUERIES:
+                d = cluster_assignments(cluster(h.store, name, query=q, k=k, select=select))
+                score(f'SAE targeted ({select}), query "{q}"', k,
+                      dict(zip(d["doc_id"].to_list(), d["cluster"].to_list())))
         d = cluster_assignments(cluster(h.store, name, unfiltered=True, k=k))
         score("SAE unfiltered (all latents)", k, dict(zip(d["doc_id"].to_list(), d["cluster"].to_list())))
         emb = get_embedder().embed(frame["text"].to_list())

@@ -19,6 +19,23 @@ from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
 TASKS = ("retrieval", "clustering", "diffing", "correlation", "speed")
+# the heading each task's section starts with, to carry sections of tasks not run over from the last report
+HEADINGS = {"retrieval": "### Property retrieval", "clustering": "### Targeted clustering",
+            "diffing": "### Dataset diffing", "correlation": "### Correlations", "speed": "### Encode speed"}
+
+
+def previous_sections(report: str) -> dict[str, str]:
+    """Task → its section in an earlier ``evaluation.md`` (sections start with the HEADINGS)."""
+    out: dict[str, list[str]] = {}
+    task = None
+    for line in report.splitlines():
+        if line.startswith("### "):
+            found = [t for t, h in HEADINGS.items() if line.startswith(h)]
+            if found:
+                task = found[0]
+        if task is not None:
+            out.setdefault(task, []).append(line)
+    return {t: "\n".join(lines).strip() for t, lines in out.items()}
 
 
 def _package_doc() -> str:
@@ -46,11 +63,17 @@ def main(argv: list[str] | None = None) -> None:
     h = Harness(args.store, args.data, args.docs, args.sae)
     sections: list[str] = []
     results: dict[str, Any] = {"docs": args.docs, "sae": args.sae}
+    old_md = args.out / "evaluation.md"
+    earlier = previous_sections(old_md.read_text()) if old_md.exists() else {}
+    old_json = args.out / "evaluation.json"
+    earlier_results = json.loads(old_json.read_text()) if old_json.exists() else {}
     t_start = time.perf_counter()
     if "retrieval" in only:
         df = eval_retrieval(h, RETRIEVAL_TASKS)
         results["retrieval"] = df.to_dicts()
-        sections.append("### Property retrieval (MAP, precision@50)\n\n" + markdown(retrieval_table(df)))
+        sections.append("### Property retrieval: MAP (dev half, held-out half, all tasks)\n\n"
+                        + markdown(retrieval_table(df, "map"))
+                        + "\n\n### Property retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
     if "clustering" in only:
         df = eval_clustering(h)
         results["clustering"] = df.to_dicts()
@@ -71,6 +94,16 @@ def main(argv: list[str] | None = None) -> None:
         df = eval_speed(h)
         results["speed"] = df.to_dicts()
         sections.append("### Encode speed\n\n" + markdown(df, digits=2))
+    # a partial run (--only) keeps the other tasks' sections and results from the previous report,
+    # in task order, so the report always covers every task and says which run measured what
+    carried = [t for t in TASKS if t not in only and t in earlier]
+    if carried:
+        by_task = dict(zip([t for t in TASKS if t in only], sections))
+        sections = [by_task[t] if t in by_task else earlier[t] for t in TASKS if t in by_task or t in carried]
+        for t in carried:
+            if t in earlier_results:
+                results[t] = earlier_results[t]
+        results["carried_over"] = carried
     results["encode_s"] = h.encode_s
     results["wall_s"] = time.perf_counter() - t_start
     report = "\n\n".join(sections) + "\n"
