@@ -33,7 +33,7 @@ from ..memo import Memo
 if TYPE_CHECKING:
     from ..api import Store
 
-DESCRIPTOR_TOP = 20  # top documents per latent averaged into its descriptor
+DESCRIPTOR_TOP = 100  # top documents per latent averaged into its descriptor (chosen on the dev tasks)
 MIN_DOCS = 3  # a latent present in fewer documents has no descriptor (too noisy)
 DESCRIPTOR_LABEL_SOURCE = "descriptor"
 VERSION = 1  # bump when the computation changes: old sidecars are then recomputed
