@@ -22,6 +22,7 @@ Several comma-separated keyphrases select the union of their top latents (best s
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -163,6 +164,34 @@ def _select_by_descriptors(store: Store, query: str, info: Any, k: int,
     return res.sort("rank").select("feature_id", "label", "phrase", "score", "rank")
 
 
+EXPAND_PROMPT = ("A user searches a document collection for: {query!r}.\n"
+                 "Write {n} short keyphrases (2-5 words each) naming properties, topics or wordings that documents "
+                 "matching this search would have. Answer with the keyphrases only, separated by commas.")
+
+
+def parse_keyphrases(text: str, n: int) -> list[str]:
+    """Keyphrases from an LLM answer: split on commas, semicolons and new lines, strip list markers,
+    quotes and numbering, drop empty and over-long pieces and duplicates; at most ``n``."""
+    out: list[str] = []
+    for piece in re.split(r"[,;\n]", text or ""):
+        p = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", piece).strip().strip("\"'`.").strip()
+        if p and len(p) <= 60 and p.lower() not in {o.lower() for o in out}:
+            out.append(p)
+    return out[:n]
+
+
+def expand_query(query: str, llm: Any, n: int = 8) -> str:
+    """The query's own phrases plus up to ``n`` keyphrases an LLM proposes for it (the paper expands
+    queries into 18 phrases), comma-joined for :func:`select_features`; the query alone when the
+    answer has none."""
+    phrases = split_phrases(query)
+    answer = llm.complete([{"role": "user", "content": EXPAND_PROMPT.format(query=query, n=n)}],
+                          max_tokens=160, temperature=0.0)
+    known = {p.lower() for p in phrases}
+    extra = [p for p in parse_keyphrases(answer.text, n) if p.lower() not in known]
+    return ", ".join(phrases + extra)
+
+
 def parse_feature_list(text: str, d_sae: int | None) -> list[int]:
     """"1,2,3" → [1, 2, 3], checked against the SAE's width."""
     try:
@@ -177,5 +206,5 @@ def parse_feature_list(text: str, d_sae: int | None) -> list[int]:
     return list(dict.fromkeys(feats))
 
 
-__all__ = ["select_features", "split_phrases", "parse_feature_list", "resolve_method", "PER_PHRASE", "SELECT_METHODS",
-           "AUTO_MIN_DOCS"]
+__all__ = ["select_features", "expand_query", "parse_keyphrases", "split_phrases", "parse_feature_list",
+           "resolve_method", "PER_PHRASE", "SELECT_METHODS", "AUTO_MIN_DOCS"]
