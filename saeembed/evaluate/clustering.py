@@ -19,8 +19,7 @@ def eval_clustering(h: Harness) -> pl.DataFrame:
     from sklearn.cluster import HDBSCAN, KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from ..analysis import cluster
-    from ..analysis.cluster import cluster_assignments
+    from ..analysis.cluster import cluster, cluster_assignments
     from ..embed import get_embedder
 
     name = h.ensure("amazon")
