@@ -170,10 +170,12 @@ EXPAND_PROMPT = ("A user searches a document collection for: {query!r}.\n"
 
 
 def parse_keyphrases(text: str, n: int) -> list[str]:
-    """Keyphrases from an LLM answer: split on commas, semicolons and new lines, strip list markers,
-    quotes and numbering, drop empty and over-long pieces and duplicates; at most ``n``."""
+    """Keyphrases from an LLM answer: quoted phrases first (small models answer in prose that quotes
+    them), then the pieces between commas, semicolons and new lines, with list markers, quotes and
+    numbering stripped; empty and over-long pieces and duplicates dropped; at most ``n``."""
     out: list[str] = []
-    for piece in re.split(r"[,;\n]", text or ""):
+    quoted = re.findall(r'"([^"\n]{2,60})"', text or "")
+    for piece in quoted + re.split(r"[,;\n]", text or ""):
         p = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", piece).strip().strip("\"'`.").strip()
         if p and len(p) <= 60 and p.lower() not in {o.lower() for o in out}:
             out.append(p)
