@@ -132,9 +132,9 @@ def test_search_expand_adds_llm_keyphrases(real_store: Path, tmp_path: Path) -> 
 
     with ChatServer(max_new_tokens=40) as srv:
         args = ["search", "ge", "comments expressing gratitude", "--store", str(real_store), "--expand",
-                "--base-url", srv.base_url, "--llm-model", "smollm2-test", "--cache", str(tmp_path / "c.sqlite"),
                 "--format", "json", "--top", "5"]
-        env = {"SAEEMBED_LLM_API_KEY": "test"}
+        env = {"SAEEMBED_LLM_API_KEY": "test", "SAEEMBED_LLM_BASE_URL": srv.base_url,
+               "SAEEMBED_LLM_MODEL": "smollm2-test", "SAEEMBED_CACHE": str(tmp_path / "cache")}
         out = CliRunner().invoke(main, args, env=env)
         assert out.exit_code == 0, out.output
         assert srv.requests >= 1

@@ -8,21 +8,14 @@ keywords. The optional LLM step of diffing lives in
 :func:`saeembed.analysis.hypotheses.diff_hypotheses` (imported on demand: it needs the reader).
 """
 
-from typing import Any
-
+from .cluster import cluster, cluster_assignments
+from .correlate import correlate
+from .diff import diff
 from .options import ClusterOptions, CorrelateOptions, DiffOptions, SearchOptions
+from .retrieve import search
 
-# The analyses load numpy/scipy/sklearn code on first use, so `import saeembed.cli` stays light.
-_LAZY = {"cluster": "cluster", "cluster_assignments": "cluster", "correlate": "correlate", "diff": "diff",
-         "search": "retrieve"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Eager: the functions share their modules' names, so a lazy ``__getattr__`` returned the submodule
+# (``from saeembed.analysis import cluster``) once ``saeembed.analysis.cluster`` had been imported.
 
 __all__ = ["diff", "correlate", "cluster", "cluster_assignments", "search", "DiffOptions", "CorrelateOptions",
            "ClusterOptions", "SearchOptions"]

@@ -8,6 +8,7 @@ columns, machine formats (csv/tsv/json/ndjson/parquet) keep every column.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import click
@@ -209,8 +210,8 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
 @click.argument("query")
 @store_option()
 @cli_options(SearchOptions)
-@click.option("--expand", is_flag=True, help="LLM: add keyphrases for QUERY before selecting latents (sae/hybrid)")
-@cli_options(LLMOptions)
+@click.option("--expand", is_flag=True, help="LLM: add keyphrases for QUERY before selecting latents (sae/hybrid); "
+                                             "the endpoint comes from SAEEMBED_LLM_BASE_URL / SAEEMBED_LLM_MODEL")
 @examples_option
 @output_options(html=True)
 def search_cmd(corpus: str, query: str, store: str, expand: bool, highlight: int, fmt: str, output: str | None,
@@ -239,7 +240,12 @@ def _expanded(query: str, kwargs: dict[str, Any]) -> str:
     from ..analysis.select import expand_query
     from ..llm import llm_from_options, report_usage
 
-    llm = llm_from_options(from_cli(LLMOptions, kwargs))
+    if "base_url" in kwargs:
+        opts = from_cli(LLMOptions, kwargs)
+    else:  # search: its --cache flag is the dense sidecar's, so the endpoint comes from the environment
+        opts = LLMOptions(base_url=os.environ.get("SAEEMBED_LLM_BASE_URL"),
+                          llm_model=os.environ.get("SAEEMBED_LLM_MODEL"))
+    llm = llm_from_options(opts)
     try:
         out = expand_query(query, llm)
     finally:
