@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from saeembed.analysis.cluster import cluster, cluster_assignments
@@ -142,3 +143,24 @@ def test_search_expand_adds_llm_keyphrases(real_store: Path, tmp_path: Path) -> 
     assert expanded and expanded[0].startswith("expanded query: comments expressing gratitude, ")
     rows = __import__("json").loads(out.stdout)
     assert len(rows) == 5
+
+
+def test_labels_describe_stores_descriptor_labels(real_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from click.testing import CliRunner
+
+    from saeembed.cli import main
+    from saeembed.labels import labels_of
+
+    path = tmp_path / "store.duckdb"
+    shutil.copy(real_store, path)
+    out = CliRunner().invoke(main, ["labels", "describe", "ge", "--store", str(path), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    n = __import__("json").loads(out.stdout)[0]["labels"]
+    st = open_store(path)
+    rows = labels_of(st).filter(pl.col("label_source") == "descriptor")
+    assert rows.height == n > 100
+    desc = corpus_descriptors(st, corpus_info(st, "ge"))
+    by_id = dict(zip(desc.feature_ids.tolist(), desc.texts))
+    assert all(by_id[int(f)] == t for f, t in zip(rows["feature_id"], rows["label"]))
