@@ -30,3 +30,28 @@ def test_full_ranking_keeps_order_then_appends_the_rest_once() -> None:
     order = full_ranking([15, 12], ids, np.random.default_rng(0))
     assert order[:2].tolist() == [15, 12]
     assert sorted(order.tolist()) == ids.tolist()
+
+
+def test_task_halves_fixed_balanced_and_independent_of_order() -> None:
+    from collections import Counter
+
+    from saeembed.evaluate import CORPORA, RETRIEVAL_TASKS, task_halves
+
+    halves = task_halves()
+    assert set(halves) == {t.name for t in RETRIEVAL_TASKS}
+    assert task_halves(list(reversed(RETRIEVAL_TASKS))) == halves  # a rule on names, not on positions
+    per_dataset = Counter((CORPORA[t.corpus].dataset, halves[t.name]) for t in RETRIEVAL_TASKS)
+    for dataset in {CORPORA[t.corpus].dataset for t in RETRIEVAL_TASKS}:
+        dev, held = per_dataset[(dataset, "dev")], per_dataset[(dataset, "held-out")]
+        assert held >= 1 and dev - held in (0, 1)
+
+
+def test_previous_sections_split_a_report_by_task() -> None:
+    from saeembed.evaluate.report import previous_sections
+
+    report = ("### Property retrieval: MAP\n\n| a |\n\n### Property retrieval: precision@50\n\n| b |\n\n"
+              "### Dataset diffing: replication\n\n| c |\n\n**M4**: top\n\n| d |\n\n### Encode speed\n\n| e |\n")
+    parts = previous_sections(report)
+    assert set(parts) == {"retrieval", "diffing", "speed"}
+    assert "precision@50" in parts["retrieval"] and "| b |" in parts["retrieval"]
+    assert parts["diffing"].endswith("| d |") and "Encode" not in parts["diffing"]

@@ -94,7 +94,8 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
         raise UserError("--sample and max_docs must be at least 4, and the description sizes >= 0")
     info = corpus_info(st, corpus)
     if o.query is not None:
-        feats = select_features(st, o.query, info["sae"], k=o.per_phrase)["feature_id"].to_list()
+        feats = select_features(st, o.query, info["sae"], k=o.per_phrase, method=o.select,
+                                info=info)["feature_id"].to_list()
     elif o.features is not None:
         text = o.features if isinstance(o.features, str) else ",".join(map(str, o.features))
         feats = parse_feature_list(text, info["d_sae"])

@@ -69,6 +69,9 @@ class ClusterOptions:
     method: str = option("spectral", "spectral (Jaccard affinity) or hdbscan (density; leaves outliers as -1)",
                          choices=("spectral", "hdbscan"))
     k: int | None = option(None, "number of clusters (spectral; default: the eigengap)", "--clusters", "--k", min=2)
+    select: str = option("auto", "how --query selects latents: descriptors (what the latent's top documents in this "
+                                 "corpus are about), labels (label similarity, the paper), auto (descriptors for "
+                                 "corpora of 50+ documents)", choices=("auto", "labels", "descriptors"))
     per_phrase: int = option(PER_PHRASE, "latents selected per keyphrase", min=1)
     threshold: float = option(0.0, "a latent is present in a document when its max activation is above this",
                               min=0.0)
@@ -90,7 +93,11 @@ class SearchOptions:
     mode: str = option("sae", "sae: latents whose labels match QUERY; dense: MiniLM; hybrid: rank fusion of both; "
                               "example: QUERY is an example text, its own latents are the query",
                        choices=("sae", "dense", "hybrid", "example"))
-    n_features: int = option(PER_PHRASE, "latents selected by label (sae/hybrid)", min=1)
+    select: str = option("auto", "how QUERY selects latents (sae/hybrid): descriptors (what the latent's top "
+                                 "documents in this corpus are about), labels (label similarity, the paper), auto "
+                                 "(descriptors for corpora of 50+ documents)",
+                         choices=("auto", "labels", "descriptors"))
+    n_features: int = option(PER_PHRASE, "latents selected by label or descriptor (sae/hybrid)", min=1)
     temperature: float = option(TEMPERATURE, "T of the rank weights exp(-r/(k T)) (sae/hybrid)", min=0.0,
                                 min_open=True)
     cache: bool = option(True, "read and write the dense-embedding sidecar cache", "--cache/--no-cache")

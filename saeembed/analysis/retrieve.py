@@ -199,7 +199,7 @@ def search(store: Store | str | Path, corpus: str, query: str, options: SearchOp
     info = corpus_info(st, corpus)
     depth = max(o.k, FUSION_DEPTH) if o.mode == "hybrid" else o.k
     if o.mode in ("sae", "hybrid"):
-        sel = select_features(st, query, info["sae"], k=o.n_features,
+        sel = select_features(st, query, info["sae"], k=o.n_features, method=o.select, info=info,
                               alternative="use --mode example or --mode dense").head(o.n_features)
         w = rank_weights(sel.height, o.temperature)
         res = score_documents(st, info, sel["feature_id"].to_list(), w.tolist(), depth)

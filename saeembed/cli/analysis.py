@@ -8,6 +8,7 @@ columns, machine formats (csv/tsv/json/ndjson/parquet) keep every column.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import click
@@ -165,10 +166,12 @@ CLUSTER_TABLE = ["cluster", "size", "share", "top_features", "top_labels", "top_
 @cli_options(ClusterOptions)
 @click.option("--per-document", is_flag=True, help="one row per document (doc_id, cluster, centrality) instead of "
                                                    "one per cluster")
+@click.option("--expand", is_flag=True, help="LLM: add keyphrases for --query before selecting latents")
+@cli_options(LLMOptions)
 @examples_option
 @output_options(html=True)
-def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt: str, output: str | None,
-                **kwargs: Any) -> None:
+def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highlight: int, fmt: str,
+                output: str | None, **kwargs: Any) -> None:
     """Cluster documents on the latents a query selects: saeembed cluster --store S CORPUS --query Q.
 
     One row per cluster (cluster -1: documents without any selected latent, or HDBSCAN noise)
@@ -180,6 +183,10 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt
 
     st = open_existing_store(store)
     opts = from_cli(ClusterOptions, kwargs)
+    if expand:
+        if not opts.query:
+            raise UserError("--expand expands --query; pass --query")
+        opts.query = _expanded(opts.query, kwargs)
     res = cluster(st, corpus, opts)
     if per_document:
         if fmt == "html":
@@ -203,9 +210,11 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, highlight: int, fmt
 @click.argument("query")
 @store_option()
 @cli_options(SearchOptions)
+@click.option("--expand", is_flag=True, help="LLM: add keyphrases for QUERY before selecting latents (sae/hybrid); "
+                                             "the endpoint comes from SAEEMBED_LLM_BASE_URL / SAEEMBED_LLM_MODEL")
 @examples_option
 @output_options(html=True)
-def search_cmd(corpus: str, query: str, store: str, highlight: int, fmt: str, output: str | None,
+def search_cmd(corpus: str, query: str, store: str, expand: bool, highlight: int, fmt: str, output: str | None,
                **kwargs: Any) -> None:
     """Documents of CORPUS that match QUERY: saeembed search --store S CORPUS "QUERY" [--mode ...]."""
     from ..analysis import search
@@ -213,6 +222,10 @@ def search_cmd(corpus: str, query: str, store: str, highlight: int, fmt: str, ou
 
     st = open_existing_store(store)
     opts = from_cli(SearchOptions, kwargs)
+    if expand:
+        if opts.mode not in ("sae", "hybrid"):
+            raise UserError("--expand applies to --mode sae and hybrid")
+        query = _expanded(query, kwargs)
     df = search(st, corpus, query, opts)
     if fmt == "html":
         return html_report(st, df, output, highlight, title=f"saeembed search: {corpus}",
@@ -220,6 +233,26 @@ def search_cmd(corpus: str, query: str, store: str, highlight: int, fmt: str, ou
     pairs = search_example_pairs if "top_feature" in df.columns else (lambda n: lambda r: [])
     present(st, df, "search", fmt, output, highlight, pairs, [c for c in df.columns if c != "examples"],
             lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} {r.get('top_label') or ''})")
+
+
+def _expanded(query: str, kwargs: dict[str, Any]) -> str:
+    """QUERY plus the LLM's keyphrases (printed to stderr, so the selection can be reproduced)."""
+    from ..analysis.select import expand_query
+    from ..llm import llm_from_options, report_usage
+
+    if "base_url" in kwargs:
+        opts = from_cli(LLMOptions, kwargs)
+    else:  # search: its --cache flag is the dense sidecar's, so the endpoint comes from the environment
+        opts = LLMOptions(base_url=os.environ.get("SAEEMBED_LLM_BASE_URL"),
+                          llm_model=os.environ.get("SAEEMBED_LLM_MODEL"))
+    llm = llm_from_options(opts)
+    try:
+        out = expand_query(query, llm)
+    finally:
+        report_usage(llm)
+        llm.close()
+    click.echo(f"expanded query: {out}", err=True)
+    return out
 
 
 COMMANDS = [diff_cmd, correlate_cmd, cluster_cmd, search_cmd]

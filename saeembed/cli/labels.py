@@ -33,6 +33,27 @@ def labels_import(file: str, store: str, sae: str | None, source: str | None, fm
     emit(import_labels(open_existing_store(store), file, sae=sae, source=source), fmt, output)
 
 
+@labels_group.command("describe", short_help="Store a corpus' latent descriptors as labels (source 'descriptor').")
+@click.argument("corpus")
+@store_option()
+@output_options
+def labels_describe(corpus: str, store: str, fmt: str, output: str | None) -> None:
+    """Compute CORPUS's latent descriptors (the words most distinctive of the documents each latent fires on
+    most) and store them as labels with label_source 'descriptor', next to the other sources: they then show
+    in features / labels list and are what --select labels matches. Descriptor selection (--select
+    descriptors, the default for corpora of 50+ documents) does not need this step."""
+    from ..analysis.common import corpus_info
+    from ..analysis.descriptors import descriptor_labels
+    from ..labels import write_labels
+
+    st = open_existing_store(store)
+    info = corpus_info(st, corpus)
+    rows = descriptor_labels(st, info).filter(pl.col("label") != "")
+    n = write_labels(st, info["sae"], rows)
+    emit(pl.DataFrame({"corpus": [corpus], "sae": [info["sae"]], "label_source": ["descriptor"], "labels": [n]}),
+         fmt, output)
+
+
 @labels_group.command("list", short_help="Every label of every source.")
 @store_option()
 @click.option("--sae", help="SAE id or unique prefix (default: the store's only SAE)")

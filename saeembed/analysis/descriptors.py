@@ -1,0 +1,194 @@
+"""Corpus descriptors: what a latent means in *this* corpus, as a vector a query can be matched to.
+
+The offline labels name the *words* a latent fires on (c-TF-IDF over token windows), so a query
+such as "sentiment" matches latents of the words "positive, negative" rather than latents of
+evaluative tone. A descriptor describes a latent by the documents it fires on most strongly:
+
+    descriptor_i = mean(MiniLM(d) for d in the top documents of latent i) − mean(MiniLM(d) for d in the corpus)
+
+(contrast with the corpus mean, so what every document shares cancels). A query phrase is matched
+by cosine similarity to the descriptors, which asks "do the documents this latent fires on look
+more like the query than the average document does?" — the concept, not the word. Everything is
+computed from the store alone (the corpus' activations and its texts; no labels, no LLM) and cached
+in a sidecar ``<store>.descriptors/<corpus>.npz`` keyed by the corpus' identity, so it is computed
+once per corpus (the MiniLM document embeddings are shared with the dense search's sidecar).
+
+Each descriptor also gets a readable text: the words most distinctive of the latent's top
+documents against the whole corpus (document-level c-TF-IDF), shown by ``features`` and usable
+as the label source ``descriptor`` (:func:`descriptor_labels`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from ..memo import Memo
+
+if TYPE_CHECKING:
+    from ..api import Store
+
+DESCRIPTOR_TOP = 100  # top documents per latent averaged into its descriptor (chosen on the dev tasks)
+MIN_DOCS = 3  # a latent present in fewer documents has no descriptor (too noisy)
+DESCRIPTOR_LABEL_SOURCE = "descriptor"
+VERSION = 1  # bump when the computation changes: old sidecars are then recomputed
+
+_MEMO: Memo[Descriptors] = Memo("corpus descriptors", max_entries=8)
+
+
+@dataclass
+class Descriptors:
+    """Descriptors of the latents of one corpus (rows aligned across the arrays)."""
+
+    feature_ids: np.ndarray  # int64 [m]
+    vectors: np.ndarray  # float32 [m, dim], contrast vectors (not normalised)
+    n_present: np.ndarray  # int64 [m], documents where the latent fires
+    texts: list[str]  # readable descriptor: distinctive words of the top documents
+
+    @property
+    def unit(self) -> np.ndarray:
+        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        return self.vectors / np.maximum(norms, 1e-12)
+
+    def similarity(self, query_vec: np.ndarray) -> np.ndarray:
+        """Cosine similarity of every descriptor to a (normalised) query embedding."""
+        return (self.unit @ query_vec.astype(np.float32)).astype(np.float64)
+
+
+def _stamp(info: Any, top: int) -> str:
+    from ..embed import DEFAULT_EMBEDDER
+
+    parts = (f"v{VERSION}", info["corpus_id"], info["n_docs"], info["created_at"], info["sae"], top, DEFAULT_EMBEDDER)
+    return "|".join(map(str, parts))
+
+
+def _sidecar(store: Store, info: Any) -> Path:
+    from .retrieve import _safe_file_name
+
+    return Path(str(store.path) + ".descriptors") / f"{_safe_file_name(info)}.npz"
+
+
+def corpus_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
+    """The descriptors of every latent that fires in at least ``MIN_DOCS`` documents of the corpus.
+
+    Read from the sidecar when it matches the corpus, else computed (one pass over the corpus'
+    activations plus the MiniLM embeddings of its documents) and written there.
+    """
+    stamp = _stamp(info, top)
+    key = f"{store.path}|{stamp}"
+    return _MEMO.get_or_build(key, lambda: _load_or_compute(store, info, top, stamp, cache))
+
+
+def _load_or_compute(store: Store, info: Any, top: int, stamp: str, cache: bool) -> Descriptors:
+    side = _sidecar(store, info)
+    if cache and side.exists():
+        try:
+            with np.load(side, allow_pickle=False) as z:
+                if str(z["stamp"]) == stamp:
+                    return Descriptors(z["feature_ids"].astype(np.int64), z["vectors"].astype(np.float32),
+                                       z["n_present"].astype(np.int64), [str(t) for t in z["texts"]])
+        except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never fatal
+            pass
+    desc = compute_descriptors(store, info, top, cache)
+    if cache:
+        try:
+            from ..fsutil import atomic_write
+
+            side.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(side, lambda fh: np.savez(fh, stamp=np.array(stamp), feature_ids=desc.feature_ids,
+                                                   vectors=desc.vectors.astype(np.float16),
+                                                   n_present=desc.n_present, texts=np.array(desc.texts)))
+        except OSError:
+            pass  # read-only location: recomputed next process
+    desc.vectors = desc.vectors.astype(np.float16).astype(np.float32)  # the precision it is cached at
+    return desc
+
+
+def compute_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
+    """Compute descriptors from the corpus' activations and MiniLM document embeddings (no cache)."""
+    from .retrieve import _dense_doc_embeddings
+
+    emb_ids, emb = _dense_doc_embeddings(store, info, cache)
+    mat, doc_ids = store.embeddings(info["name"])
+    pos = np.searchsorted(emb_ids, doc_ids)
+    if len(emb_ids) == 0 or not np.array_equal(emb_ids[np.minimum(pos, len(emb_ids) - 1)], doc_ids):
+        raise RuntimeError("document embeddings do not match the corpus' documents")
+    emb = emb[pos]
+    mean = emb.mean(axis=0) if len(emb) else np.zeros(emb.shape[1], np.float32)
+    csc = mat.tocsc()
+    counts = np.diff(csc.indptr)
+    feats = np.flatnonzero(counts >= MIN_DOCS)
+    vectors = np.zeros((len(feats), emb.shape[1]), np.float32)
+    tops: list[np.ndarray] = []
+    for j, f in enumerate(feats):
+        lo, hi = csc.indptr[f], csc.indptr[f + 1]
+        rows, vals = csc.indices[lo:hi], csc.data[lo:hi]
+        if len(rows) > top:
+            keep = np.argpartition(-vals, top - 1)[:top]
+            rows = rows[keep]
+        tops.append(rows)
+        vectors[j] = emb[rows].mean(axis=0) - mean
+    texts = _descriptor_texts(store, info, tops)
+    return Descriptors(feats.astype(np.int64), vectors, counts[feats].astype(np.int64), texts)
+
+
+_WORD = re.compile(r"[a-z][a-z']{2,}")
+
+
+def _descriptor_texts(store: Store, info: Any, tops: list[np.ndarray], n_words: int = 4) -> list[str]:
+    """Distinctive words of each latent's top documents against the corpus (document-level c-TF-IDF):
+    ``tf`` = top documents containing the word, times ``log(1 + N / df)``; words in one top document
+    only are ignored."""
+    from scipy import sparse
+
+    from ..labels.search import _STOP
+
+    docs = store.sql("SELECT text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]])
+    vocab: dict[str, int] = {}
+    indptr, indices = [0], []
+    for text in docs["text"].to_list():
+        words = {w.strip("'") for w in _WORD.findall(str(text or "").lower())} - _STOP
+        indices.extend(vocab.setdefault(w, len(vocab)) for w in words if len(w) >= 3)
+        indptr.append(len(indices))
+    n = len(indptr) - 1
+    if not tops or not vocab:
+        return [""] * len(tops)
+    bow = sparse.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n, len(vocab)))
+    df = np.asarray(bow.sum(axis=0)).ravel()
+    idf = np.log1p(n / np.maximum(df, 1))
+    sel_ptr = np.concatenate([[0], np.cumsum([len(t) for t in tops])])
+    sel = sparse.csr_matrix((np.ones(int(sel_ptr[-1]), np.float32), np.concatenate(tops), sel_ptr),
+                            shape=(len(tops), n))
+    tf = (sel @ bow).tocsr()
+    words = np.array(list(vocab), dtype=object)
+    out = []
+    for j in range(len(tops)):
+        lo, hi = tf.indptr[j], tf.indptr[j + 1]
+        cols, counts = tf.indices[lo:hi], tf.data[lo:hi]
+        ok = counts >= 2
+        cols, counts = cols[ok], counts[ok]
+        score = counts * idf[cols]
+        best = cols[np.lexsort((cols, -score))][:n_words]
+        out.append(", ".join(words[best].tolist()))
+    return out
+
+
+def descriptor_labels(store: Store, info: Any, top: int = DESCRIPTOR_TOP) -> pl.DataFrame:
+    """The descriptors as label rows (feature_id, label, label_source ``descriptor``, density,
+    description): for ``saeembed labels`` / ``features`` to show next to the other sources."""
+    desc = corpus_descriptors(store, info, top)
+    n = max(int(info["n_docs"]), 1)
+    return pl.DataFrame({"feature_id": desc.feature_ids.astype(np.int32), "label": desc.texts,
+                         "label_source": [DESCRIPTOR_LABEL_SOURCE] * len(desc.texts),
+                         "density": desc.n_present / n,
+                         "description": [f"distinctive words of the {top} documents of {info['name']!r} where the "
+                                         "latent fires most"] * len(desc.texts)})
+
+
+__all__ = ["Descriptors", "corpus_descriptors", "compute_descriptors", "descriptor_labels", "DESCRIPTOR_TOP",
+           "DESCRIPTOR_LABEL_SOURCE"]

@@ -1,0 +1,116 @@
+"""``python -m saeembed.evaluate``: run the tasks, print and write the Markdown report and its JSON twin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from .clustering import eval_clustering
+from .correlation import eval_correlation
+from .diffing import eval_diffing
+from .harness import Harness
+from .metrics import markdown
+from .retrieval import eval_retrieval, retrieval_table
+from .speed import eval_speed
+from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
+
+# ------------------------------------------------------------------------------- main ----------
+TASKS = ("retrieval", "clustering", "diffing", "correlation", "speed")
+# the heading each task's section starts with, to carry sections of tasks not run over from the last report
+HEADINGS = {"retrieval": "### Property retrieval", "clustering": "### Targeted clustering",
+            "diffing": "### Dataset diffing", "correlation": "### Correlations", "speed": "### Encode speed"}
+
+
+def previous_sections(report: str) -> dict[str, str]:
+    """Task → its section in an earlier ``evaluation.md`` (sections start with the HEADINGS)."""
+    out: dict[str, list[str]] = {}
+    task = None
+    for line in report.splitlines():
+        if line.startswith("### "):
+            found = [t for t, h in HEADINGS.items() if line.startswith(h)]
+            if found:
+                task = found[0]
+        if task is not None:
+            out.setdefault(task, []).append(line)
+    return {t: "\n".join(lines).strip() for t, lines in out.items()}
+
+
+def _package_doc() -> str:
+    from . import __doc__ as doc
+
+    return doc or ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m saeembed.evaluate", description=_package_doc(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", type=Path, default=Path("eval/eval.duckdb"))
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the shared datasets")
+    ap.add_argument("--docs", type=int, default=1000, help="documents per labelled corpus")
+    ap.add_argument("--sae", default="default")
+    ap.add_argument("--only", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = ap.parse_args(argv)
+    only = [t.strip() for t in args.only.split(",") if t.strip()]
+    unknown = set(only) - set(TASKS)
+    if unknown:
+        ap.error(f"unknown task(s) {', '.join(sorted(unknown))}; choose from {', '.join(TASKS)}")
+    args.store.parent.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    h = Harness(args.store, args.data, args.docs, args.sae)
+    sections: list[str] = []
+    results: dict[str, Any] = {"docs": args.docs, "sae": args.sae}
+    old_md = args.out / "evaluation.md"
+    earlier = previous_sections(old_md.read_text()) if old_md.exists() else {}
+    old_json = args.out / "evaluation.json"
+    earlier_results = json.loads(old_json.read_text()) if old_json.exists() else {}
+    t_start = time.perf_counter()
+    if "retrieval" in only:
+        df = eval_retrieval(h, RETRIEVAL_TASKS)
+        results["retrieval"] = df.to_dicts()
+        sections.append("### Property retrieval: MAP (dev half, held-out half, all tasks)\n\n"
+                        + markdown(retrieval_table(df, "map"))
+                        + "\n\n### Property retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
+    if "clustering" in only:
+        df = eval_clustering(h)
+        results["clustering"] = df.to_dicts()
+        sections.append("### Targeted clustering, Amazon reviews (domain × sentiment)\n\n" + markdown(df))
+    if "diffing" in only:
+        summary, tops = eval_diffing(h)
+        results["diffing"] = {"summary": summary.to_dicts(), "top": {k: v.to_dicts() for k, v in tops.items()}}
+        text = "### Dataset diffing: replication of the top-50 differences across halves\n\n" + markdown(summary)
+        for title, top in tops.items():
+            text += (f"\n\n**{title}**: the ten largest frequency differences (target = the corpus where the "
+                     "latent is more frequent)\n\n" + markdown(top.head(10)))
+        sections.append(text)
+    if "correlation" in only:
+        df = eval_correlation(h)
+        results["correlation"] = df.to_dicts()
+        sections.append("### Correlations: rank of a planted pair\n\n" + markdown(df))
+    if "speed" in only:
+        df = eval_speed(h)
+        results["speed"] = df.to_dicts()
+        sections.append("### Encode speed\n\n" + markdown(df, digits=2))
+    # a partial run (--only) keeps the other tasks' sections and results from the previous report,
+    # in task order, so the report always covers every task and says which run measured what
+    carried = [t for t in TASKS if t not in only and t in earlier]
+    if carried:
+        by_task = dict(zip([t for t in TASKS if t in only], sections))
+        sections = [by_task[t] if t in by_task else earlier[t] for t in TASKS if t in by_task or t in carried]
+        for t in carried:
+            if t in earlier_results:
+                results[t] = earlier_results[t]
+        results["carried_over"] = carried
+    results["encode_s"] = h.encode_s
+    results["wall_s"] = time.perf_counter() - t_start
+    report = "\n\n".join(sections) + "\n"
+    (args.out / "evaluation.md").write_text(report)
+    (args.out / "evaluation.json").write_text(json.dumps(results, indent=2, default=str))
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

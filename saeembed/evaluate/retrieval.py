@@ -1,0 +1,79 @@
+"""Property retrieval: SAE search (label or descriptor selection), dense MiniLM, hybrid, random."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .harness import Harness
+from .metrics import average_precision, log, precision_at
+from .tasks import RetrievalTask, task_halves
+
+# ------------------------------------------------------------------------------- retrieval -----
+RANDOM_DRAWS = 50
+
+
+def full_ranking(ranked: list[int], all_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The returned ranking, then every document it did not return in random order (ties at the bottom)."""
+    seen = set(ranked)
+    rest = np.array([d for d in all_ids if d not in seen], dtype=np.int64)
+    return np.concatenate([np.asarray(ranked, dtype=np.int64), rng.permutation(rest)])
+
+
+# (column, search mode, latent selection): "sae-labels" is the paper's label-similarity selection
+# with the shipped offline labels (the state before issue 9), "sae" the default (auto → descriptors).
+METHODS = (("sae-labels", "sae", "labels"), ("sae", "sae", "auto"), ("dense", "dense", "auto"),
+           ("hybrid-labels", "hybrid", "labels"), ("hybrid", "hybrid", "auto"))
+SHOWN = tuple(m for m, _, _ in METHODS) + ("random",)
+
+
+def eval_retrieval(h: Harness, tasks: list[RetrievalTask]) -> pl.DataFrame:
+    from ..analysis import search
+
+    halves = task_halves(tasks)
+    rows = []
+    for task in tasks:
+        h.ensure(task.corpus)
+        frame = h.frame(task.corpus)
+        ids = h.doc_ids(task.corpus)
+        truth = frame.select(task.positive.cast(pl.Boolean).fill_null(False)).to_series().to_numpy()
+        valid = ids >= 0
+        relevant = dict(zip(ids[valid].tolist(), truth[valid].tolist()))
+        all_ids = ids[valid]
+        row: dict[str, Any] = {"task": task.name, "half": halves[task.name], "query": task.query,
+                               "docs": int(valid.sum()), "positives": int(truth[valid].sum())}
+        for column, mode, select in METHODS:
+            t0 = time.perf_counter()
+            res = search(h.store, task.corpus, task.query, k=len(all_ids), mode=mode, select=select)
+            row[f"{column}_s"] = time.perf_counter() - t0
+            order = full_ranking(res["doc_id"].to_list(), all_ids, np.random.default_rng(0))
+            rel = np.array([relevant[int(d)] for d in order])
+            row[f"{column}_map"], row[f"{column}_p50"] = average_precision(rel), precision_at(rel, 50)
+        rng = np.random.default_rng(0)
+        draws = [np.array([relevant[int(d)] for d in rng.permutation(all_ids)]) for _ in range(RANDOM_DRAWS)]
+        row["random_map"] = float(np.mean([average_precision(r) for r in draws]))
+        row["random_p50"] = float(np.mean([precision_at(r, 50) for r in draws]))
+        rows.append(row)
+        log(f"retrieval {task.name} ({row['half']}): " + "  ".join(f"{m} {row[f'{m}_map']:.3f}" for m in SHOWN))
+    return pl.DataFrame(rows)
+
+
+def retrieval_table(df: pl.DataFrame, metric: str = "map") -> pl.DataFrame:
+    """One row per task (dev tasks first) with ``metric`` (map or p50) of every method, then the mean
+    over the dev half, the held-out half and all tasks."""
+    cols = [f"{m}_{metric}" for m in SHOWN]
+    body = df.sort(pl.col("half") != "dev", maintain_order=True).select("task", "half", "positives", "docs", *cols)
+
+    def mean(label: str, part: pl.DataFrame) -> pl.DataFrame:
+        return part.select(pl.lit(f"**mean {label}**").alias("task"), pl.lit(f"{part.height} tasks").alias("half"),
+                           pl.lit(None, pl.Int64).alias("positives"), pl.lit(None, pl.Int64).alias("docs"),
+                           *[pl.col(c).mean() for c in cols])
+
+    means = [mean(label, body.filter(cond)) for label, cond in
+             (("dev", pl.col("half") == "dev"), ("held-out", pl.col("half") == "held-out"), ("all", pl.lit(True)))]
+    out = pl.concat([body, *[m.cast(body.schema) for m in means]])
+    suffix = " MAP" if metric == "map" else " P@50"
+    return out.rename({c: c.replace(f"_{metric}", suffix) for c in cols})
