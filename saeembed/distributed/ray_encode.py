@@ -81,11 +81,13 @@ def parse_devices(spec: str) -> list[str]:
 
 def connect(ray: Any, address: str | None, devices: list[str] | None) -> None:
     """Attach to the cluster (``address``: ``auto`` or host:port) or start a local one."""
+    if address not in (None, "auto"):
+        if not _ADDRESS.match(address):
+            raise UserError(f"--ray {address!r} is not a Ray address; pass auto, host:port or ray://host:port")
+        _probe(address)
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "configure_logging": False, "log_to_driver": False}
-    if address not in (None, "auto") and not _ADDRESS.match(address):
-        raise UserError(f"--ray {address!r} is not a Ray address; pass auto, host:port or ray://host:port")
     if address == "auto":
         try:
             ray.init(address="auto", **kwargs)
@@ -94,7 +96,6 @@ def connect(ray: Any, address: str | None, devices: list[str] | None) -> None:
         except ConnectionError:
             log.info("no running Ray cluster found; starting a local one")
     elif address is not None:
-        _probe(address)
         try:
             ray.init(address=address, **kwargs)
             return
