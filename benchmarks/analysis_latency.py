@@ -369,12 +369,27 @@ def bench_size(path: Path, meta: dict, args: argparse.Namespace, report: dict) -
     todo = set(args.analyses.split(","))
     if "diff" in todo:
         _bench_diff(st, meta, args, res)
+    if "embeddings" in todo:  # a full read of corpus A's activations (what correlate/cluster scan)
+        med, times, out, cpu = _time(lambda: st.embeddings("A"), args.warmup, args.repeat)
+        res["embeddings"] = {"median_s": med, "cpu_s": cpu, "runs_s": times, "nnz": int(out[0].nnz)}
+        print(f"  embeddings {med:8.3f} s  cpu {cpu:7.3f} s  ({out[0].nnz:,} non-zeros of corpus A)", flush=True)
+    if "latents" in todo:  # the rows of 20 latents in corpus A (what search and example lookups read)
+        from saeembed.ids import corpus_range
+
+        lo, hi = corpus_range(1)
+        feats = ", ".join(str(f) for f in meta["planted"])
+        q = (f"SELECT doc_id, feature_id, value FROM activations WHERE doc_id BETWEEN {lo} AND {hi} "
+             f"AND feature_id IN ({feats})")
+        med, times, out, cpu = _time(lambda: st.con.execute(q).fetchnumpy(), args.warmup, args.repeat)
+        res["latents"] = {"median_s": med, "cpu_s": cpu, "runs_s": times, "rows": int(len(out["doc_id"]))}
+        print(f"  latents    {med:8.3f} s  cpu {cpu:7.3f} s  ({len(out['doc_id']):,} rows of 20 latents)", flush=True)
     # MiniLM is loaded by correlate's label-similarity step too: load it first, timed on its own
-    t0 = time.perf_counter()
-    get_embedder()
-    load_s = time.perf_counter() - t0
-    if load_s > 0.05:  # cached per process after the first size
-        report["minilm_load_s"] = load_s
+    if todo & {"correlate", "search"}:
+        t0 = time.perf_counter()
+        get_embedder()
+        load_s = time.perf_counter() - t0
+        if load_s > 0.05:  # cached per process after the first size
+            report["minilm_load_s"] = load_s
     if "correlate" in todo:
         _bench_correlate(st, meta, args, res)
     if "search" in todo:
@@ -587,7 +602,8 @@ def main() -> None:
     ap.add_argument("--cold-labels", action="store_true",
                     help="point SAEEMBED_CACHE at an empty folder so the first search embeds every label (cold)")
     ap.add_argument("--tag", default="", help="label added to this invocation's variant in the results")
-    ap.add_argument("--analyses", default="diff,correlate,search", help="subset of diff,correlate,search")
+    ap.add_argument("--analyses", default="diff,correlate,search",
+                    help="subset of diff,correlate,search,embeddings (full read of corpus A),latents (20 latents)")
     ap.add_argument("--layout", default="doc",
                     help="comma-separated, measured in one run: doc (generated, ordered doc_id, feature_id), latent "
                          "(DuckDB as ingest_corpus writes it: corpus, feature_id, doc_id; statistics kept), parquet "
