@@ -29,10 +29,14 @@ largest size, a cProfile of each analysis, the wall time of every SQL statement 
 ``con.execute`` the execution only, not the fetch) and ``EXPLAIN ANALYZE`` of the main queries in
 ``queries/``. Results accumulate in ``DIR/analysis_latency.json`` keyed by size and variant.
 
-What-if variants (for the report's fix proposals; not the package's behaviour):
-``--layout latent`` derives a store whose activations are ordered (corpus, feature_id, doc_id);
-``--what-if-fast-keywords`` puts a substring prefilter in front of saeembed's label keyword
-matching (identical scores); ``--torch-threads 1`` embeds the query on one thread.
+Layouts (``--layout``, several comma-separated are measured in one run, so their ratios share the
+machine's load): ``doc`` is the generated store, activations ordered (doc_id, feature_id);
+``latent`` is what ``ingest_corpus`` writes today, derived from it: activations ordered (corpus,
+feature_id, doc_id) in the DuckDB file, latent statistics computed as at ingest; ``parquet`` is a
+corpus kept as Parquet (``encode --keep parquet``): each corpus' activations written by
+``saeembed.layout.keep_as_parquet`` (sorted Parquet files next to the store, registered, statistics
+at registration), the DuckDB file holding only the registry, documents and labels.
+``--torch-threads 1`` embeds the query on one thread.
 """
 
 from __future__ import annotations
@@ -235,6 +239,7 @@ def derive_latent_major(src: Path, path: Path, src_meta: dict, memory_limit: str
         con.execute(f"INSERT INTO {table} SELECT * FROM src.{table}")
     con.execute("INSERT INTO activations SELECT * FROM src.activations ORDER BY doc_id >> 32, feature_id, doc_id")
     con.execute("DETACH src")
+    _kept_stats(con)
     con.execute("CHECKPOINT")
     con.close()
     elapsed = time.perf_counter() - t0
@@ -244,9 +249,69 @@ def derive_latent_major(src: Path, path: Path, src_meta: dict, memory_limit: str
     return meta
 
 
+def _kept_stats(con) -> None:
+    """Latent statistics of every corpus, as ``ingest_corpus`` keeps them (the analyses read them)."""
+    from saeembed.ids import corpus_range
+    from saeembed.stats import compute, write
+
+    for (cid,) in con.execute("SELECT corpus_id FROM corpora ORDER BY 1").fetchall():
+        write(con, cid, compute(con, *corpus_range(cid)))
+
+
+def derive_parquet(src: Path, path: Path, src_meta: dict, memory_limit: str) -> dict:
+    """The same corpora kept as Parquet (``--keep parquet``): registry, documents and labels in the DuckDB
+    file; each corpus' activations exported as shard-like rows (row_idx, ...) and handed to
+    ``saeembed.layout.keep_as_parquet``, which writes the sorted files, registers them and computes the
+    corpus' statistics, exactly as an encode with ``--keep parquet`` ends."""
+    import pyarrow.dataset as pads
+
+    from saeembed.ids import corpus_range
+    from saeembed.layout import keep_as_parquet
+
+    tmp = path.with_suffix(".building")
+    for p in (tmp, Path(str(tmp) + ".wal")):
+        p.unlink(missing_ok=True)
+    pq_root = Path(f"{path}.parquet")
+    shutil.rmtree(pq_root, ignore_errors=True)
+    shutil.rmtree(Path(f"{tmp}.parquet"), ignore_errors=True)
+    t0 = time.perf_counter()
+    con = store_mod.connect(tmp)
+    con.execute("SET threads=2")
+    con.execute(f"SET memory_limit='{memory_limit}'")
+    con.execute(f"ATTACH '{src}' AS src (READ_ONLY)")
+    for table in ("saes", "features", "corpora", "documents"):
+        con.execute(f"INSERT INTO {table} SELECT * FROM src.{table}")
+    shard_dir = path.parent / f"{path.name}.shards"
+    shard_dir.mkdir(exist_ok=True)
+    export_s = 0.0
+    for cid, name in con.execute("SELECT corpus_id, name FROM corpora ORDER BY 1").fetchall():
+        lo, hi = corpus_range(cid)
+        shard = shard_dir / f"{cid}.parquet"
+        e0 = time.perf_counter()
+        con.execute(f"""COPY (SELECT doc_id - {lo}::BIGINT AS row_idx, feature_id, value, total, n_active
+                              FROM src.activations WHERE doc_id BETWEEN {lo} AND {hi})
+                        TO '{shard}' (FORMAT parquet)""")
+        export_s += time.perf_counter() - e0
+        keep_as_parquet(con, corpus_id=cid, name=name, lo=lo, hi=hi, shards=pads.dataset([str(shard)]),
+                        store_path=tmp, parquet_dir=str(pq_root))
+    con.execute("DETACH src")
+    # the registered paths name the final folder; the store file is renamed below
+    con.execute("CHECKPOINT")
+    con.close()
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    elapsed = time.perf_counter() - t0 - export_s
+    tmp.replace(path)
+    pq_bytes = sum(f.stat().st_size for f in pq_root.rglob("*.parquet"))
+    meta = {**src_meta, "layout": "parquet", "build_s": elapsed, "derived_from": str(src),
+            "bytes": path.stat().st_size + pq_bytes, "parquet_bytes": pq_bytes}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
 def get_store(out: Path, n_docs: int, seed: int, memory_limit: str, rebuild: bool,
               layout: str = "doc") -> tuple[Path, dict, bool]:
-    path = out / (f"synthetic_{n_docs}.duckdb" if layout == "doc" else f"synthetic_{n_docs}_bylatent.duckdb")
+    suffix = {"doc": "", "latent": "_bylatent", "parquet": "_parquet"}[layout]
+    path = out / f"synthetic_{n_docs}{suffix}.duckdb"
     meta_path = path.with_suffix(".json")
     if not rebuild and path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
@@ -255,7 +320,8 @@ def get_store(out: Path, n_docs: int, seed: int, memory_limit: str, rebuild: boo
     if layout == "doc":
         return path, build_store(path, n_docs, seed, memory_limit), False
     src, src_meta, _ = get_store(out, n_docs, seed, memory_limit, rebuild, "doc")
-    return path, derive_latent_major(src, path, src_meta, memory_limit), False
+    derive = derive_latent_major if layout == "latent" else derive_parquet
+    return path, derive(src, path, src_meta, memory_limit), False
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,12 +369,27 @@ def bench_size(path: Path, meta: dict, args: argparse.Namespace, report: dict) -
     todo = set(args.analyses.split(","))
     if "diff" in todo:
         _bench_diff(st, meta, args, res)
+    if "embeddings" in todo:  # a full read of corpus A's activations (what correlate/cluster scan)
+        med, times, out, cpu = _time(lambda: st.embeddings("A"), args.warmup, args.repeat)
+        res["embeddings"] = {"median_s": med, "cpu_s": cpu, "runs_s": times, "nnz": int(out[0].nnz)}
+        print(f"  embeddings {med:8.3f} s  cpu {cpu:7.3f} s  ({out[0].nnz:,} non-zeros of corpus A)", flush=True)
+    if "latents" in todo:  # the rows of 20 latents in corpus A (what search and example lookups read)
+        from saeembed.ids import corpus_range
+
+        lo, hi = corpus_range(1)
+        feats = ", ".join(str(f) for f in meta["planted"])
+        q = (f"SELECT doc_id, feature_id, value FROM activations WHERE doc_id BETWEEN {lo} AND {hi} "
+             f"AND feature_id IN ({feats})")
+        med, times, out, cpu = _time(lambda: st.con.execute(q).fetchnumpy(), args.warmup, args.repeat)
+        res["latents"] = {"median_s": med, "cpu_s": cpu, "runs_s": times, "rows": int(len(out["doc_id"]))}
+        print(f"  latents    {med:8.3f} s  cpu {cpu:7.3f} s  ({len(out['doc_id']):,} rows of 20 latents)", flush=True)
     # MiniLM is loaded by correlate's label-similarity step too: load it first, timed on its own
-    t0 = time.perf_counter()
-    get_embedder()
-    load_s = time.perf_counter() - t0
-    if load_s > 0.05:  # cached per process after the first size
-        report["minilm_load_s"] = load_s
+    if todo & {"correlate", "search"}:
+        t0 = time.perf_counter()
+        get_embedder()
+        load_s = time.perf_counter() - t0
+        if load_s > 0.05:  # cached per process after the first size
+            report["minilm_load_s"] = load_s
     if "correlate" in todo:
         _bench_correlate(st, meta, args, res)
     if "search" in todo:
@@ -320,7 +401,7 @@ def bench_size(path: Path, meta: dict, args: argparse.Namespace, report: dict) -
 
 
 def _bench_diff(st, meta: dict, args: argparse.Namespace, res: dict) -> None:
-    from saeembed.analysis import diff
+    from saeembed.analysis.diff import diff
 
     med, times, out, cpu = _time(lambda: diff(st, ["A", "B"]), args.warmup, args.repeat)
     planted = set(meta["planted"])
@@ -332,7 +413,7 @@ def _bench_diff(st, meta: dict, args: argparse.Namespace, res: dict) -> None:
 
 
 def _bench_correlate(st, meta: dict, args: argparse.Namespace, res: dict) -> None:
-    from saeembed.analysis import correlate
+    from saeembed.analysis.correlate import correlate
 
     reps = args.repeat if meta["n_docs"] < 1_000_000 else max(1, min(args.repeat, args.repeat_corr_1m))
     med, times, out, cpu = _time(lambda: correlate(st, "A"), min(args.warmup, 1), reps)
@@ -345,7 +426,7 @@ def _bench_correlate(st, meta: dict, args: argparse.Namespace, res: dict) -> Non
 
 
 def _bench_search(st, meta: dict, args: argparse.Namespace, res: dict, report: dict) -> None:
-    from saeembed.analysis import search
+    from saeembed.analysis.retrieve import search
 
     # search: the first query of a process loads the label embeddings of all d_sae latents (saeembed
     # caches them on disk; on a cold cache it embeds every label with MiniLM first); then warm queries
@@ -384,31 +465,6 @@ def _bench_search(st, meta: dict, args: argparse.Namespace, res: dict, report: d
           "other queries " + ", ".join(f"{q!r} {t:.3f}" for q, t in others.items()) + ")", flush=True)
     print("             of which the query's MiniLM embedding alone: " + ", ".join(
         f"{t:.3f} s ({k.replace('_', ' ')})" for k, t in emb.items()), flush=True)
-
-
-def enable_fast_keywords() -> bool:
-    """What-if for the report: ``saeembed.labels._keyword_match`` behind a substring prefilter.
-
-    A label can only match a query word if its lower-cased text contains that word's stem (the word
-    itself or a prefix of it), so returning 0 when no stem occurs gives identical scores while skipping
-    the regex tokenisation of ~all 65,536 labels per query. Not applied unless ``--what-if-fast-keywords``.
-    """
-    try:
-        from saeembed import labels as labels_mod
-        orig = labels_mod._keyword_match
-    except (ImportError, AttributeError):
-        return False
-
-    def fast(query_words, text):
-        if not query_words:
-            return 0.0
-        low = (text or "").lower()
-        if not any(q[: max(4, min(6, len(q) - 2))] in low for q in query_words):
-            return 0.0
-        return orig(query_words, text)
-
-    labels_mod._keyword_match = fast
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,7 +542,9 @@ def explain(st, query_name: str, params: dict) -> str:
 
 
 def profile(path: Path, meta: dict, args: argparse.Namespace) -> dict:
-    from saeembed.analysis import correlate, diff, search
+    from saeembed.analysis.correlate import correlate
+    from saeembed.analysis.diff import diff
+    from saeembed.analysis.retrieve import search
 
     st = open_bench_store(path, args.threads, args.memory_limit)
     search(st, "A", QUERY)  # label embeddings cached, MiniLM loaded
@@ -544,13 +602,16 @@ def main() -> None:
     ap.add_argument("--cold-labels", action="store_true",
                     help="point SAEEMBED_CACHE at an empty folder so the first search embeds every label (cold)")
     ap.add_argument("--tag", default="", help="label added to this invocation's variant in the results")
-    ap.add_argument("--analyses", default="diff,correlate,search", help="subset of diff,correlate,search")
-    ap.add_argument("--layout", choices=("doc", "latent"), default="doc",
-                    help="doc: activations ordered (doc_id, feature_id) as ingest_corpus writes them; latent: a "
-                         "what-if store ordered (corpus, feature_id, doc_id), derived from the doc store")
-    ap.add_argument("--what-if-fast-keywords", action="store_true",
-                    help="what-if: prefilter saeembed's label keyword matching by substring (identical scores)")
+    ap.add_argument("--analyses", default="diff,correlate,search",
+                    help="subset of diff,correlate,search,embeddings (full read of corpus A),latents (20 latents)")
+    ap.add_argument("--layout", default="doc",
+                    help="comma-separated, measured in one run: doc (generated, ordered doc_id, feature_id), latent "
+                         "(DuckDB as ingest_corpus writes it: corpus, feature_id, doc_id; statistics kept), parquet "
+                         "(the corpora kept as registered Parquet files, --keep parquet)")
     args = ap.parse_args()
+    layouts = [x.strip() for x in args.layout.split(",") if x.strip()]
+    if not layouts or any(x not in ("doc", "latent", "parquet") for x in layouts):
+        ap.error("--layout takes doc, latent and/or parquet, comma-separated")
 
     import torch
 
@@ -576,18 +637,18 @@ def main() -> None:
         except json.JSONDecodeError:
             pass
     report["machine"], report["params"] = machine, params
-    variant = "+".join(v for v, on in (("latent-major", args.layout == "latent"),
-                                       ("fast-keywords", args.what_if_fast_keywords),
-                                       (f"torch{args.torch_threads}", args.torch_threads != args.threads)) if on)
-    variant = (variant or "as-is") + (f"@{args.tag}" if args.tag else "")
-    if args.what_if_fast_keywords and not enable_fast_keywords():
-        sys.exit("saeembed.labels._keyword_match is gone; the keyword what-if no longer applies")
-    for n in sizes:
+    def variant_of(layout: str) -> str:
+        v = "+".join(v for v, on in (("latent-major", layout == "latent"), ("parquet", layout == "parquet"),
+                                     (f"torch{args.torch_threads}", args.torch_threads != args.threads)) if on)
+        return (v or "as-is") + (f"@{args.tag}" if args.tag else "")
+
+    for n, layout in [(n, x) for n in sizes for x in layouts]:
+        variant = variant_of(layout)
         free = shutil.disk_usage(args.out).free
         if free < n * 120:  # ≈ 25 B/non-zero while building, plus headroom
             sys.exit(f"not enough disk in {args.out} for {n} documents ({free / 2**30:.1f} GiB free)")
-        path, meta, cached = get_store(args.out, n, args.seed, args.memory_limit, args.rebuild, args.layout)
-        size = path.stat().st_size
+        path, meta, cached = get_store(args.out, n, args.seed, args.memory_limit, args.rebuild, layout)
+        size = meta["bytes"] if meta.get("layout") == "parquet" else path.stat().st_size
         print(f"N={n:,}: store {path} {size / 2**20:,.0f} MiB, {meta['n_activations']:,} activations "
               f"({meta['nnz_per_doc']:.1f}/doc); build {meta['build_s']:.1f} s" + (" (cached)" if cached else ""),
               flush=True)
@@ -602,10 +663,10 @@ def main() -> None:
             entry.update(bench_size(path, meta, args, report))
         report["sizes"][key] = entry
         res_path.write_text(json.dumps(report, indent=1, default=float))
-    if args.profile and not args.build_only:
+    for layout in layouts if args.profile and not args.build_only else []:
         n = max(sizes)
-        path, meta, _ = get_store(args.out, n, args.seed, args.memory_limit, False, args.layout)
-        report["profile"][variant] = {"n_docs": n, **profile(path, meta, args)}
+        path, meta, _ = get_store(args.out, n, args.seed, args.memory_limit, False, layout)
+        report["profile"][variant_of(layout)] = {"n_docs": n, **profile(path, meta, args)}
         res_path.write_text(json.dumps(report, indent=1, default=float))
 
     if cold_cache is not None:

@@ -124,15 +124,21 @@ class Store:
         with self.reading():
             return self._reader().embeddings(corpus, pooling)
 
-    def drop(self, corpus: str) -> None:
-        """Delete a corpus and its documents and activations, in one transaction."""
+    def drop(self, corpus: str) -> list[str]:
+        """Delete a corpus and its documents and activations, in one transaction. A Parquet-kept
+        corpus' registration goes in the same transaction and its files are deleted after it
+        commits; returns the deleted files (empty for a corpus kept in DuckDB)."""
+        from .layout import delete_files, files_of
+
         self.close()
         con = store_mod.connect(self.path)
         try:
             reader = store_mod.StoreReader(con)
             info = reader.corpus(corpus)
+            location, files = files_of(con, info["corpus_id"])
             with store_mod.transaction(con):
                 cid = info["corpus_id"]
+                con.execute("DELETE FROM parquet_corpora WHERE corpus_id = ?", [cid])
                 con.execute("DELETE FROM activations WHERE doc_id BETWEEN ? AND ?", list(corpus_range(cid)))
                 con.execute("DELETE FROM latent_stats WHERE corpus_id = ?", [cid])
                 con.execute("DELETE FROM corpus_stats WHERE corpus_id = ?", [cid])
@@ -140,6 +146,9 @@ class Store:
                 con.execute("DELETE FROM corpora WHERE corpus_id = ?", [cid])
         finally:
             con.close()
+        if location is not None:
+            delete_files(location, files)
+        return files
 
 
 F = TypeVar("F", bound=Callable[..., Any])

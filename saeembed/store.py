@@ -32,6 +32,7 @@ import polars as pl
 
 from .errors import UserError
 from .ids import corpus_range, doc_id  # noqa: F401 - doc_id is re-exported for scripts
+from .layout import SCHEMA as LAYOUT_SCHEMA
 from .stats import SCHEMA as STATS_SCHEMA
 from .stats import compute as compute_stats
 from .stats import write as write_stats
@@ -127,6 +128,7 @@ def _create(path: Path, config: dict[str, Any]) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(str(path), config=config)
         con.execute(SCHEMA)
         con.execute(STATS_SCHEMA)
+        con.execute(LAYOUT_SCHEMA)
         con.execute("CHECKPOINT")
         return con
     except (duckdb.Error, OSError) as exc:
@@ -191,7 +193,7 @@ def connect(path: str | Path, read_only: bool = False, external_access: bool = T
         raise UserError(f"store {path} does not exist; encode a corpus into it first "
                         f"(saeembed encode ... --store {path})")
     config: dict[str, Any] = {}
-    if not external_access:
+    if not external_access and not read_only:
         config["enable_external_access"] = False
     if not exists:
         return _create(path, config)
@@ -199,6 +201,17 @@ def connect(path: str | Path, read_only: bool = False, external_access: bool = T
     if not read_only:
         con.execute(SCHEMA)
         con.execute(STATS_SCHEMA)
+        con.execute(LAYOUT_SCHEMA)
+    else:
+        # Parquet-kept corpora join the table in a temporary `activations` view; without external
+        # access only their registered files stay readable (see saeembed.layout)
+        from .layout import attach
+
+        try:
+            attach(con, external_access)
+        except BaseException:
+            con.close()
+            raise
     return con
 
 
@@ -340,11 +353,17 @@ def ingest_corpus(
     config: dict[str, Any],
     documents: pl.DataFrame,
     activation_files: list[str],
+    filesystem: Any = None,
+    keep: str = "duckdb",
+    parquet_dir: str | None = None,
+    store_path: str | Path | None = None,
 ) -> int:
     """Insert one corpus (registry row, documents, activations) inside the caller's transaction.
 
     ``documents`` has row_idx, text, n_tokens, meta; ``activation_files`` are Parquet shards with
-    row_idx, feature_id, value, total, n_active.
+    row_idx, feature_id, value, total, n_active (on ``filesystem``, a pyarrow filesystem, when
+    given). ``keep="parquet"`` keeps the activations as sorted Parquet files registered with the
+    store instead of copying them into it (:mod:`saeembed.layout`).
     """
     corpus_id = next_corpus_id(con)
     lo, _ = corpus_range(corpus_id)
@@ -361,6 +380,19 @@ def ingest_corpus(
     con.register("_docs", docs.to_arrow())
     con.execute("INSERT INTO documents SELECT * FROM _docs")
     con.unregister("_docs")
+    hi = corpus_range(corpus_id)[1]
+    if keep == "parquet":
+        import pyarrow.dataset as pads
+
+        if store_path is None:
+            raise ValueError("keep='parquet' needs store_path (the Parquet folder defaults to STORE.parquet)")
+
+        from .layout import keep_as_parquet
+
+        shards = pads.dataset([str(f) for f in activation_files], format="parquet", filesystem=filesystem)
+        keep_as_parquet(con, corpus_id=corpus_id, name=name, lo=lo, hi=hi, shards=shards,
+                        store_path=store_path, parquet_dir=parquet_dir)
+        return corpus_id
     if activation_files:
         # Activations are written latent-major within the corpus: the corpus stays one contiguous
         # doc_id block (range filters prune), and each latent's rows are contiguous, so search and
@@ -369,13 +401,13 @@ def ingest_corpus(
         # expands glob characters, and a store path may contain them ("runs[1].duckdb").
         import pyarrow.dataset as pads
 
-        con.register("_shards", pads.dataset([str(f) for f in activation_files], format="parquet"))
+        con.register("_shards", pads.dataset([str(f) for f in activation_files], format="parquet",
+                                             filesystem=filesystem))
         con.execute(
             f"""INSERT INTO activations
                 SELECT {int(lo)}::BIGINT | row_idx, feature_id, value, total, n_active
                 FROM _shards ORDER BY feature_id, row_idx"""
         )
         con.unregister("_shards")
-    hi = corpus_range(corpus_id)[1]
     write_stats(con, corpus_id, compute_stats(con, lo, hi))
     return corpus_id

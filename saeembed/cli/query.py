@@ -58,9 +58,11 @@ def sql_cmd(query: str, store: str, fmt: str, output: str | None) -> None:
 @click.argument("name")
 @store_option()
 def drop_cmd(name: str, store: str) -> None:
-    """Delete corpus NAME (documents and activations) from the store, in one transaction."""
-    open_existing_store(store).drop(name)
-    click.echo(f"dropped {name!r} from {store}", err=True)
+    """Delete corpus NAME (documents and activations) from the store, in one transaction; a corpus kept
+    as Parquet (--keep parquet) loses its registration and its Parquet files are deleted."""
+    files = open_existing_store(store).drop(name)
+    extra = f" and deleted its {len(files)} Parquet file(s)" if files else ""
+    click.echo(f"dropped {name!r} from {store}{extra}", err=True)
 
 
 @click.command("show", short_help="Show a document with a latent's tokens highlighted.")

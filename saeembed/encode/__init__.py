@@ -42,7 +42,7 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
     ``datasets.Dataset``. Options: :class:`~saeembed.encode.options.EncodeOptions` (as an object or
     as keywords); ``wait`` is how long to wait for other processes to release the store.
     """
-    from ..corpus import read_corpus
+    from ..errors import UserError
     from ..names import check_corpus_name
     from ..options import resolve
     from ..sae import open_sae
@@ -56,12 +56,23 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
         resolve_layer,
         settings_for,
     )
+    from .uri import read_corpus_any
     from .workdir import prepare_manifest, remove_work_dir, work_dir, work_lock
 
     opts = resolve(EncodeOptions, options, kwargs, "encode_corpus")
+    if opts.keep == "parquet":
+        from ..layout import location_for
+
+        location_for(store_path, opts.parquet_dir)  # refuse a bad --parquet-dir before any work
+    if opts.ray is not None or opts.devices is not None:
+        from ..distributed import encode_corpus_ray
+
+        return encode_corpus_ray(store_path, corpus, name, opts)
+    if opts.work_dir is not None or opts.ray_workers is not None:
+        raise UserError("--work-dir and --ray-workers apply to Ray runs; add --ray auto (or --devices)")
     name = check_corpus_name(name)
     store_path = Path(store_path)
-    docs = read_corpus(corpus, text_col=opts.text_col, messages_col=opts.messages_col,
+    docs = read_corpus_any(corpus, text_col=opts.text_col, messages_col=opts.messages_col,
                        drop_empty=opts.drop_empty, limit=opts.limit)
     loaded = open_sae(opts.sae or "default")
     layer = resolve_layer(loaded, opts.layer)
@@ -77,7 +88,7 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
         n_shards, pending = pending_shards(folder, docs.n_docs, opts.shard_docs)
         plan = EncodePlan(store_path, name, docs, loaded, rdr, settings, folder, n_shards, pending)
         _run(plan, opts)
-        row = ingest(plan, wait=opts.wait)
+        row = ingest(plan, wait=opts.wait, keep=opts.keep, parquet_dir=opts.parquet_dir)
     log.info("stored %r: %s documents, %s tokens in %s", name, row["n_docs"], row["n_tokens"], store_path)
     return row
 

@@ -31,8 +31,10 @@ def sae_record(plan: EncodePlan) -> dict[str, Any]:
             "hook_name": cfg.hook_name or f"blocks.{layer}.hook_resid_post", "path": str(plan.loaded.path)}
 
 
-def ingest(plan: EncodePlan, wait: float | None = None) -> dict[str, Any]:
-    """Store the finished corpus in one transaction; returns its registry row."""
+def ingest(plan: EncodePlan, wait: float | None = None, keep: str = "duckdb",
+           parquet_dir: str | None = None) -> dict[str, Any]:
+    """Store the finished corpus in one transaction (``keep="parquet"``: its activations as registered
+    Parquet files, :mod:`saeembed.layout`); returns its registry row."""
     documents = documents_frame(plan)
     s = plan.settings
     con = store_mod.connect(plan.store_path, wait=wait)
@@ -42,7 +44,8 @@ def ingest(plan: EncodePlan, wait: float | None = None) -> dict[str, Any]:
             store_mod.ingest_corpus(
                 con, name=plan.name, source=plan.corpus.source, reader=s.reader, layer=s.layer, sae=s.sae,
                 pooling=POOLINGS, config=s.as_dict(), documents=documents,
-                activation_files=[str(act_path(plan.work_dir, i)) for i in range(plan.n_shards)])
+                activation_files=[str(act_path(plan.work_dir, i)) for i in range(plan.n_shards)],
+                keep=keep, parquet_dir=parquet_dir, store_path=plan.store_path)
         row = store_mod.StoreReader(con).corpus(plan.name)
     finally:
         con.close()

@@ -42,6 +42,20 @@ class EncodeOptions:
     wait: float | None = option(None, "seconds to wait for other processes to release the store (default: "
                                       "SAEEMBED_WAIT or 120)", min=0.0)
     progress: bool = option(True, "show a progress bar on stderr (--quiet: none)", "--progress/--quiet")
+    keep: str = option("duckdb", "where the activations are kept: duckdb (copied into the store file) or parquet "
+                                 "(sorted Parquet files next to the store, registered and read in place)",
+                       choices=("duckdb", "parquet"))
+    parquet_dir: str | None = option(None, "with --keep parquet: folder for the corpus' Parquet files, on storage "
+                                           "every reader of the store sees (default: STORE.parquet/)")
+    ray: str | None = option(None, "encode on Ray: auto (attach to a running cluster, else start a local one) or "
+                                   "the cluster ADDRESS (host:port or ray://host:port); needs saeembed[ray]")
+    ray_workers: int | None = option(None, "with --ray: number of reader+SAE actors (default: one per GPU, or one "
+                                           "per CPU slot when the cluster has no GPU)", min=1)
+    devices: str | None = option(None, "several devices on this machine through a local Ray cluster: "
+                                       "cuda:0,cuda:1,... | all | cpu,cpu (one actor per entry)")
+    work_dir: str | None = option(None, "with --ray/--devices: folder or URI (file://, s3://, gs://, any that "
+                                        "pyarrow.fs accepts) for the unfinished shards, on storage every node "
+                                        "sees (default: STORE.work/)")
     loaded_reader: Any = option(None, "an already loaded saeembed.reader.Reader to reuse (Python only)", cli=False)
 
 
