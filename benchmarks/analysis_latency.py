@@ -64,9 +64,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import duckdb
+import duckdb  # noqa: E402 - after the environment and sys.path set-up above
 
-from saeembed import store as store_mod
+from saeembed import store as store_mod  # noqa: E402
 
 D_SAE = 65_536
 TARGET_NNZ = 100
@@ -81,7 +81,23 @@ GEN_VERSION = 2  # bump when the generator changes, so cached stores are rebuilt
 QUERY = "sarcasm"
 OTHER_QUERIES = ["dogs", "legal language", "questions about cooking"]
 
-VOCAB = ["apple", "river", "code", "table", "music", "window", "history", "market", "engine", "garden", "number", "protein", "letter", "ocean", "travel", "doctor", "season", "memory", "signal", "metal", "school", "winter", "mountain", "poem", "kitchen", "bridge", "science", "camera", "paper", "fire", "money", "weather", "language", "city", "road", "village", "island", "storm", "planet", "paint", "tennis", "coffee", "engine", "pattern", "circuit", "battery", "contract", "insurance", "hospital", "medicine", "symptom", "climate", "energy", "fabric", "cotton", "leather", "wheel", "rocket", "galaxy", "molecule", "vector", "matrix", "theorem", "proof", "series", "function", "database", "server", "network", "packet", "kernel", "thread", "memory", "dialogue", "speech", "opinion", "review", "rating", "price", "discount", "delivery", "package", "shipping", "refund", "battery", "charger", "screen", "keyboard", "mouse", "printer", "cable", "router", "phone", "tablet", "laptop", "camera", "lens", "family", "parent", "child", "friend", "teacher", "student", "manager", "worker", "artist", "author", "reader", "writer", "morning", "evening", "night", "summer", "autumn", "spring", "holiday", "birthday", "wedding", "funeral", "party", "dinner", "breakfast", "lunch", "recipe", "flavour", "spice", "sugar", "butter", "bread", "cheese", "fruit", "vegetable", "meat", "fish", "football", "soccer", "baseball", "hockey", "golf", "swimming", "running", "cycling", "boxing", "chess", "puzzle", "game", "novel", "chapter", "sentence", "paragraph", "quote", "title", "heading", "list", "bullet", "table", "figure", "caption", "number", "date", "time", "place", "name", "address", "email", "website", "link", "button", "menu", "error", "warning", "notice"]
+VOCAB = ["apple", "river", "code", "table", "music", "window", "history", "market", "engine", "garden", "number",
+         "protein", "letter", "ocean", "travel", "doctor", "season", "memory", "signal", "metal", "school",
+         "winter", "mountain", "poem", "kitchen", "bridge", "science", "camera", "paper", "fire", "money",
+         "weather", "language", "city", "road", "village", "island", "storm", "planet", "paint", "tennis",
+         "coffee", "engine", "pattern", "circuit", "battery", "contract", "insurance", "hospital", "medicine",
+         "symptom", "climate", "energy", "fabric", "cotton", "leather", "wheel", "rocket", "galaxy", "molecule",
+         "vector", "matrix", "theorem", "proof", "series", "function", "database", "server", "network", "packet",
+         "kernel", "thread", "memory", "dialogue", "speech", "opinion", "review", "rating", "price", "discount",
+         "delivery", "package", "shipping", "refund", "battery", "charger", "screen", "keyboard", "mouse",
+         "printer", "cable", "router", "phone", "tablet", "laptop", "camera", "lens", "family", "parent", "child",
+         "friend", "teacher", "student", "manager", "worker", "artist", "author", "reader", "writer", "morning",
+         "evening", "night", "summer", "autumn", "spring", "holiday", "birthday", "wedding", "funeral", "party",
+         "dinner", "breakfast", "lunch", "recipe", "flavour", "spice", "sugar", "butter", "bread", "cheese",
+         "fruit", "vegetable", "meat", "fish", "football", "soccer", "baseball", "hockey", "golf", "swimming",
+         "running", "cycling", "boxing", "chess", "puzzle", "game", "novel", "chapter", "sentence", "paragraph",
+         "quote", "title", "heading", "list", "bullet", "table", "figure", "caption", "number", "date", "time",
+         "place", "name", "address", "email", "website", "link", "button", "menu", "error", "warning", "notice"]
 MEANINGFUL = {
     "sarcasm": ["sarcasm", "sarcastic remarks", "irony and sarcasm", "mocking, sarcastic tone",
                 "sarcastic praise", "dry humor and irony"],
@@ -107,7 +123,8 @@ def _popularity(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
     return perm, np.cumsum(rank_p), m
 
 
-def _labels(rng: np.random.Generator, perm: np.ndarray, planted: np.ndarray) -> tuple[pl.DataFrame, dict[str, list[int]]]:
+def _labels(rng: np.random.Generator, perm: np.ndarray, planted: np.ndarray
+            ) -> tuple[pl.DataFrame, dict[str, list[int]]]:
     """One label per latent: 2–3 random vocabulary words, except a few meaningful ones."""
     n_words = rng.integers(2, 4, D_SAE)
     words = np.array(VOCAB, dtype=object)[rng.integers(0, len(VOCAB), (D_SAE, 3))]
@@ -215,7 +232,8 @@ def build_store(path: Path, n_docs: int, seed: int, memory_limit: str) -> dict:
     tmp.replace(path)
     meta = {"gen_version": GEN_VERSION, "n_docs": n_docs, "seed": seed, "n_activations": int(nnz_total),
             "nnz_per_doc": nnz_total / n_docs, "build_s": elapsed, "bytes": path.stat().st_size,
-            "planted": [int(x) for x in planted], "meaningful": meaning, "groups": groups.tolist(), "draws_per_doc": draws}
+            "planted": [int(x) for x in planted], "meaningful": meaning, "groups": groups.tolist(),
+            "draws_per_doc": draws}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
     return meta
 
@@ -675,11 +693,14 @@ def main() -> None:
         print("\nmedian latency, seconds (diff: A vs B = all N docs; correlate/search: corpus A = N/2 docs)")
         print(f"{'docs':>10} {'variant':>26} {'build s':>8} {'MiB':>6} {'diff':>7} {'correlate':>9} {'search':>7}"
               f"   {'cpu-s: diff':>11} {'corr.':>7} {'search':>7} {'load1m':>6}")
-        fmt = lambda e, k, f: f"{e[k][f]:.3f}" if k in e else "-"
+        def fmt(e: dict, k: str, f: str) -> str:
+            return f"{e[k][f]:.3f}" if k in e else "-"
+
         for key, e in sorted(report["sizes"].items(), key=lambda kv: (int(kv[0].split("/")[0]), kv[0])):
             n = int(key.split("/")[0])
             print(f"{n:>10,} {e.get('variant', 'as-is'):>26} {e['build_s']:>8.1f} {e['store_bytes'] / 2**20:>6.0f} "
-                  f"{fmt(e, 'diff', 'median_s'):>7} {fmt(e, 'correlate', 'median_s'):>9} {fmt(e, 'search', 'median_s'):>7}"
+                  f"{fmt(e, 'diff', 'median_s'):>7} {fmt(e, 'correlate', 'median_s'):>9} "
+                  f"{fmt(e, 'search', 'median_s'):>7}"
                   f"   {fmt(e, 'diff', 'cpu_s'):>11} {fmt(e, 'correlate', 'cpu_s'):>7} {fmt(e, 'search', 'cpu_s'):>7} "
                   f"{e.get('loadavg_1m_before', float('nan')):>6.1f}")
         print(f"MiniLM load {report.get('minilm_load_s', float('nan')):.2f} s; first search on a cold label cache "
