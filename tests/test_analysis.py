@@ -343,9 +343,13 @@ def test_cluster_by_query_and_unfiltered(store: Path) -> None:
               .group_by("cluster").agg(pl.col("grateful").mean()))
     assert shares["grateful"].max() >= 1.8 * docs["grateful"].mean(), shares
     sel = cluster(store, "ge", query="gratitude", k=2, describe="selected")
+    from saeembed.analysis.common import corpus_info
     from saeembed.analysis.select import select_features
 
-    chosen = set(select_features(open_store(store), "gratitude", open_store(store).corpus("ge")["sae"])["feature_id"])
+    st = open_store(store)
+    with st.reading():  # the latents cluster selects by default (descriptors on a corpus this size)
+        info = corpus_info(st, "ge")
+        chosen = set(select_features(st, "gratitude", info["sae"], method="auto", info=info)["feature_id"])
     assert all(set(fs) <= chosen for fs in sel["top_features"].to_list())
     unf = cluster(store, "ge", unfiltered=True, k=3)
     assert unf["n_features"][0] > res["n_features"][0]
@@ -472,7 +476,8 @@ def test_cli_outputs_tables_csv_json_and_errors(store: Path, tmp_path: Path) -> 
 
 
 def test_search_without_labels_says_what_to_do(store: Path, tmp_path: Path, test_sae_spec: str) -> None:
-    """An SAE without labels cannot select latents by meaning; the error says so and what to do."""
+    """An SAE without labels cannot select latents by label; the error says so and what to do, while
+    descriptor selection (the default on a corpus this size) needs no labels."""
     dst = tmp_path / "nolabels.duckdb"
     shutil.copy(store, dst)
     import duckdb
@@ -481,9 +486,12 @@ def test_search_without_labels_says_what_to_do(store: Path, tmp_path: Path, test
     con.execute("DELETE FROM features")
     con.close()
     with pytest.raises(UserError, match="no labels.*--mode example"):
-        search(dst, "ge", "gratitude")
+        search(dst, "ge", "gratitude", select="labels")
     with pytest.raises(UserError, match="no labels.*--features"):
-        cluster(dst, "ge", query="gratitude")
+        cluster(dst, "ge", query="gratitude", select="labels")
+    # descriptors come from the corpus' own documents, so selection by meaning still works without labels
+    assert search(dst, "ge", "gratitude").height > 0
+    assert cluster(dst, "ge", query="gratitude", k=2).filter(pl.col("cluster") >= 0).height == 2
 
 
 def test_queries_are_named_documented_and_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
