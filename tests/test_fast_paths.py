@@ -101,13 +101,20 @@ def test_stats_kept_at_ingest_equal_a_scan_and_old_stores_get_them(real_store: P
     assert dict(counts.iter_rows()) == dict(kept.select("feature_id", "n_present").iter_rows())
 
     old = _without_stats(real_store, tmp_path / "old.duckdb")
-    before = search(real_store, "ge", "gratitude and thanks", k=20)
-    after = search(old, "ge", "gratitude and thanks", k=20)  # computes the statistics, then keeps them
-    assert before.equals(after)
+    # label selection: what this checks is the p90 normalisation read from the statistics
+    before = search(real_store, "ge", "gratitude and thanks", k=20, select="labels")
+    after = search(old, "ge", "gratitude and thanks", k=20, select="labels")  # computes the statistics, keeps them
+    _same_ranking(before, after)
     con = duckdb.connect(str(old), read_only=True)
     assert con.execute("SELECT count(*) FROM corpus_stats").fetchall()[0][0] == 1  # kept for next time
     con.close()
-    assert search(old, "ge", "gratitude and thanks", k=20).equals(before)
+    _same_ranking(search(old, "ge", "gratitude and thanks", k=20, select="labels"), before)
+
+
+def _same_ranking(a: pl.DataFrame, b: pl.DataFrame) -> None:
+    """Same documents in the same order; scores equal up to summation order (last bits)."""
+    assert a.drop("score").equals(b.drop("score"))
+    assert np.allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=1e-12, atol=0)
 
 
 def test_diff_correlate_cluster_agree_with_and_without_kept_stats(real_store: Path, tmp_path: Path) -> None:

@@ -45,7 +45,16 @@ def setup(tmp_path_factory, tiny_llama, tiny_sae):
     pl.read_parquet(GOEMOTIONS_SAMPLE).head(48).select("text").write_parquet(corpus)
     args = {"reader": str(tiny_llama), "sae": str(tiny_sae), "shard_docs": 4, "batch_tokens": 256,
             "progress": False}
-    encode_corpus(root / "clean.duckdb", corpus, "c", **args)
+    import torch
+
+    # one thread, as each CPU actor runs: fp32 CPU matmuls differ in the last bits between thread
+    # counts (measured 4e-9 on this reader), and the comparison below is exact
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        encode_corpus(root / "clean.duckdb", corpus, "c", **args)
+    finally:
+        torch.set_num_threads(threads)
     return root, corpus, args, _rows(root / "clean.duckdb", "c")
 
 
