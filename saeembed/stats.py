@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from .memo import Memo
+
 if TYPE_CHECKING:
     import duckdb
 
     from .api import Store
 
 log = logging.getLogger(__name__)
+_COMPUTED: Memo[pl.DataFrame] = Memo("latent statistics computed on first use", max_entries=8)
 
 STATS_TOP_DOCS = 8  # example documents kept per latent (diff shows 3 by default)
 SCHEMA = """
@@ -83,7 +86,9 @@ def corpus_stats(store: Store, info: Any) -> pl.DataFrame:
         return con.sql("SELECT feature_id, n_present, p90, max_value, top_docs FROM latent_stats "
                        "WHERE corpus_id = $c ORDER BY feature_id", params={"c": int(info["corpus_id"])}
                        ).pl().cast(STATS_SCHEMA)
-    stats = compute(con, info["lo"], info["hi"])
+    # computed once per process even when it cannot be kept (another connection holds the file)
+    key = (str(store.path), int(info["corpus_id"]), str(info.get("created_at")))
+    stats = _COMPUTED.get_or_build(key, lambda: compute(con, info["lo"], info["hi"]))
     store.after_reading(lambda: _persist(store, int(info["corpus_id"]), stats))
     return stats
 
