@@ -16,6 +16,7 @@ file (a real process death in the middle of a shard), once per PATH.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -24,7 +25,7 @@ import re
 import sys
 import time
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator
 
 from ..encode.options import EncodeOptions
 from ..errors import UserError
@@ -213,11 +214,12 @@ class EncodeWorker:
 
 # --- the driver ----------------------------------------------------------------------------------------
 
-def _get(ray: Any, refs: Any) -> Any:
-    """ray.get, with a worker's UserError re-raised as itself (one line) and a worker that died more
-    often than Ray restarts it reported as one line."""
+@contextlib.contextmanager
+def _worker_errors(ray: Any) -> Iterator[None]:
+    """A worker's UserError re-raised as itself (one line), and a worker that died more often than Ray
+    restarts it reported as one line."""
     try:
-        return ray.get(refs)
+        yield
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, UserError):
@@ -226,6 +228,12 @@ def _get(ray: Any, refs: Any) -> Any:
     except ray.exceptions.RayActorError as exc:
         raise UserError(f"a Ray worker died {MAX_RESTARTS + 1} times ({str(exc).splitlines()[0][:160]}); finished "
                         "shards are kept: fix the cause and re-run the same command to resume") from None
+
+
+def _get(ray: Any, refs: Any) -> Any:
+    """ray.get with :func:`_worker_errors`."""
+    with _worker_errors(ray):
+        return ray.get(refs)
 
 
 def encode_corpus_ray(store_path: Any, corpus: Any, name: str, opts: EncodeOptions) -> dict[str, Any]:
@@ -307,19 +315,12 @@ def _run(ray: Any, opts: EncodeOptions, docs: Any, folder: Any, kinds: list[str]
         tokens, t0 = 0, time.perf_counter()
         pool = ActorPool(actors)
         try:
-            for result in pool.map_unordered(lambda a, shard: a.encode.remote(shard), pending):
-                _, n, _, t = result
-                tokens += t
-                bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s", refresh=False)
-                bar.update(n)
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, UserError):
-                raise UserError(str(cause)) from None
-            raise
-        except ray.exceptions.RayActorError as exc:
-            raise UserError(f"a Ray worker died more than {MAX_RESTARTS} times ({str(exc).splitlines()[0][:160]}); "
-                            "finished shards are kept: fix the cause and re-run to resume") from None
+            with _worker_errors(ray):
+                for result in pool.map_unordered(lambda a, shard: a.encode.remote(shard), pending):
+                    _, n, _, t = result
+                    tokens += t
+                    bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s", refresh=False)
+                    bar.update(n)
         finally:
             bar.close()
     finally:
