@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import polars as pl
@@ -109,9 +109,9 @@ class Store:
         with self.reading():
             return self._reader().corpus(name)
 
-    def features(self, sae: str | None = None) -> pl.DataFrame:
+    def features(self, sae: str | None = None, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
         with self.reading():
-            return self._reader().features(sae)
+            return self._reader().features(sae, feature_ids)
 
     def documents(self, corpus: str) -> pl.DataFrame:
         with self.reading():

@@ -13,6 +13,8 @@ needed them, when no other process holds the file (otherwise computed again next
 from __future__ import annotations
 
 import logging
+import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _COMPUTED: Memo[pl.DataFrame] = Memo("latent statistics computed on first use", max_entries=8)
+_COMPLETE_ON: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
 
 STATS_TOP_DOCS = 8  # example documents kept per latent (diff shows 3 by default)
 SCHEMA = """
@@ -72,25 +75,57 @@ def write(con: duckdb.DuckDBPyConnection, corpus_id: int, stats: pl.DataFrame) -
     con.execute("INSERT INTO corpus_stats (corpus_id) VALUES (?)", [int(corpus_id)])
 
 
-def corpus_stats(store: Store, info: Any) -> pl.DataFrame:
+def corpus_stats(store: Store, info: Any, columns: Sequence[str] | None = None,
+                 feature_ids: Sequence[int] | None = None) -> pl.DataFrame:
     """feature_id, n_present, p90, max_value, top_docs of one corpus (latents that fire at least once).
 
     Read from the table; for a corpus stored before the table existed, computed from its
-    activations and kept (see the module docstring).
+    activations and kept (see the module docstring). ``columns`` (feature_id is always included)
+    and ``feature_ids`` narrow the read: diff needs only n_present of every latent, and the
+    example documents only of the latents it reports — reading all 65,536 ``top_docs`` lists was
+    most of diff's time at any corpus size.
     """
+    cols = ["feature_id", *[c for c in (columns or STATS_SCHEMA) if c != "feature_id"]]
+    unknown = set(cols) - set(STATS_SCHEMA)
+    if unknown:
+        raise ValueError(f"unknown latent statistics column(s): {sorted(unknown)}")
+    schema = {c: STATS_SCHEMA[c] for c in cols}
     con = store.con
-    has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'corpus_stats'"
-                      ).fetchall()[0][0]
-    if has and con.execute("SELECT count(*) FROM corpus_stats WHERE corpus_id = ?",
-                           [int(info["corpus_id"])]).fetchall()[0][0]:
-        return con.sql("SELECT feature_id, n_present, p90, max_value, top_docs FROM latent_stats "
-                       "WHERE corpus_id = $c ORDER BY feature_id", params={"c": int(info["corpus_id"])}
-                       ).pl().cast(STATS_SCHEMA)
+    cid = int(info["corpus_id"])
+    if _complete(con, cid):
+        where, params = "corpus_id = $c", {"c": cid}
+        if feature_ids is not None:
+            where += " AND feature_id IN (SELECT unnest($f::INTEGER[]))"
+            params["f"] = [int(f) for f in feature_ids]
+        # sorted in polars: DuckDB's ORDER BY tripled the cost of this read
+        return con.sql(f"SELECT {', '.join(cols)} FROM latent_stats WHERE {where}",
+                       params=params).pl().cast(schema).sort("feature_id")
     # computed once per process even when it cannot be kept (another connection holds the file)
-    key = (str(store.path), int(info["corpus_id"]), str(info.get("created_at")))
-    stats = _COMPUTED.get_or_build(key, lambda: compute(con, info["lo"], info["hi"]))
-    store.after_reading(lambda: _persist(store, int(info["corpus_id"]), stats))
-    return stats
+    key = (str(store.path), cid, str(info.get("created_at")))
+    computed = _COMPUTED.get_or_build(key, lambda: compute(con, info["lo"], info["hi"]))
+    store.after_reading(lambda: _persist(store, cid, computed))  # all rows, whatever this call reads
+    part = computed if feature_ids is None else computed.filter(pl.col("feature_id").is_in(
+        [int(f) for f in feature_ids]))
+    return part.select(cols)
+
+
+def _complete(con: duckdb.DuckDBPyConnection, corpus_id: int) -> bool:
+    """Whether the corpus' latent statistics are in the table (a store from before the table has none).
+
+    A yes is remembered for the connection (rows are only ever added in a writer's transaction,
+    and dropping the corpus ends its analyses anyway): diff asks four times per call, and each ask
+    is two catalog queries.
+    """
+    known = _COMPLETE_ON.setdefault(con, set())
+    if corpus_id in known:
+        return True
+    # duckdb_tables(), not information_schema: a third of the cost
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'corpus_stats'").fetchall()[0][0]
+    done = bool(has and con.execute("SELECT count(*) FROM corpus_stats WHERE corpus_id = ?",
+                                    [corpus_id]).fetchall()[0][0])
+    if done:
+        known.add(corpus_id)
+    return done
 
 
 def _persist(store: Store, corpus_id: int, stats: pl.DataFrame) -> None:

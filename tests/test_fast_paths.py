@@ -107,6 +107,8 @@ def test_stats_kept_at_ingest_equal_a_scan_and_old_stores_get_them(real_store: P
     _same_ranking(before, after)
     con = duckdb.connect(str(old), read_only=True)
     assert con.execute("SELECT count(*) FROM corpus_stats").fetchall()[0][0] == 1  # kept for next time
+    # every latent's row is kept, not only those this search read (it asks for a few latents' p90)
+    assert con.execute("SELECT count(*) FROM latent_stats").fetchall()[0][0] == kept.height
     con.close()
     _same_ranking(search(old, "ge", "gratitude and thanks", k=20, select="labels"), before)
 

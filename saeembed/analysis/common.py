@@ -83,11 +83,8 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
 
 def feature_labels(store: Store, sae: str, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
     """(feature_id, label) with each latent's best label; latents without one are absent."""
-    df = store.features(sae).select(pl.col("feature_id").cast(pl.Int32), "label")
-    df = df.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
-    if feature_ids is not None:
-        df = df.filter(pl.col("feature_id").is_in([int(f) for f in feature_ids]))
-    return df
+    df = store.features(sae, feature_ids).select(pl.col("feature_id").cast(pl.Int32), "label")
+    return df.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
 
 
 def with_labels(df: pl.DataFrame, labels: pl.DataFrame, col: str = "feature_id", name: str = "label") -> pl.DataFrame:
@@ -105,7 +102,7 @@ def top_documents(store: Store, info: dict[str, Any], feature_ids: list[int], n:
         return {}
     feats = [int(f) for f in feature_ids]
     if n <= STATS_TOP_DOCS:
-        stats = corpus_stats(store, info).filter(pl.col("feature_id").is_in(feats))
+        stats = corpus_stats(store, info, ["top_docs"], feats)
         return {int(f): [int(d) for d in ds[:n]] for f, ds in zip(stats["feature_id"].to_list(),
                                                                   stats["top_docs"].to_list())}
     df = run_query(store, "top_documents", {"lo": info["lo"], "hi": info["hi"], "features": feats, "n": int(n)})
@@ -117,7 +114,7 @@ def frequent_features(store: Store, info: dict[str, Any], threshold: float, min_
     documents, most frequent first (ties: smaller id). At threshold 0 from the latent statistics;
     at another threshold by one scan (``queries/feature_frequencies.sql``)."""
     if threshold == 0:
-        return (corpus_stats(store, info).filter(pl.col("n_present") >= max(int(min_support), 1))
+        return (corpus_stats(store, info, ["n_present"]).filter(pl.col("n_present") >= max(int(min_support), 1))
                 .sort(["n_present", "feature_id"], descending=[True, False]).head(int(n))
                 .select("feature_id", "n_present"))
     return run_query(store, "feature_frequencies", {"lo": info["lo"], "hi": info["hi"], "threshold": threshold,

@@ -56,8 +56,7 @@ def score_documents(store: Store, info: dict[str, Any], feature_ids: list[int], 
     empty = pl.DataFrame(schema={"doc_id": pl.Int64, "score": pl.Float64, "top_feature": pl.Int32})
     if not feature_ids:
         return empty
-    p90 = dict(corpus_stats(store, info).filter(pl.col("feature_id").is_in([int(f) for f in feature_ids]))
-               .select("feature_id", "p90").iter_rows())
+    p90 = dict(corpus_stats(store, info, ["p90"], feature_ids).iter_rows())
     scales = [(int(f), float(w) / max(p90[int(f)], 1e-12)) for f, w in zip(feature_ids, weights) if int(f) in p90]
     if not scales:  # none of the latents fires in this corpus
         return empty
@@ -98,7 +97,7 @@ def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = T
     fids, vals = encode_query(store, info, text)
     if len(fids) == 0:
         raise UserError("the example text activates no latent; give a longer example")
-    stats = corpus_stats(store, info).filter(pl.col("feature_id").is_in(fids.tolist()))
+    stats = corpus_stats(store, info, ["n_present", "p90"], fids.tolist())
     p90 = dict(zip(stats["feature_id"].to_list(), stats["p90"].to_list()))
     present = dict(zip(stats["feature_id"].to_list(), stats["n_present"].to_list()))
     n = float(info["n_docs"])
