@@ -219,9 +219,11 @@ def write_recipe(out: Path, cache: Path, cache_root: Path, timings: dict, args) 
     (out / "RECIPE.md").write_text("\n".join(lines) + "\n")
 
 
-CHOICE_NOTE = ("Chosen on these label-free measurements only: FVU falls with k and width, while a larger k "
-               "makes each document carry more, less specific latents; the shipped cell is the one named in "
-               "the hyper-parameters below.")
+CHOICE_NOTE = ("Chosen on these label-free measurements only (no evaluation labels): at a given k, 1,024 "
+               "latents reconstruct no better than 512 (the ~10k training documents limit width: training FVU "
+               "ends near 0.44 while held-out FVU stays near 0.56), so 512; k = 8 rather than 16 keeps each "
+               "document to a few specific latents (what Jaccard clustering and label matching see) at a cost "
+               "of ~0.06 FVU.")
 
 
 if __name__ == "__main__":
