@@ -67,4 +67,25 @@ def label_doc_latents(sae: Any, vectors: np.ndarray, texts: Sequence[str], top_n
     return pl.DataFrame(rows, schema=LABEL_COLUMNS, orient="row")
 
 
-__all__ = ["TOP_DOCS", "doc_codes", "label_doc_latents"]
+def cached_documents(cache_dir: Any, specs: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
+    """The vectors of a document-level activation cache and their texts: the cache's ``doc`` index is
+    the document's position in :func:`saeembed.sae.train.load_documents` with the cache's seed."""
+    from .sae.train import ActivationCache, load_documents
+
+    ac = ActivationCache(cache_dir)
+    texts = load_documents(specs, seed=ac.manifest["seed"])
+    vecs, docs = [], []
+    for i in range(len(ac.paths)):
+        c = ac.load(i)
+        vecs.append(c["acts"].astype(np.float32))
+        docs.append(c["doc"])
+    return np.concatenate(vecs), [texts[int(d)] for d in np.concatenate(docs)]
+
+
+def label_doc_cache(sae: Any, cache_dir: Any, specs: Sequence[Any], top_n: int = TOP_DOCS) -> pl.DataFrame:
+    """:func:`label_doc_latents` over the documents of a document-level activation cache."""
+    vecs, texts = cached_documents(cache_dir, specs)
+    return label_doc_latents(sae, vecs, texts, top_n=top_n)
+
+
+__all__ = ["TOP_DOCS", "doc_codes", "label_doc_latents", "cached_documents", "label_doc_cache"]

@@ -26,7 +26,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np
 import polars as pl
 import torch
 
@@ -122,30 +121,12 @@ def run_sweep(args, cache: Path) -> list[dict]:
     return rows
 
 
-def cached_documents(cache: Path, specs) -> tuple[np.ndarray, list[str]]:
-    """The cached document vectors and their texts (the cache's ``doc`` index is the document's
-    position in :func:`load_documents`)."""
-    from saeembed.sae.train import ActivationCache, load_documents
-
-    ac = ActivationCache(cache)
-    texts = load_documents(specs, seed=ac.manifest["seed"])
-    vecs, docs = [], []
-    for i in range(len(ac.paths)):
-        c = ac.load(i)
-        vecs.append(c["acts"].astype(np.float32))
-        docs.append(c["doc"])
-    doc = np.concatenate(docs)
-    return np.concatenate(vecs), [texts[int(d)] for d in doc]
-
-
 def write_doc_labels(out: Path, cache: Path, specs) -> None:
-    from saeembed.labels_doc import label_doc_latents
+    from saeembed.labels_doc import label_doc_cache
     from saeembed.labels_offline import write_labels
     from saeembed.sae.formats import load_saelens
 
-    vecs, texts = cached_documents(cache, specs)
-    labels = label_doc_latents(load_saelens(out), vecs, texts)
-    write_labels(labels, out / "labels.parquet")
+    write_labels(label_doc_cache(load_saelens(out), cache, specs), out / "labels.parquet")
 
 
 def write_recipe(out: Path, cache: Path, cache_root: Path, timings: dict, args) -> None:

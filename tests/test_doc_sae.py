@@ -138,3 +138,19 @@ def open_sae_width() -> int:
     from saeembed.sae import open_sae
 
     return open_sae("doc").sae.d_sae
+
+
+def test_train_sae_cli_trains_and_labels_a_doc_level_sae(tmp_path, ge_docs):
+    from saeembed.sae import open_sae
+
+    out = tmp_path / "my_doc_sae"
+    code, stdout, err = cli("train-sae", "--corpus", f"{ge_docs}:text", "--reader", "minilm-doc", "--d-sae", "32",
+                            "--k", "4", "--steps", "40", "--batch-size", "64", "--heldout", "0.1", "--threads", "1",
+                            "--out", str(out), "--format", "json")
+    assert code == 0, err
+    row = json.loads(stdout)
+    assert row["layer"] == 5 and row["tokens"] == N_DOCS  # one cached vector per document
+    loaded = open_sae(str(out))
+    assert loaded.sae.cfg.model_name.endswith("#doc") and loaded.labels.height == 32
+    live = loaded.labels.filter(pl.col("label") != "(dead)")
+    assert live.height > 16 and live["description"].str.contains("documents where the latent is largest").all()

@@ -159,7 +159,8 @@ def distinctive_words(texts: list[str], tops: list[np.ndarray], n_words: int = 4
     indptr, indices = [0], []
     for text in texts:
         words = {w.strip("'") for w in _WORD.findall(str(text or "").lower())} - _STOP
-        indices.extend(vocab.setdefault(w, len(vocab)) for w in words if len(w) >= 3)
+        indices.extend(vocab.setdefault(w, len(vocab)) for w in sorted(words) if len(w) >= 3)  # sorted: ties break
+        # the same way in every process (set order follows the per-process string hash)
         indptr.append(len(indices))
     n = len(indptr) - 1
     if not tops or not vocab:
