@@ -154,3 +154,13 @@ def test_train_sae_cli_trains_and_labels_a_doc_level_sae(tmp_path, ge_docs):
     assert loaded.sae.cfg.model_name.endswith("#doc") and loaded.labels.height == 32
     live = loaded.labels.filter(pl.col("label") != "(dead)")
     assert live.height > 16 and live["description"].str.contains("documents where the latent is largest").all()
+
+
+def test_python_api_encodes_with_the_doc_sae(tmp_path):
+    texts = pl.read_parquet(GOEMOTIONS_SAMPLE)["text"].head(30).to_list()
+    st = saeembed.open_store(tmp_path / "api.duckdb")
+    row = st.encode(texts, "ge30", sae="doc", progress=False)
+    assert row["n_docs"][0] == 30 and row["sae"][0].startswith("doc@")
+    mat, _ = st.embeddings("ge30")
+    assert mat.shape[0] == 30 and np.diff(mat.indptr).min() >= 1
+    st.close()

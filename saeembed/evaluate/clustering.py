@@ -13,6 +13,9 @@ from .metrics import log
 # ------------------------------------------------------------------------------- clustering ----
 CLUSTER_QUERIES = {"sentiment": "sentiment", "product category": "product category"}
 SELECTIONS = ("labels", "descriptors")  # labels: the state before issue 9; descriptors: the default (auto)
+# the document-level SAE has 512 latents, so the default 100 per phrase is a fifth of them; rows at other
+# widths (k = 4 only) show whether more selected latents steer, or only approach the unfiltered clustering
+DOC_PER_PHRASE = (25, 200, 300)
 
 
 def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
@@ -66,6 +69,13 @@ def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
                     score(f'{prefix} targeted ({select}), query "{q}"', k,
                           by_row(x, cluster(x.store, name, query=q, k=k, select=select)))
             score(f"{prefix} unfiltered (all latents)", k, by_row(x, cluster(x.store, name, unfiltered=True, k=k)))
+        if doc is not None and k == 4:
+            for per_phrase in DOC_PER_PHRASE:
+                for select in SELECTIONS:
+                    for q in CLUSTER_QUERIES:
+                        score(f'doc SAE targeted ({select}, {per_phrase} per phrase), query "{q}"', k,
+                              by_row(doc, cluster(doc.store, name, query=q, k=k, select=select,
+                                                  per_phrase=per_phrase)))
         km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(emb)
         score("dense MiniLM + k-means", k, {int(i): int(km[i]) for i in placed})
     hd = HDBSCAN(min_cluster_size=20).fit_predict(emb)
