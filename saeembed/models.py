@@ -43,10 +43,10 @@ class ReaderSettings:
                    dtype=cfg.get("dtype"))
 
     def load(self) -> Reader:
-        from .reader import Reader
+        from .reader import make_reader
 
         kw = asdict(self)
-        return Reader(kw.pop("model"), **kw)
+        return make_reader(kw.pop("model"), **kw)
 
 
 def load_models(settings: ReaderSettings, sae_path: str | Path) -> tuple[Reader, SparseAutoencoder]:

@@ -141,19 +141,26 @@ _WORD = re.compile(r"[a-z][a-z']{2,}")
 
 
 def _descriptor_texts(store: Store, info: Any, tops: list[np.ndarray], n_words: int = 4) -> list[str]:
-    """Distinctive words of each latent's top documents against the corpus (document-level c-TF-IDF):
+    """Distinctive words of each latent's top documents in the corpus (see :func:`distinctive_words`)."""
+    docs = store.sql("SELECT text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]])
+    return distinctive_words(docs["text"].to_list(), tops, n_words)
+
+
+def distinctive_words(texts: list[str], tops: list[np.ndarray], n_words: int = 4) -> list[str]:
+    """Distinctive words of each group of top documents against all ``texts`` (document-level c-TF-IDF):
     ``tf`` = top documents containing the word, times ``log(1 + N / df)``; words in one top document
-    only are ignored."""
+    only are ignored. ``tops[j]`` are row indices into ``texts``. Shared by corpus descriptors and the
+    offline labels of document-level SAEs (:mod:`saeembed.labels_doc`), which have no tokens to name."""
     from scipy import sparse
 
     from ..labels.search import _STOP
 
-    docs = store.sql("SELECT text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]])
     vocab: dict[str, int] = {}
     indptr, indices = [0], []
-    for text in docs["text"].to_list():
+    for text in texts:
         words = {w.strip("'") for w in _WORD.findall(str(text or "").lower())} - _STOP
-        indices.extend(vocab.setdefault(w, len(vocab)) for w in words if len(w) >= 3)
+        indices.extend(vocab.setdefault(w, len(vocab)) for w in sorted(words) if len(w) >= 3)  # sorted: ties break
+        # the same way in every process (set order follows the per-process string hash)
         indptr.append(len(indices))
     n = len(indptr) - 1
     if not tops or not vocab:
@@ -190,5 +197,5 @@ def descriptor_labels(store: Store, info: Any, top: int = DESCRIPTOR_TOP) -> pl.
                                          "latent fires most"] * len(desc.texts)})
 
 
-__all__ = ["Descriptors", "corpus_descriptors", "compute_descriptors", "descriptor_labels", "DESCRIPTOR_TOP",
-           "DESCRIPTOR_LABEL_SOURCE"]
+__all__ = ["Descriptors", "corpus_descriptors", "compute_descriptors", "descriptor_labels", "distinctive_words",
+           "DESCRIPTOR_TOP", "DESCRIPTOR_LABEL_SOURCE"]

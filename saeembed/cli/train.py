@@ -30,8 +30,9 @@ from .output import emit
 @click.option("--max-chars", type=int,
               help="cut documents to this many characters (spreads tokens over more documents)")
 @click.option("--reader", help="Hugging Face model id or local path (default: SmolLM2-135M-Instruct)")
-@click.option("--layer", type=int, default=18, show_default=True,
-              help="block whose output (resid_post) is read (18: the default SAE's layer, chosen by a probe)")
+@click.option("--layer", type=int, default=None,
+              help="block whose output (resid_post) is read (default 18: the default SAE's layer, chosen by a "
+                   "probe; a document-level reader such as minilm-doc reads its last block)")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="checkpoint directory to write")
 @click.option("--cache", "cache", type=click.Path(file_okay=False),
               help="activation cache directory (default: OUT/.act_cache); reruns resume from it")
@@ -44,10 +45,15 @@ from .output import emit
               help="table: one metric per line; json: one object")
 @cli_options(TrainConfig, exclude=("extra",))
 def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: int | None, max_chars: int | None,
-              reader: str | None, layer: int, out: str, cache: str | None, max_tokens: int, labels: bool,
+              reader: str | None, layer: int | None, out: str, cache: str | None, max_tokens: int, labels: bool,
               push_layout: str | None, fmt: str, **train_flags: Any) -> None:
     """Train a TopK SAE (with AuxK against dead latents) on a reader's activations over CORPUS files."""
+    from ..reader import is_doc_reader
     from ..sae.train import CorpusSpec, cache_activations, parse_corpus_spec, save_trained_sae, train_topk_sae
+
+    doc_level = is_doc_reader(reader)
+    if layer is None and not doc_level:
+        layer = 18
 
     if text_cols and len(text_cols) not in (1, len(corpora)):
         raise UserError(f"pass one --text-col for all corpora or one per --corpus ({len(corpora)}), "
@@ -73,7 +79,12 @@ def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: in
     cfg.extra = {"cache_tokens": man["n_tokens"], "cache_wall_s": round(cache_s, 1)}
     sae, metrics = train_topk_sae(cache_dir, cfg, progress=say)
     save_trained_sae(sae, out_dir)
-    if labels:
+    if labels and doc_level:  # one vector per document: label by the words of its top documents
+        from ..labels_doc import label_doc_cache
+        from ..labels_offline import write_labels
+
+        write_labels(label_doc_cache(sae, cache_dir, specs), out_dir / "labels.parquet")
+    elif labels:
         from transformers import AutoTokenizer
 
         from ..labels_offline import label_latents, write_labels

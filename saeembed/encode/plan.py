@@ -16,7 +16,7 @@ from typing import Any
 from .. import store as store_mod
 from ..corpus import Corpus
 from ..errors import UserError
-from ..reader import Reader, resolve_reader
+from ..reader import Reader, make_reader, resolve_reader
 from ..sae import LoadedSAE
 from .options import EncodeOptions
 from .workdir import act_path
@@ -123,10 +123,10 @@ def reader_name_for(opts: EncodeOptions, loaded: LoadedSAE) -> str:
 
 def load_reader(opts: EncodeOptions, loaded: LoadedSAE, layer: int) -> Reader:
     """The reader the SAE fits (``opts.loaded_reader`` when given), cut after ``layer``."""
-    rdr = opts.loaded_reader or Reader(opts.reader or loaded.sae.cfg.model_name, layer=layer, device=opts.device,
-                                       dtype=opts.dtype, chat_template=opts.chat_template,
-                                       include_special=opts.include_special, window=opts.window,
-                                       prefix_cache=opts.prefix_cache)
+    rdr = opts.loaded_reader or make_reader(opts.reader or loaded.sae.cfg.model_name, layer=layer,
+                                            device=opts.device, dtype=opts.dtype, chat_template=opts.chat_template,
+                                            include_special=opts.include_special, window=opts.window,
+                                            prefix_cache=opts.prefix_cache)
     if rdr.layer != layer:
         raise UserError(f"the given reader is cut at layer {rdr.layer}, the SAE needs layer {layer}")
     try:

@@ -8,6 +8,10 @@ Every number in the README's evaluation section comes from this package. Corpora
 into ``--store`` (resumable) and reused by every task. Tables are printed as Markdown and written
 to ``--out`` with a JSON twin, so a re-run shows exactly what changed.
 
+The document-level SAE (``--doc-sae``, default ``doc``; ``''`` skips it) is encoded into its own
+store, ``STORE_doc.duckdb`` next to ``--store``, from the very same corpus files, and adds the
+``doc-sae`` columns to retrieval and the ``doc SAE`` rows to clustering.
+
 The retrieval tasks are split once, by a rule fixed in code before any tuning
 (:func:`~saeembed.evaluate.tasks.task_halves`), into a development half (where every method and
 setting was chosen) and a held-out half; the report gives dev, held-out and full means.

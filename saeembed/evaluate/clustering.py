@@ -13,25 +13,34 @@ from .metrics import log
 # ------------------------------------------------------------------------------- clustering ----
 CLUSTER_QUERIES = {"sentiment": "sentiment", "product category": "product category"}
 SELECTIONS = ("labels", "descriptors")  # labels: the state before issue 9; descriptors: the default (auto)
+# the document-level SAE has 512 latents, so the default 100 per phrase is a fifth of them; rows at other
+# widths (k = 4 only) show whether more selected latents steer, or only approach the unfiltered clustering
+DOC_PER_PHRASE = (25, 200, 300)
 
 
-def eval_clustering(h: Harness) -> pl.DataFrame:
+def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
+    """NMI/ARI of each clustering against domain and sentiment; ``doc`` (a harness on the
+    document-level SAE) adds its targeted and unfiltered rows next to the token-level ones."""
     from sklearn.cluster import HDBSCAN, KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from ..analysis.cluster import cluster, cluster_assignments
+    from ..analysis.cluster import cluster
     from ..embed import get_embedder
 
     name = h.ensure("amazon")
     frame = h.frame(name)
-    ids = h.doc_ids(name)
-    by_id = {int(d): i for i, d in enumerate(ids) if d >= 0}
+    harnesses = [("SAE", h)] + ([("doc SAE", doc)] if doc is not None else [])
+    if doc is not None:
+        doc.ensure(name)
+    rows_of = {id(x): x.doc_ids(name) for _, x in harnesses}
+    placed = np.flatnonzero(rows_of[id(h)] >= 0)
     labels = {"sentiment": frame["sentiment"].to_numpy(), "domain": frame["domain"].to_numpy()}
     rows: list[dict[str, Any]] = []
 
     def score(method: str, k: int | None, assign: dict[int, int]) -> None:
-        idx = np.array(list(by_id.values()))
-        pred = np.array([assign.get(d, -1) for d in by_id])  # unplaced docs form one extra group
+        """``assign``: frame row → cluster; rows it lacks form one extra group (−1)."""
+        idx = placed
+        pred = np.array([assign.get(int(r), -1) for r in idx])
         row: dict[str, Any] = {"method": method, "k": k if k is not None else len(set(pred) - {-1})}
         for axis, y in labels.items():
             row[f"NMI {axis}"] = normalized_mutual_info_score(y[idx], pred)
@@ -44,17 +53,31 @@ def eval_clustering(h: Harness) -> pl.DataFrame:
         rows.append(row)
         log(f"clustering {method} k={row['k']}: " + "  ".join(f"{c} {row[c]:.3f}" for c in row if c.startswith("NMI")))
 
+    def by_row(x: Harness, result: pl.DataFrame) -> dict[int, int]:
+        from ..analysis.cluster import cluster_assignments
+
+        ids = rows_of[id(x)]
+        row_of = {int(d): i for i, d in enumerate(ids) if d >= 0}
+        d = cluster_assignments(result)
+        return {row_of[int(i)]: int(c) for i, c in zip(d["doc_id"].to_list(), d["cluster"].to_list())}
+
+    emb = get_embedder().embed(frame["text"].to_list())
     for k in (2, 4):
-        for select in SELECTIONS:
-            for q in CLUSTER_QUERIES:
-                d = cluster_assignments(cluster(h.store, name, query=q, k=k, select=select))
-                score(f'SAE targeted ({select}), query "{q}"', k,
-                      dict(zip(d["doc_id"].to_list(), d["cluster"].to_list())))
-        d = cluster_assignments(cluster(h.store, name, unfiltered=True, k=k))
-        score("SAE unfiltered (all latents)", k, dict(zip(d["doc_id"].to_list(), d["cluster"].to_list())))
-        emb = get_embedder().embed(frame["text"].to_list())
+        for prefix, x in harnesses:
+            for select in SELECTIONS:
+                for q in CLUSTER_QUERIES:
+                    score(f'{prefix} targeted ({select}), query "{q}"', k,
+                          by_row(x, cluster(x.store, name, query=q, k=k, select=select)))
+            score(f"{prefix} unfiltered (all latents)", k, by_row(x, cluster(x.store, name, unfiltered=True, k=k)))
+        if doc is not None and k == 4:
+            for per_phrase in DOC_PER_PHRASE:
+                for select in SELECTIONS:
+                    for q in CLUSTER_QUERIES:
+                        score(f'doc SAE targeted ({select}, {per_phrase} per phrase), query "{q}"', k,
+                              by_row(doc, cluster(doc.store, name, query=q, k=k, select=select,
+                                                  per_phrase=per_phrase)))
         km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(emb)
-        score("dense MiniLM + k-means", k, {int(ids[i]): int(c) for i, c in enumerate(km) if ids[i] >= 0})
+        score("dense MiniLM + k-means", k, {int(i): int(km[i]) for i in placed})
     hd = HDBSCAN(min_cluster_size=20).fit_predict(emb)
-    score("dense MiniLM + HDBSCAN", None, {int(ids[i]): int(c) for i, c in enumerate(hd) if ids[i] >= 0})
+    score("dense MiniLM + HDBSCAN", None, {int(i): int(hd[i]) for i in placed})
     return pl.DataFrame(rows)

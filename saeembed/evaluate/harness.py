@@ -15,11 +15,13 @@ from .tasks import CORPORA
 class Harness:
     """Encodes the corpora a task needs (once, resumable) and runs the analyses on them."""
 
-    def __init__(self, store: Path, data: Path, docs: int, sae: str = "default") -> None:
+    def __init__(self, store: Path, data: Path, docs: int, sae: str = "default", work: Path | None = None) -> None:
+        """``work``: where the corpus frames are written; a second harness (another SAE, its own store)
+        passes the first one's so both encode the very same documents."""
         from ..api import open_store
 
         self.store_path, self.data, self.docs, self.sae = store, data, docs, sae
-        self.work = store.parent / (store.stem + ".corpora")
+        self.work = work or store.parent / (store.stem + ".corpora")
         self.work.mkdir(parents=True, exist_ok=True)
         self._reader = None
         self.store = open_store(store)
@@ -27,11 +29,11 @@ class Harness:
 
     def reader(self):
         if self._reader is None:
-            from ..reader import Reader
+            from ..reader import make_reader
             from ..sae import open_sae
 
             cfg = open_sae(self.sae).sae.cfg
-            self._reader = Reader(cfg.model_name, layer=cfg.hook_layer)
+            self._reader = make_reader(cfg.model_name, layer=cfg.hook_layer)
         return self._reader
 
     def frame(self, name: str) -> pl.DataFrame:

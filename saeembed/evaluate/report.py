@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of the shared datasets")
     ap.add_argument("--docs", type=int, default=1000, help="documents per labelled corpus")
     ap.add_argument("--sae", default="default")
+    ap.add_argument("--doc-sae", default="doc", help="document-level SAE compared in retrieval and clustering, "
+                    "encoded into STORE_doc.duckdb next to --store ('' to skip)")
     ap.add_argument("--only", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
@@ -61,21 +63,23 @@ def main(argv: list[str] | None = None) -> None:
     args.store.parent.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     h = Harness(args.store, args.data, args.docs, args.sae)
+    doc = (Harness(args.store.with_name(args.store.stem + "_doc.duckdb"), args.data, args.docs, args.doc_sae,
+                   work=h.work) if args.doc_sae else None)
     sections: list[str] = []
-    results: dict[str, Any] = {"docs": args.docs, "sae": args.sae}
+    results: dict[str, Any] = {"docs": args.docs, "sae": args.sae, "doc_sae": args.doc_sae}
     old_md = args.out / "evaluation.md"
     earlier = previous_sections(old_md.read_text()) if old_md.exists() else {}
     old_json = args.out / "evaluation.json"
     earlier_results = json.loads(old_json.read_text()) if old_json.exists() else {}
     t_start = time.perf_counter()
     if "retrieval" in only:
-        df = eval_retrieval(h, RETRIEVAL_TASKS)
+        df = eval_retrieval(h, RETRIEVAL_TASKS, doc)
         results["retrieval"] = df.to_dicts()
         sections.append("### Property retrieval: MAP (dev half, held-out half, all tasks)\n\n"
                         + markdown(retrieval_table(df, "map"))
                         + "\n\n### Property retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
     if "clustering" in only:
-        df = eval_clustering(h)
+        df = eval_clustering(h, doc)
         results["clustering"] = df.to_dicts()
         sections.append("### Targeted clustering, Amazon reviews (domain × sentiment)\n\n" + markdown(df))
     if "diffing" in only:
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                 results[t] = earlier_results[t]
         results["carried_over"] = carried
     results["encode_s"] = h.encode_s
+    if doc is not None:
+        results["doc_encode_s"] = doc.encode_s
     results["wall_s"] = time.perf_counter() - t_start
     report = "\n\n".join(sections) + "\n"
     (args.out / "evaluation.md").write_text(report)

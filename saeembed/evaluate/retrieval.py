@@ -27,16 +27,21 @@ def full_ranking(ranked: list[int], all_ids: np.ndarray, rng: np.random.Generato
 # with the shipped offline labels (the state before issue 9), "sae" the default (auto → descriptors).
 METHODS = (("sae-labels", "sae", "labels"), ("sae", "sae", "auto"), ("dense", "dense", "auto"),
            ("hybrid-labels", "hybrid", "labels"), ("hybrid", "hybrid", "auto"))
+# the document-level SAE (``--sae doc``, its own store): the same two selections
+DOC_METHODS = (("doc-sae-labels", "sae", "labels"), ("doc-sae", "sae", "auto"))
 SHOWN = tuple(m for m, _, _ in METHODS) + ("random",)
 
 
-def eval_retrieval(h: Harness, tasks: list[RetrievalTask]) -> pl.DataFrame:
+def eval_retrieval(h: Harness, tasks: list[RetrievalTask], doc: Harness | None = None) -> pl.DataFrame:
+    """MAP / P@50 of every method on every task; ``doc`` adds the document-level SAE's columns."""
     from ..analysis import search
 
     halves = task_halves(tasks)
     rows = []
     for task in tasks:
         h.ensure(task.corpus)
+        if doc is not None:
+            doc.ensure(task.corpus)
         frame = h.frame(task.corpus)
         ids = h.doc_ids(task.corpus)
         truth = frame.select(task.positive.cast(pl.Boolean).fill_null(False)).to_series().to_numpy()
@@ -52,19 +57,37 @@ def eval_retrieval(h: Harness, tasks: list[RetrievalTask]) -> pl.DataFrame:
             order = full_ranking(res["doc_id"].to_list(), all_ids, np.random.default_rng(0))
             rel = np.array([relevant[int(d)] for d in order])
             row[f"{column}_map"], row[f"{column}_p50"] = average_precision(rel), precision_at(rel, 50)
+        if doc is not None:
+            doc_row = doc.doc_ids(task.corpus)  # frame row → doc_id in the doc store
+            to_main = {int(d): int(ids[i]) for i, d in enumerate(doc_row) if d >= 0 and ids[i] >= 0}
+            for column, mode, select in DOC_METHODS:
+                t0 = time.perf_counter()
+                res = search(doc.store, task.corpus, task.query, k=len(all_ids), mode=mode, select=select)
+                row[f"{column}_s"] = time.perf_counter() - t0
+                ranked = [to_main[int(d)] for d in res["doc_id"].to_list() if int(d) in to_main]
+                order = full_ranking(ranked, all_ids, np.random.default_rng(0))
+                rel = np.array([relevant[int(d)] for d in order])
+                row[f"{column}_map"], row[f"{column}_p50"] = average_precision(rel), precision_at(rel, 50)
         rng = np.random.default_rng(0)
         draws = [np.array([relevant[int(d)] for d in rng.permutation(all_ids)]) for _ in range(RANDOM_DRAWS)]
         row["random_map"] = float(np.mean([average_precision(r) for r in draws]))
         row["random_p50"] = float(np.mean([precision_at(r, 50) for r in draws]))
         rows.append(row)
-        log(f"retrieval {task.name} ({row['half']}): " + "  ".join(f"{m} {row[f'{m}_map']:.3f}" for m in SHOWN))
+        log(f"retrieval {task.name} ({row['half']}): " + "  ".join(f"{m} {row[f'{m}_map']:.3f}" for m in shown(row)))
     return pl.DataFrame(rows)
+
+
+def shown(row: dict[str, Any] | pl.DataFrame) -> tuple[str, ...]:
+    """The method columns a result has: the fixed ones, then the document-level SAE's when it ran."""
+    have = row.columns if isinstance(row, pl.DataFrame) else row
+    doc = tuple(m for m, _, _ in DOC_METHODS if f"{m}_map" in have)
+    return SHOWN[:-1] + doc + SHOWN[-1:]
 
 
 def retrieval_table(df: pl.DataFrame, metric: str = "map") -> pl.DataFrame:
     """One row per task (dev tasks first) with ``metric`` (map or p50) of every method, then the mean
     over the dev half, the held-out half and all tasks."""
-    cols = [f"{m}_{metric}" for m in SHOWN]
+    cols = [f"{m}_{metric}" for m in shown(df)]
     body = df.sort(pl.col("half") != "dev", maintain_order=True).select("task", "half", "positives", "docs", *cols)
 
     def mean(label: str, part: pl.DataFrame) -> pl.DataFrame:

