@@ -68,6 +68,23 @@ def test_numba_kernel_counts_exactly_what_the_sparse_product_counts(ge_matrix) -
         assert np.array_equal(a[order_f], b[order_s])
 
 
+def test_counting_sort_builds_the_csr_matrix_scipy_builds(ge_matrix) -> None:
+    pytest.importorskip("numba")
+    from scipy import sparse
+
+    from saeembed.analysis.cooccurrence import binary_csr
+
+    coo = ge_matrix.tocoo()
+    order = np.random.default_rng(0).permutation(coo.nnz)  # the store returns pairs in any order
+    rows, cols = coo.row[order], coo.col[order]
+    fast = binary_csr(rows, cols, ge_matrix.shape)
+    slow = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=ge_matrix.shape)
+    slow.sort_indices()
+    assert fast.nnz == slow.nnz > 1000
+    assert np.array_equal(fast.indptr, slow.indptr) and np.array_equal(fast.indices, slow.indices)
+    assert all(np.all(np.diff(fast.indices[a:b]) > 0) for a, b in zip(fast.indptr[:-1], fast.indptr[1:]))
+
+
 def test_eigsh_picks_the_same_k_as_the_dense_solver(ge_matrix) -> None:
     from saeembed.analysis.clustering import EIGSH_MIN_N, eigengap_k, jaccard
 

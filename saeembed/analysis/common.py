@@ -165,6 +165,9 @@ def doc_texts(store: Store, doc_ids: list[int], max_chars: int = 200) -> dict[in
     return {int(d): _clip(str(t or ""), max_chars) for d, t in df.iter_rows()}
 
 
+GROUPED_MIN_NNZ = 1_000_000  # below this scipy's conversion is as fast as loading the compiled kernel
+
+
 def binary_matrix(store: Store, info: dict[str, Any], feature_ids: list[int], threshold: float = 0.0,
                   rows: np.ndarray | None = None, fmt: str = "csr"):
     """Binarised sparse matrix [len(rows), len(feature_ids)] of one corpus; row i is document ``rows[i]``.
@@ -175,6 +178,8 @@ def binary_matrix(store: Store, info: dict[str, Any], feature_ids: list[int], th
     ``csc`` suits column products (correlate), ``csr`` row slicing (cluster).
     """
     from scipy import sparse
+
+    from .cooccurrence import binary_csr, numba_available
 
     if rows is None:
         rows = store.con.execute("SELECT row_idx FROM documents WHERE corpus_id = ? ORDER BY row_idx",
@@ -187,20 +192,24 @@ def binary_matrix(store: Store, info: dict[str, Any], feature_ids: list[int], th
     res = store.con.execute(load_query("binary_rows"), {"lo": info["lo"], "hi": info["hi"],
                                                         "threshold": float(threshold),
                                                         "features": feats.tolist()}).fetchnumpy()
-    got = res["row_idx"].astype(np.int64)
+    # no copies of the 10^7–10^8 fetched pairs unless something is dropped (astype/masks copy)
+    got = res["row_idx"].astype(np.int64, copy=False)
+    fid = res["feature_id"].astype(np.int32, copy=False)
     if rows[0] == 0 and rows[-1] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
         ok = got < len(rows)  # rows 0..n-1 in order: row_idx is the row
-        r = got[ok]
+        r = got if ok.all() else got[ok]
     else:
         order = np.argsort(rows, kind="stable")
         srt = rows[order]
         pos = np.minimum(np.searchsorted(srt, got), len(srt) - 1)
         ok = srt[pos] == got  # documents outside ``rows`` are dropped
         r = order[pos[ok]]
-    col_of = np.full(int(feats.max()) + 1, -1, dtype=np.int64)
+    col_of = np.full(int(feats.max()) + 1, -1, dtype=np.int32)
     col_of[feats] = np.arange(len(feats))
-    c = col_of[res["feature_id"].astype(np.int64)[ok]]
+    c = col_of[fid if len(r) == len(fid) else fid[ok]]
     # (doc, latent) is unique in ``activations``, so there are no duplicates to sum
+    if fmt == "csr" and len(r) >= GROUPED_MIN_NNZ and numba_available():
+        return binary_csr(r, c, (len(rows), len(feats))), rows
     mat = build((np.ones(len(r), np.float32), (r, c)), shape=(len(rows), len(feats)))
     return mat, rows
 

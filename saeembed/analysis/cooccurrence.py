@@ -62,8 +62,52 @@ def _kernels() -> dict[str, Any]:
                     for b in range(ptr_b[r], ptr_b[r + 1]):
                         out[row + idx_b[b]] += 1
 
-        _KERNELS.update(within=within, across=across)
+        @numba.njit(nogil=True, cache=True)
+        def grouped(rows, cols, n_rows, n_cols):
+            # counting sort by column, then a stable scatter by row: each row's columns come out sorted
+            n = len(rows)
+            col_ptr = np.zeros(n_cols + 1, np.int64)
+            for k in range(n):
+                col_ptr[cols[k] + 1] += 1
+            for c in range(n_cols):
+                col_ptr[c + 1] += col_ptr[c]
+            by_col = np.empty(n, np.int64)
+            fill = col_ptr[:-1].copy()
+            for k in range(n):
+                by_col[fill[cols[k]]] = rows[k]
+                fill[cols[k]] += 1
+            indptr = np.zeros(n_rows + 1, np.int64)
+            for k in range(n):
+                indptr[rows[k] + 1] += 1
+            for r in range(n_rows):
+                indptr[r + 1] += indptr[r]
+            indices = np.empty(n, np.int32)
+            fill = indptr[:-1].copy()
+            for c in range(n_cols):
+                for k in range(col_ptr[c], col_ptr[c + 1]):
+                    r = by_col[k]
+                    indices[fill[r]] = c
+                    fill[r] += 1
+            return indptr, indices
+
+        _KERNELS.update(within=within, across=across, grouped=grouped)
         return _KERNELS
+
+
+def binary_csr(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
+    """Binary CSR matrix (float32 ones, sorted indices) from unique (row, column) pairs in any order.
+
+    Why not scipy's COO → CSR: that path sorts and sums duplicates through two format conversions
+    (≈2 s of correlate's 8 s at 10^6 documents); (document, latent) pairs are unique, so two
+    counting passes in :func:`_kernels`' ``grouped`` give the canonical matrix directly.
+    """
+    from scipy import sparse
+
+    indptr, indices = _kernels()["grouped"](np.asarray(rows, np.int64), np.asarray(cols, np.int32),
+                                            int(shape[0]), int(shape[1]))
+    mat = sparse.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=shape)
+    mat.has_sorted_indices = True
+    return mat
 
 
 def _threads() -> int:
@@ -106,4 +150,4 @@ def dense_pair_counts(xa, xb=None, threads: int | None = None) -> np.ndarray:
     return total.reshape(fa, fb)
 
 
-__all__ = ["dense_pair_counts", "numba_available", "DENSE_MAX"]
+__all__ = ["dense_pair_counts", "binary_csr", "numba_available", "DENSE_MAX"]

@@ -168,7 +168,7 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     info = corpus_info(st, corpus)
     feats_a = _select(st, info, threshold, o.min_support, o.top_features)
     if o.with_corpus is None:
-        xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold, fmt="csc")
+        xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold, fmt="csr")
         n = len(rows)
         i, j, c, v = cooccurrence_pairs(xa, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi)
         na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
@@ -179,8 +179,8 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         info_b = corpus_info(st, o.with_corpus)
         rows_a, rows_b = paired_rows(st, info, info_b, o.pair_key)
         feats_b = _select(st, info_b, threshold, o.min_support, o.top_features)
-        xa, _ = binary_matrix(st, info, feats_a.tolist(), threshold, rows=rows_a, fmt="csc")
-        xb, _ = binary_matrix(st, info_b, feats_b.tolist(), threshold, rows=rows_b, fmt="csc")
+        xa, _ = binary_matrix(st, info, feats_a.tolist(), threshold, rows=rows_a, fmt="csr")
+        xb, _ = binary_matrix(st, info_b, feats_b.tolist(), threshold, rows=rows_b, fmt="csr")
         n = len(rows_a)
         # support among the paired documents only; latents in every pair say nothing
         na, nb = (np.asarray(x.sum(axis=0)).ravel().astype(np.int64) for x in (xa, xb))
