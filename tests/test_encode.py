@@ -72,6 +72,8 @@ def test_tiny_encode_end_to_end_and_api(tmp_path, tiny_llama, tiny_sae, ge_small
     assert docs["text"][0] == pl.read_parquet(ge_small)["text"][0]
     assert json.loads(docs["meta"][0])["ekman"] is not None
     assert isinstance(s.corpora(), pl.DataFrame)
+    config = json.loads(s.corpus("ge")["config"])
+    assert config["extra"]["prefix_cache"] is True  # how the rows were made is recorded with them
     s.close()
     # same command again: nothing to do, nothing duplicated
     before = _snapshot(store)

@@ -142,7 +142,10 @@ def settings_for(opts: EncodeOptions, rdr: Reader, loaded: LoadedSAE, corpus: Co
         include_special=rdr.include_special, window=rdr.window, batch_tokens=opts.batch_tokens,
         shard_docs=opts.shard_docs, dtype=str(rdr.dtype).replace("torch.", ""),
         corpus_fingerprint=corpus.fingerprint, n_docs=corpus.n_docs,
-        extra={"text_col": opts.text_col, "messages_col": opts.messages_col, "kind": corpus.kind},
+        extra={"text_col": opts.text_col, "messages_col": opts.messages_col, "kind": corpus.kind,
+               # whether the shared-prefix cache produced the rows (equal to the full forward within
+               # the reader's self-checked tolerance, not bit for bit), so a resume cannot mix the two
+               "prefix_cache": not rdr.prefix_cache_off_because},
     )
 
 

@@ -112,6 +112,10 @@ def prepare_manifest(work: Path, wanted: dict[str, Any]) -> None:
     manifest = work / "manifest.json"
     if manifest.exists():
         have = json.loads(manifest.read_text())
+        # a setting this version records and an older one did not is no reason to refuse a resume
+        have.setdefault("extra", {})
+        for key, value in wanted.get("extra", {}).items():
+            have["extra"].setdefault(key, value)
         if have != wanted:
             diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
             raise UserError(
