@@ -63,24 +63,25 @@ def _kernels() -> dict[str, Any]:
                         out[row + idx_b[b]] += 1
 
         @numba.njit(nogil=True, cache=True)
+        def offsets(keys, n_keys):  # where each key's run starts once the entries are grouped by key
+            ptr = np.zeros(n_keys + 1, np.int64)
+            for k in range(len(keys)):
+                ptr[keys[k] + 1] += 1
+            for i in range(n_keys):
+                ptr[i + 1] += ptr[i]
+            return ptr
+
+        @numba.njit(nogil=True, cache=True)
         def grouped(rows, cols, n_rows, n_cols):
             # counting sort by column, then a stable scatter by row: each row's columns come out sorted
             n = len(rows)
-            col_ptr = np.zeros(n_cols + 1, np.int64)
-            for k in range(n):
-                col_ptr[cols[k] + 1] += 1
-            for c in range(n_cols):
-                col_ptr[c + 1] += col_ptr[c]
+            col_ptr = offsets(cols, n_cols)
             by_col = np.empty(n, np.int64)
             fill = col_ptr[:-1].copy()
             for k in range(n):
                 by_col[fill[cols[k]]] = rows[k]
                 fill[cols[k]] += 1
-            indptr = np.zeros(n_rows + 1, np.int64)
-            for k in range(n):
-                indptr[rows[k] + 1] += 1
-            for r in range(n_rows):
-                indptr[r + 1] += indptr[r]
+            indptr = offsets(rows, n_rows)
             indices = np.empty(n, np.int32)
             fill = indptr[:-1].copy()
             for c in range(n_cols):
