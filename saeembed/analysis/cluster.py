@@ -12,7 +12,11 @@ Additions:
 - HDBSCAN (scikit-learn's, on ``1 − Jaccard``) as a density-based alternative that needs no ``k``
   and leaves outliers unassigned (cluster −1); when it finds no cluster at all it is rerun with
   ``allow_single_cluster``, so one dense group among scattered documents is reported as such;
-- documents where no selected latent fires cannot be placed and get cluster −1 too;
+- documents where no selected latent fires cannot be placed and get cluster −1 too (``unplaced``
+  ``nearest``: they join the cluster whose most central members they are most similar to on all latents);
+- ``coverage``: instead of a fixed ``per_phrase``, each keyphrase's latents are taken in score order until
+  that share of the documents has at least one (never fewer than ``per_phrase``), which adapts the
+  selection to the SAE's width and sparsity (see :func:`coverage_features`);
 - a dense N × N Jaccard matrix costs 4·N² bytes, so beyond ``max_docs`` placed documents a random
   sample of ``max_docs`` is clustered and every other document joins the cluster it is most similar
   to (mean Jaccard to the cluster's 200 most central sampled members, computed in blocks);
