@@ -361,6 +361,49 @@ def test_cluster_by_query_and_unfiltered(store: Path) -> None:
         cluster(store, "ge", features="a,b")
 
 
+def test_cluster_coverage_selection_and_unplaced_documents(store: Path) -> None:
+    """--coverage takes latents in score order until the target share of documents has one (no fewer
+    than --per-phrase); --unplaced nearest gives documents without a selected latent a cluster."""
+    from saeembed.analysis.cluster import coverage_count, coverage_features
+    from saeembed.analysis.common import binary_matrix, corpus_info
+    from saeembed.analysis.select import select_features
+
+    st = open_store(store)
+    with st.reading():
+        info = corpus_info(st, "ge")
+        ranked = select_features(st, "gratitude", info["sae"], k=int(info["d_sae"]), method="auto",
+                                 info=info)["feature_id"].to_list()
+        mat, _ = binary_matrix(st, info, ranked)
+        dense = mat.toarray() > 0
+
+        def covered(n: int) -> float:
+            return float(dense[:, :n].any(axis=1).mean())
+
+        for share in (0.5, 0.9, 0.95):
+            n = coverage_count(mat, share)
+            assert covered(n) >= share and (n == 1 or covered(n - 1) < share), (share, n)
+        narrow, wide = coverage_count(mat, 0.5), coverage_count(mat, 0.95)
+        assert narrow < wide  # a lower target (a narrower match) keeps fewer latents
+        feats = coverage_features(st, "gratitude", info, 0.95, 1, "auto", 0.0)
+        assert feats == ranked[:wide]
+        assert len(coverage_features(st, "gratitude", info, 0.5, wide + 5, "auto", 0.0)) == wide + 5  # the floor
+        both = coverage_features(st, "gratitude, anger", info, 0.9, 1, "auto", 0.0)
+        got, _ = binary_matrix(st, info, both)
+        assert float((np.asarray(got.sum(axis=1)).ravel() > 0).mean()) >= 0.9
+    res = cluster(store, "ge", query="gratitude", k=3, coverage=0.95, per_phrase=1)
+    assert res["n_features"][0] == wide
+    # one latent leaves most documents without a selected latent: unassigned (-1) by default, nearest joins them
+    rare = [ranked[0]]
+    alone = cluster_assignments(cluster(store, "ge", features=rare, k=2))
+    joined = cluster_assignments(cluster(store, "ge", features=rare, k=2, unplaced="nearest"))
+    assert (alone["cluster"] < 0).sum() > 0
+    assert joined.height == alone.height and (joined["cluster"] < 0).sum() < (alone["cluster"] < 0).sum()
+    keep = alone.filter(pl.col("cluster") >= 0).select("doc_id", "cluster")
+    assert keep.join(joined, on="doc_id").filter(pl.col("cluster") != pl.col("cluster_right")).height == 0
+    with pytest.raises(UserError, match="coverage"):
+        cluster(store, "ge", query="gratitude", coverage=1.5)
+
+
 def test_cluster_unfiltered_follows_amazon_domains(store: Path) -> None:
     needs_amazon(store)
     from sklearn.metrics import normalized_mutual_info_score

@@ -12,7 +12,11 @@ Additions:
 - HDBSCAN (scikit-learn's, on ``1 − Jaccard``) as a density-based alternative that needs no ``k``
   and leaves outliers unassigned (cluster −1); when it finds no cluster at all it is rerun with
   ``allow_single_cluster``, so one dense group among scattered documents is reported as such;
-- documents where no selected latent fires cannot be placed and get cluster −1 too;
+- documents where no selected latent fires cannot be placed and get cluster −1 too (``unplaced``
+  ``nearest``: they join the cluster whose most central members they are most similar to on all latents);
+- ``coverage``: instead of a fixed ``per_phrase``, each keyphrase's latents are taken in score order until
+  that share of the documents has at least one (never fewer than ``per_phrase``), which adapts the
+  selection to the SAE's width and sparsity (see :func:`coverage_features`);
 - a dense N × N Jaccard matrix costs 4·N² bytes, so beyond ``max_docs`` placed documents a random
   sample of ``max_docs`` is clustered and every other document joins the cluster it is most similar
   to (mean Jaccard to the cluster's 200 most central sampled members, computed in blocks);
@@ -63,6 +67,56 @@ SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_featu
 
 
 
+UNPLACED = ("unassigned", "nearest")
+
+
+def coverage_count(mat, share: float) -> int:
+    """Fewest leading columns of ``mat`` (documents × latents, latents in score order) such that at least
+    ``share`` of the documents have one of them; all columns when no prefix covers that many."""
+    coo = mat.tocoo()
+    first = np.full(mat.shape[0], mat.shape[1], dtype=np.int64)
+    np.minimum.at(first, coo.row.astype(np.int64), coo.col.astype(np.int64))
+    need = max(int(np.ceil(share * mat.shape[0] - 1e-9)), 1)
+    return int(min(np.sort(first)[need - 1] + 1, mat.shape[1])) if mat.shape[0] else 0
+
+
+def coverage_features(store: Store, query: str, info: dict[str, Any], share: float, floor: int, method: str,
+                      threshold: float) -> list[int]:
+    """Latents of every keyphrase of ``query``, taken in score order until ``share`` of the corpus'
+    documents has at least one of them (and at least ``floor`` per phrase), united.
+
+    A fixed number per phrase suits neither a wide token-level SAE, where a handful of latents already
+    fire in nearly every document, nor a narrow document-level one (512 latents, 8 per document),
+    where 100 latents leave a fifth of the documents with none: coverage adapts to both."""
+    from .select import split_phrases
+
+    out: dict[int, None] = {}
+    for phrase in split_phrases(query):
+        ranked = select_features(store, phrase, info["sae"], k=int(info["d_sae"]), method=method,
+                                 info=info)["feature_id"].to_list()
+        mat, _ = binary_matrix(store, info, ranked, threshold)
+        out.update(dict.fromkeys(ranked[:max(coverage_count(mat, share), floor)]))
+    return list(out)
+
+
+def _join_nearest(store: Store, info: dict[str, Any], rows: np.ndarray, clusters: np.ndarray, central: np.ndarray,
+                  threshold: float) -> None:
+    """Documents with no selected latent (cluster −1) join the cluster whose most central members they
+    are most similar to on all latents (mean Jaccard); documents with no latent at all stay −1."""
+    from .clustering import assign_nearest, central_references
+
+    todo = np.flatnonzero(clusters < 0)
+    done = np.flatnonzero(clusters >= 0)
+    if len(todo) == 0 or len(done) == 0:
+        return
+    every = frequent_features(store, info, threshold, 1, info["d_sae"])["feature_id"].to_list()
+    full, _ = binary_matrix(store, info, every, threshold, rows=rows)
+    ref = done[central_references(clusters[done], central[done])]
+    nearest, score = assign_nearest(full[todo], full[ref], clusters[ref])
+    has_any = np.asarray(full[todo].sum(axis=1)).ravel() > 0
+    clusters[todo[has_any]], central[todo[has_any]] = nearest[has_any], score[has_any]
+
+
 @reads_store
 def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | None = None,
             **kwargs: Any) -> pl.DataFrame:
@@ -93,7 +147,13 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     if (o.sample is not None and o.sample < 4) or o.max_docs < 4 or o.n_describe < 0 or o.n_central < 0:
         raise UserError("--sample and max_docs must be at least 4, and the description sizes >= 0")
     info = corpus_info(st, corpus)
-    if o.query is not None:
+    if o.coverage is not None and not 0.0 < o.coverage <= 1.0:
+        raise UserError("--coverage must be a share in (0, 1]")
+    if o.unplaced not in UNPLACED:
+        raise UserError(f"unknown unplaced mode {o.unplaced!r}; use unassigned or nearest")
+    if o.query is not None and o.coverage is not None:
+        feats = coverage_features(st, o.query, info, o.coverage, o.per_phrase, o.select, threshold)
+    elif o.query is not None:
         feats = select_features(st, o.query, info["sae"], k=o.per_phrase, method=o.select,
                                 info=info)["feature_id"].to_list()
     elif o.features is not None:
@@ -112,6 +172,8 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
         raise UserError(f"only {len(placed)} documents contain any selected latent; broaden the query or features")
     clusters, central, membership, k_used = partition(mat, placed, len(rows), o.method, o.k, o.min_cluster_size,
                                                       o.max_docs, rng, o.seed)
+    if o.unplaced == "nearest" and len(placed) < len(rows):
+        _join_nearest(st, info, rows, clusters, central, threshold)
     doc_ids = (int(info["lo"]) | rows).astype(np.int64)
     describe_feats = feats if o.describe == "selected" else None
     summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,

@@ -72,7 +72,14 @@ class ClusterOptions:
     select: str = option("auto", "how --query selects latents: descriptors (what the latent's top documents in this "
                                  "corpus are about), labels (label similarity, the paper), auto (descriptors for "
                                  "corpora of 50+ documents)", choices=("auto", "labels", "descriptors"))
-    per_phrase: int = option(PER_PHRASE, "latents selected per keyphrase", min=1)
+    per_phrase: int = option(PER_PHRASE, "latents selected per keyphrase (with --coverage: at least this many)",
+                             min=1)
+    coverage: float | None = option(None, "select latents per keyphrase in score order until this share of "
+                                          "documents has at least one of them (never fewer than --per-phrase)",
+                                    min=0.0, max=1.0, min_open=True)
+    unplaced: str = option("unassigned", "documents with no selected latent: unassigned (cluster -1) or nearest "
+                                         "(join the cluster they are most similar to on all latents)",
+                           choices=("unassigned", "nearest"))
     threshold: float = option(0.0, "a latent is present in a document when its max activation is above this",
                               min=0.0)
     min_cluster_size: int = option(5, "hdbscan: the smallest group counted as a cluster", min=2)

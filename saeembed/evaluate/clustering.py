@@ -16,6 +16,10 @@ SELECTIONS = ("labels", "descriptors")  # labels: the state before issue 9; desc
 # the document-level SAE has 512 latents, so the default 100 per phrase is a fifth of them; rows at other
 # widths (k = 4 only) show whether more selected latents steer, or only approach the unfiltered clustering
 DOC_PER_PHRASE = (25, 200, 300)
+# issue 9's selection rule (--coverage, never fewer than the 100 per phrase) and the handling of documents
+# without a selected latent (--unplaced nearest), both SAEs, k = 2 and 4
+COVERAGE_ROWS = ((f"coverage {1.0}", {"coverage": 1.0}), (f"coverage {0.99}", {"coverage": 0.99}),
+                 ("100 per phrase, unplaced nearest", {"unplaced": "nearest"}))
 
 
 def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
@@ -69,6 +73,11 @@ def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
                     score(f'{prefix} targeted ({select}), query "{q}"', k,
                           by_row(x, cluster(x.store, name, query=q, k=k, select=select)))
             score(f"{prefix} unfiltered (all latents)", k, by_row(x, cluster(x.store, name, unfiltered=True, k=k)))
+            for tag, extra in COVERAGE_ROWS:
+                for select in SELECTIONS:
+                    for q in CLUSTER_QUERIES:
+                        score(f'{prefix} targeted ({select}, {tag}), query "{q}"', k,
+                              by_row(x, cluster(x.store, name, query=q, k=k, select=select, **extra)))
         if doc is not None and k == 4:
             for per_phrase in DOC_PER_PHRASE:
                 for select in SELECTIONS:
