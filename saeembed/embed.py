@@ -20,6 +20,7 @@ import torch
 
 from .errors import UserError
 from .memo import Memo
+from .threads import torch_threads
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -62,13 +63,8 @@ class TextEmbedder:
         """
         if len(texts) > 8:
             return self._embed(texts, batch_size)
-        with _THREADS_LOCK:
-            prev = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                return self._embed(texts, batch_size)
-            finally:
-                torch.set_num_threads(prev)
+        with _THREADS_LOCK, torch_threads(1):
+            return self._embed(texts, batch_size)
 
     @torch.inference_mode()
     def _embed(self, texts: Sequence[str], batch_size: int) -> np.ndarray:

@@ -29,8 +29,12 @@ def cli(*args: str) -> tuple[int, str, str]:
 def doc_reader():
     from saeembed.reader import make_reader
 
+    # one thread for this module only: a thread count left changed would alter later tests' fp32
+    # results in the last bits (test_encode compares an in-process encode with a subprocess' bit for bit)
+    prev = torch.get_num_threads()
     torch.set_num_threads(1)
-    return make_reader("minilm-doc", layer=None, device="cpu")
+    yield make_reader("minilm-doc", layer=None, device="cpu")
+    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")

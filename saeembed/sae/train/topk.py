@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
 from ...errors import UserError
+from ...threads import torch_threads
 from ..formats import save_saelens
 from ..model import SAEConfig, SparseAutoencoder
 from .cache import ActivationCache
@@ -163,13 +164,17 @@ def train_topk_sae(
     ``cfg.extra["saeembed"]``, the recipe and the held-out metrics, so :func:`save_saelens`
     writes everything a later reader of the checkpoint needs.
     """
+    cfg = cfg or TrainConfig()
+    with torch_threads(cfg.threads):
+        return _train(cache, cfg, progress)
+
+
+def _train(cache: ActivationCache | str | Path, cfg: TrainConfig, progress: Callable[[str], None] | None
+           ) -> tuple[SparseAutoencoder, dict[str, Any]]:
     from ...reader import pick_device
 
-    cfg = cfg or TrainConfig()
     if not isinstance(cache, ActivationCache):
         cache = ActivationCache(cache)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     dev = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
