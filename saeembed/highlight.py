@@ -55,13 +55,19 @@ def _token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
     return out
 
 
+def _words(text: str) -> list[str]:
+    """The text as words with the whitespace before them (their concatenation is the text)."""
+    return re.findall(r"\s*\S+|\s+$", text) or [text]
+
+
 @torch.inference_mode()
 def compute_token_activations(reader: Reader, sae: SparseAutoencoder, docs: list[tuple[int, Any]],
                               feature_ids: list[int], batch_tokens: int = 4096) -> pl.DataFrame:
     """Per-token activations of ``feature_ids`` for ``docs`` [(doc_id, text or messages)].
 
     Only pooled (content) tokens are returned; ``position`` counts them from 0 across windows, so
-    the max over positions equals the document's stored max activation.
+    the max over positions equals the document's stored max activation. A document-level reader's
+    one vector describes the whole document, so there every word of the text gets its value.
     """
     from .reader import batches_by_budget, pad_batch
 
@@ -95,7 +101,10 @@ def compute_token_activations(reader: Reader, sae: SparseAutoencoder, docs: list
         ids = [t for p in parts for t in p[0]]
         acts = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, len(f_list)), np.float32)
         toks = _token_strings(reader.tokenizer, ids)
-        n = len(ids)
+        if reader.document_level and len(acts):  # one vector describes the whole document: every word of
+            toks = _words(reader.text_of(docs[i][1]))  # the original text carries its value
+            acts = np.repeat(acts[:1], len(toks), axis=0)
+        n = len(toks)
         for j, f in enumerate(f_list):
             rows["doc_id"].extend([doc_id] * n)
             rows["position"].extend(range(n))

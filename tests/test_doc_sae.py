@@ -120,6 +120,27 @@ def test_encode_with_doc_sae_stores_the_sae_code_of_each_document(doc_store, ge_
     s.close()
 
 
+def test_highlighting_a_doc_latent_shades_the_whole_original_text(doc_store):
+    """A document-level latent has no token positions: every word of the text, as written (not
+    MiniLM's lower-cased word pieces), carries the document's value."""
+    from saeembed.highlight import token_activations
+
+    s = saeembed.open_store(doc_store)
+    docs = s.documents("ge").sort("doc_id").head(3)
+    mat, doc_ids = s.embeddings("ge")
+    rows = []
+    for d in docs["doc_id"].to_list():
+        r = int(np.flatnonzero(doc_ids == d)[0])
+        row = mat.getrow(r)
+        rows.append((d, int(row.indices[np.argmax(row.data)]), float(row.data.max())))
+    acts = token_activations(s, [d for d, _, _ in rows], [f for _, f, _ in rows])
+    for (d, f, value), text in zip(rows, docs["text"].to_list()):
+        got = acts.filter((pl.col("doc_id") == d) & (pl.col("feature_id") == f)).sort("position")
+        assert "".join(got["token"].to_list()) == text and got.height >= len(text.split())
+        assert np.allclose(got["activation"].to_numpy(), value, atol=1e-3)
+    s.close()
+
+
 def test_cluster_and_search_run_on_the_doc_sae_and_find_gratitude(doc_store, ge_docs):
     code, out, err = cli("cluster", "ge", "--store", str(doc_store), "--query", "thanks, gratitude", "--k", "2",
                          "--format", "json")

@@ -12,6 +12,13 @@ and documents (the paper's baseline; doc embeddings are computed once per corpus
 sidecar ``<store>.dense/<corpus>.parquet`` because analyses never write to the store). ``hybrid``:
 reciprocal-rank fusion (k = 60) of ``sae`` and ``dense``, which the paper finds beats either alone;
 rows carry both input ranks.
+
+``fuse``: the same documents encoded again as another corpus (typically ``--sae doc``, the
+document-level SAE, beside the token-level default) rank the query on their own latents, and the
+rankings are fused by the same RRF. Why: the two SAEs fail on different properties (one word
+decides vs what a document is about), so their ranks combine better than either does with dense
+MiniLM (measured on the evaluation's 15 tasks). Documents are matched by their row in the input,
+and only corpora encoded from the same documents (same fingerprint) can be fused.
 """
 
 from __future__ import annotations
@@ -160,20 +167,67 @@ def _dense(store: Store, info: dict[str, Any], query: str, k: int, cache: bool) 
     return pl.DataFrame({"doc_id": ids[order].astype(np.int64), "score": sims[order].astype(np.float64)})
 
 
-def fuse(sae: pl.DataFrame, dense: pl.DataFrame, k: int, rrf_k: int = RRF_K) -> pl.DataFrame:
-    """Reciprocal-rank fusion: score = Σ 1 / (rrf_k + rank) over the two rankings (rank from 1).
+def fuse(sae: pl.DataFrame, dense: pl.DataFrame | None = None, k: int = 10, rrf_k: int = RRF_K,
+         partners: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
+    """Reciprocal-rank fusion: score = Σ 1 / (rrf_k + rank) over the rankings (rank from 1).
 
     Why RRF rather than mixing scores: SAE scores (sums of p90-normalised activations) and cosine
     similarities live on unrelated scales; ranks do not, and RRF needs no tuning to be robust.
-    A document missing from one ranking simply gets no contribution from it.
+    A document missing from one ranking simply gets no contribution from it. ``partners``: more
+    rankings (column name of their rank → frame with ``doc_id`` in this corpus' ids).
     """
-    a = sae.select("doc_id", "top_feature").with_row_index("sae_rank", offset=1)
-    b = dense.select("doc_id").with_row_index("dense_rank", offset=1)
-    both = a.join(b, on="doc_id", how="full", coalesce=True)
-    contrib = lambda c: pl.when(pl.col(c).is_null()).then(0.0).otherwise(1.0 / (rrf_k + pl.col(c).cast(pl.Float64)))  # noqa: E731
-    return (both.with_columns((contrib("sae_rank") + contrib("dense_rank")).alias("score"))
+    ranked = {"sae_rank": sae.select("doc_id", *(["top_feature"] if "top_feature" in sae.columns else []))}
+    if dense is not None:
+        ranked["dense_rank"] = dense.select("doc_id")
+    for column, frame in (partners or {}).items():
+        ranked[column] = frame.select("doc_id")
+    both = None
+    for column, frame in ranked.items():
+        frame = frame.with_row_index(column, offset=1)
+        both = frame if both is None else both.join(frame, on="doc_id", how="full", coalesce=True)
+    assert both is not None
+    contrib = [pl.when(pl.col(c).is_null()).then(0.0).otherwise(1.0 / (rrf_k + pl.col(c).cast(pl.Float64)))
+               for c in ranked]
+    return (both.with_columns(pl.sum_horizontal(contrib).alias("score"))
             .sort(["score", "doc_id"], descending=[True, False]).head(k)
-            .with_columns(pl.col("sae_rank").cast(pl.Int64), pl.col("dense_rank").cast(pl.Int64)))
+            .with_columns(pl.col(c).cast(pl.Int64) for c in ranked))
+
+
+def fuse_partner(store: Store, info: Any, partner: str) -> Any:
+    """The partner corpus' registry row, after checking it holds this corpus' documents."""
+    if partner == info["name"]:
+        raise UserError(f"--fuse {partner}: a corpus cannot be fused with itself; name a corpus holding the same "
+                        "documents encoded with another SAE (e.g. `--sae doc`)")
+    other = corpus_info(store, partner)
+    mine, theirs = info.settings.get("corpus_fingerprint"), other.settings.get("corpus_fingerprint")
+    if (mine and theirs and mine != theirs) or other["n_docs"] != info["n_docs"]:
+        raise UserError(f"--fuse {partner}: corpus {partner!r} does not hold the same documents as {info['name']!r}; "
+                        f"encode the same input file again, e.g. `saeembed encode FILE --name {info['name']}-doc "
+                        "--sae doc`, and fuse with that")
+    return other
+
+
+def rank_column(partner: str) -> str:
+    """The partner's rank column: ``<corpus>_rank``, unless that would read as one of the fixed ones."""
+    column = f"{partner}_rank"
+    return f"corpus_{column}" if column in ("sae_rank", "dense_rank") else column
+
+
+def _ranking(store: Store, info: Any, query: str, o: SearchOptions, depth: int) -> pl.DataFrame:
+    """This corpus' own ranking in sae/example mode (hybrid adds dense to it later)."""
+    if o.mode == "example":
+        fids, weights = example_weights(store, info, query, idf=o.idf)
+        return score_documents(store, info, fids, weights, depth)
+    sel = select_features(store, query, info["sae"], k=o.n_features, method=o.select, info=info,
+                          alternative="use --mode example or --mode dense").head(o.n_features)
+    w = rank_weights(sel.height, o.temperature)
+    return score_documents(store, info, sel["feature_id"].to_list(), w.tolist(), depth)
+
+
+def _partner_ranking(store: Store, info: Any, other: Any, query: str, o: SearchOptions, depth: int) -> pl.DataFrame:
+    """The partner's ranking with its doc ids mapped to this corpus' (the same input row)."""
+    res = _ranking(store, other, query, o, depth)
+    return res.select((pl.lit(int(info["lo"]), pl.Int64) | (pl.col("doc_id") & ROW_MASK)).alias("doc_id"))
 
 
 @reads_store
@@ -181,7 +235,8 @@ def search(store: Store | str | Path, corpus: str, query: str, options: SearchOp
            **kwargs: Any) -> pl.DataFrame:
     """The ``k`` documents of ``corpus`` that best match ``query``, best first.
 
-    Columns: rank, doc_id, row_idx, score, (hybrid) sae_rank / dense_rank, and in ``sae``,
+    Columns: rank, doc_id, row_idx, score, (hybrid) sae_rank / dense_rank, (``fuse``) sae_rank and
+    ``<partner>_rank`` per fused corpus, and in ``sae``,
     ``example`` and ``hybrid`` modes top_feature / top_label (the latent contributing most to the
     document's SAE score), then text (clipped to ``text_chars``). See the module docstring
     for the modes. Raises a :class:`UserError` for an unknown mode, an empty query, or (``sae``) a
@@ -195,25 +250,22 @@ def search(store: Store | str | Path, corpus: str, query: str, options: SearchOp
         raise UserError("the search query is empty")
     if o.k <= 0 or o.n_features <= 0 or o.temperature <= 0:
         raise UserError("--k, --n-features and the temperature must be positive")
+    partners = [o.fuse] if isinstance(o.fuse, str) else list(o.fuse or [])
+    if partners and o.mode == "dense":
+        raise UserError("--fuse applies to --mode sae, hybrid and example (dense mode has no latents to fuse)")
     info = corpus_info(st, corpus)
-    depth = max(o.k, FUSION_DEPTH) if o.mode == "hybrid" else o.k
-    if o.mode in ("sae", "hybrid"):
-        sel = select_features(st, query, info["sae"], k=o.n_features, method=o.select, info=info,
-                              alternative="use --mode example or --mode dense").head(o.n_features)
-        w = rank_weights(sel.height, o.temperature)
-        res = score_documents(st, info, sel["feature_id"].to_list(), w.tolist(), depth)
-    elif o.mode == "example":
-        fids, weights = example_weights(st, info, query, idf=o.idf)
-        res = score_documents(st, info, fids, weights, o.k)
-    else:
-        res = _dense(st, info, query, depth, o.cache)
-    if o.mode == "hybrid":
-        res = fuse(res, _dense(st, info, query, depth, o.cache), o.k)
+    others = {rank_column(p): fuse_partner(st, info, p) for p in dict.fromkeys(partners)}
+    depth = max(o.k, FUSION_DEPTH) if o.mode == "hybrid" or others else o.k
+    res = _dense(st, info, query, depth, o.cache) if o.mode == "dense" else _ranking(st, info, query, o, depth)
+    if o.mode == "hybrid" or others:
+        dense = _dense(st, info, query, depth, o.cache) if o.mode == "hybrid" else None
+        res = fuse(res, dense, o.k, partners={c: _partner_ranking(st, info, other, query, o, depth)
+                                              for c, other in others.items()})
     res = res.head(o.k).with_columns(pl.int_range(1, pl.len() + 1).alias("rank"),
                                      (pl.col("doc_id") & ROW_MASK).alias("row_idx"))
     texts = doc_texts(st, res["doc_id"].to_list(), o.text_chars)
     res = res.with_columns(pl.Series("text", [texts.get(int(d), "") for d in res["doc_id"]], pl.String))
-    cols = ["rank", "doc_id", "row_idx", "score"] + [c for c in ("sae_rank", "dense_rank") if c in res.columns]
+    cols = ["rank", "doc_id", "row_idx", "score"] + [c for c in ("sae_rank", "dense_rank", *others) if c in res.columns]
     if "top_feature" in res.columns:
         labels = feature_labels(st, info["sae"]).rename({"feature_id": "top_feature", "label": "top_label"})
         res = (res.with_columns(pl.col("top_feature").cast(pl.Int32))
@@ -222,4 +274,4 @@ def search(store: Store | str | Path, corpus: str, query: str, options: SearchOp
     return res.select(cols + ["text"])
 
 
-__all__ = ["search", "score_documents", "rank_weights", "encode_query", "MODES"]
+__all__ = ["search", "score_documents", "rank_weights", "encode_query", "fuse", "MODES"]

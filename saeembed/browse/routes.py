@@ -145,7 +145,9 @@ def _register_analyses(app: Any) -> None:
         if q:
             if not corpus:
                 raise UserError("pick a corpus to search")
-            df = search(g.store, corpus, q, k=_int_arg("k", 20, 1, 200), mode=mode, cache=False)
+            fuse = request.args.get("fuse", "").strip()
+            df = search(g.store, corpus, q, k=_int_arg("k", 20, 1, 200), mode=mode, cache=False,
+                        fuse=[fuse] if fuse else [])
             info = sae_info(g.store, g.store.corpus(corpus)["sae"])
             section = build_section(g.store, df, "search", links=_links(g.store, info))
         return render("analysis.html", title="Search a corpus", form="search", section=section, args=request.args)

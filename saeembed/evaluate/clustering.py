@@ -71,19 +71,20 @@ def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
             for select in SELECTIONS:
                 for q in CLUSTER_QUERIES:
                     score(f'{prefix} targeted ({select}), query "{q}"', k,
-                          by_row(x, cluster(x.store, name, query=q, k=k, select=select)))
-            score(f"{prefix} unfiltered (all latents)", k, by_row(x, cluster(x.store, name, unfiltered=True, k=k)))
+                          by_row(x, cluster(x.store, x.stored(name), query=q, k=k, select=select)))
+            score(f"{prefix} unfiltered (all latents)", k,
+                  by_row(x, cluster(x.store, x.stored(name), unfiltered=True, k=k)))
             for tag, extra in COVERAGE_ROWS:
                 for select in SELECTIONS:
                     for q in CLUSTER_QUERIES:
                         score(f'{prefix} targeted ({select}, {tag}), query "{q}"', k,
-                              by_row(x, cluster(x.store, name, query=q, k=k, select=select, **extra)))
+                              by_row(x, cluster(x.store, x.stored(name), query=q, k=k, select=select, **extra)))
         if doc is not None and k == 4:
             for per_phrase in DOC_PER_PHRASE:
                 for select in SELECTIONS:
                     for q in CLUSTER_QUERIES:
                         score(f'doc SAE targeted ({select}, {per_phrase} per phrase), query "{q}"', k,
-                              by_row(doc, cluster(doc.store, name, query=q, k=k, select=select,
+                              by_row(doc, cluster(doc.store, doc.stored(name), query=q, k=k, select=select,
                                                   per_phrase=per_phrase)))
         km = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(emb)
         score("dense MiniLM + k-means", k, {int(i): int(km[i]) for i in placed})

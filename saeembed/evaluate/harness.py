@@ -15,17 +15,23 @@ from .tasks import CORPORA
 class Harness:
     """Encodes the corpora a task needs (once, resumable) and runs the analyses on them."""
 
-    def __init__(self, store: Path, data: Path, docs: int, sae: str = "default", work: Path | None = None) -> None:
-        """``work``: where the corpus frames are written; a second harness (another SAE, its own store)
-        passes the first one's so both encode the very same documents."""
+    def __init__(self, store: Path, data: Path, docs: int, sae: str = "default", work: Path | None = None,
+                 suffix: str = "", share: Harness | None = None) -> None:
+        """``share``: a harness whose store (and corpus frames) this one uses too, storing its corpora as
+        ``<name><suffix>`` — another SAE over the very same documents in the same store, as a user
+        would keep them to fuse the two (``search --fuse``)."""
         from ..api import open_store
 
-        self.store_path, self.data, self.docs, self.sae = store, data, docs, sae
-        self.work = work or store.parent / (store.stem + ".corpora")
+        self.store_path, self.data, self.docs, self.sae, self.suffix = store, data, docs, sae, suffix
+        self.work = share.work if share is not None else work or store.parent / (store.stem + ".corpora")
         self.work.mkdir(parents=True, exist_ok=True)
         self._reader = None
-        self.store = open_store(store)
+        self.store = share.store if share is not None else open_store(store)
         self.encode_s: dict[str, float] = {}
+
+    def stored(self, name: str) -> str:
+        """The name the evaluation corpus ``name`` has in the store."""
+        return name + self.suffix
 
     def reader(self):
         if self._reader is None:
@@ -56,17 +62,18 @@ class Harness:
         from ..encode import encode_corpus
 
         known = set(self.store.corpora()["name"].to_list()) if self.store_path.exists() else set()
-        if name not in known:
+        stored = self.stored(name)
+        if stored not in known:
             self.store.close()
             t0 = time.perf_counter()
-            encode_corpus(self.store_path, self.corpus_path(name, frame), name, text_col="text", sae=self.sae,
+            encode_corpus(self.store_path, self.corpus_path(name, frame), stored, text_col="text", sae=self.sae,
                           loaded_reader=self.reader(), progress=True)
-            self.encode_s[name] = time.perf_counter() - t0
-        return name
+            self.encode_s[stored] = time.perf_counter() - t0
+        return stored
 
     def doc_ids(self, name: str) -> np.ndarray:
         """doc_id of every row of the corpus frame (rows dropped as empty get −1)."""
-        docs = self.store.documents(name).select("doc_id", "row_idx")
+        docs = self.store.documents(self.stored(name)).select("doc_id", "row_idx")
         n = self.frame(name).height
         out = np.full(n, -1, dtype=np.int64)
         out[docs["row_idx"].to_numpy()] = docs["doc_id"].to_numpy()

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--docs", type=int, default=1000, help="documents per labelled corpus")
     ap.add_argument("--sae", default="default")
     ap.add_argument("--doc-sae", default="doc", help="document-level SAE compared in retrieval and clustering, "
-                    "encoded into STORE_doc.duckdb next to --store ('' to skip)")
+                    "its corpora encoded into STORE as NAME_doc ('' to skip)")
     ap.add_argument("--only", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args(argv)
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args.store.parent.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     h = Harness(args.store, args.data, args.docs, args.sae)
-    doc = (Harness(args.store.with_name(args.store.stem + "_doc.duckdb"), args.data, args.docs, args.doc_sae,
-                   work=h.work) if args.doc_sae else None)
+    doc = Harness(args.store, args.data, args.docs, args.doc_sae, suffix="_doc", share=h) if args.doc_sae else None
     sections: list[str] = []
     results: dict[str, Any] = {"docs": args.docs, "sae": args.sae, "doc_sae": args.doc_sae}
     old_md = args.out / "evaluation.md"

@@ -27,15 +27,32 @@ def full_ranking(ranked: list[int], all_ids: np.ndarray, rng: np.random.Generato
 # with the shipped offline labels (the state before issue 9), "sae" the default (auto → descriptors).
 METHODS = (("sae-labels", "sae", "labels"), ("sae", "sae", "auto"), ("dense", "dense", "auto"),
            ("hybrid-labels", "hybrid", "labels"), ("hybrid", "hybrid", "auto"))
-# the document-level SAE (``--sae doc``, its own store): the same two selections
+# the document-level SAE (``--sae doc``, its corpora stored as ``<name>_doc``): the same two selections,
+# then the token-level ranking fused with the document-level one (``search --fuse``)
 DOC_METHODS = (("doc-sae-labels", "sae", "labels"), ("doc-sae", "sae", "auto"))
+FUSED_METHODS = (("sae+doc", "sae", "auto"),)
 SHOWN = tuple(m for m, _, _ in METHODS) + ("random",)
+
+
+def measure(row: dict[str, Any], column: str, relevant: dict[int, bool], all_ids: np.ndarray, store: Any,
+            corpus: str, query: str, to_main: dict[int, int] | None = None, **options: Any) -> None:
+    """Time one search of every document, then its MAP and P@50 (unreturned documents at random
+    below the ranking) into ``row``; ``to_main`` maps the doc ids of another corpus holding the same
+    documents to the evaluated one's."""
+    from ..analysis import search
+
+    t0 = time.perf_counter()
+    returned = search(store, corpus, query, k=len(all_ids), **options)["doc_id"].to_list()
+    row[f"{column}_s"] = time.perf_counter() - t0
+    if to_main is not None:
+        returned = [to_main[int(d)] for d in returned if int(d) in to_main]
+    order = full_ranking(returned, all_ids, np.random.default_rng(0))
+    rel = np.array([relevant[int(d)] for d in order])
+    row[f"{column}_map"], row[f"{column}_p50"] = average_precision(rel), precision_at(rel, 50)
 
 
 def eval_retrieval(h: Harness, tasks: list[RetrievalTask], doc: Harness | None = None) -> pl.DataFrame:
     """MAP / P@50 of every method on every task; ``doc`` adds the document-level SAE's columns."""
-    from ..analysis import search
-
     halves = task_halves(tasks)
     rows = []
     for task in tasks:
@@ -50,24 +67,18 @@ def eval_retrieval(h: Harness, tasks: list[RetrievalTask], doc: Harness | None =
         all_ids = ids[valid]
         row: dict[str, Any] = {"task": task.name, "half": halves[task.name], "query": task.query,
                                "docs": int(valid.sum()), "positives": int(truth[valid].sum())}
+        score = {"row": row, "relevant": relevant, "all_ids": all_ids, "query": task.query}
         for column, mode, select in METHODS:
-            t0 = time.perf_counter()
-            res = search(h.store, task.corpus, task.query, k=len(all_ids), mode=mode, select=select)
-            row[f"{column}_s"] = time.perf_counter() - t0
-            order = full_ranking(res["doc_id"].to_list(), all_ids, np.random.default_rng(0))
-            rel = np.array([relevant[int(d)] for d in order])
-            row[f"{column}_map"], row[f"{column}_p50"] = average_precision(rel), precision_at(rel, 50)
+            measure(column=column, store=h.store, corpus=task.corpus, mode=mode, select=select, **score)
         if doc is not None:
-            doc_row = doc.doc_ids(task.corpus)  # frame row → doc_id in the doc store
+            doc_row = doc.doc_ids(task.corpus)  # frame row → doc_id of the doc-SAE corpus
             to_main = {int(d): int(ids[i]) for i, d in enumerate(doc_row) if d >= 0 and ids[i] >= 0}
             for column, mode, select in DOC_METHODS:
-                t0 = time.perf_counter()
-                res = search(doc.store, task.corpus, task.query, k=len(all_ids), mode=mode, select=select)
-                row[f"{column}_s"] = time.perf_counter() - t0
-                ranked = [to_main[int(d)] for d in res["doc_id"].to_list() if int(d) in to_main]
-                order = full_ranking(ranked, all_ids, np.random.default_rng(0))
-                rel = np.array([relevant[int(d)] for d in order])
-                row[f"{column}_map"], row[f"{column}_p50"] = average_precision(rel), precision_at(rel, 50)
+                measure(column=column, store=doc.store, corpus=doc.stored(task.corpus), to_main=to_main, mode=mode,
+                        select=select, **score)
+            for column, mode, select in FUSED_METHODS:
+                measure(column=column, store=h.store, corpus=task.corpus, mode=mode, select=select,
+                        fuse=doc.stored(task.corpus), **score)
         rng = np.random.default_rng(0)
         draws = [np.array([relevant[int(d)] for d in rng.permutation(all_ids)]) for _ in range(RANDOM_DRAWS)]
         row["random_map"] = float(np.mean([average_precision(r) for r in draws]))
@@ -80,7 +91,7 @@ def eval_retrieval(h: Harness, tasks: list[RetrievalTask], doc: Harness | None =
 def shown(row: dict[str, Any] | pl.DataFrame) -> tuple[str, ...]:
     """The method columns a result has: the fixed ones, then the document-level SAE's when it ran."""
     have = row.columns if isinstance(row, pl.DataFrame) else row
-    doc = tuple(m for m, _, _ in DOC_METHODS if f"{m}_map" in have)
+    doc = tuple(m for m, _, _ in DOC_METHODS + FUSED_METHODS if f"{m}_map" in have)
     return SHOWN[:-1] + doc + SHOWN[-1:]
 
 

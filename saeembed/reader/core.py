@@ -76,6 +76,9 @@ def _common_prefix(a: list[int], b: list[int]) -> list[int]:
 class Reader:
     """A model truncated after block ``layer`` that returns that block's output per token."""
 
+    # True for readers whose one vector describes the whole document (:class:`DocReader`)
+    document_level: bool = False
+
     def __init__(
         self,
         model: str | None = None,

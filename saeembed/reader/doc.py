@@ -45,6 +45,8 @@ class DocReader(Reader):
     """Sentence-embedding reader: ``hidden_states`` puts each document's embedding at every
     position (an expanded view, no copy); ``windows`` pools only the first one."""
 
+    document_level = True
+
     def __init__(self, model: str | None = None, layer: int | None = None, device: str = "auto",
                  dtype: str | None = None, chat_template: bool | None = None, include_special: bool = False,
                  window: int | None = None, prefix_cache: bool = True) -> None:
@@ -98,12 +100,12 @@ class DocReader(Reader):
 
     # -- documents -------------------------------------------------------------------------------
     @staticmethod
-    def _text(doc: str | list[dict]) -> str:
+    def text_of(doc: str | list[dict]) -> str:
         """A chat document is embedded as its messages' contents, one per line."""
         return doc if isinstance(doc, str) else "\n".join(str(m.get("content", "")) for m in doc)
 
     def pieces(self, doc: str | list[dict]) -> list[tuple[list[int], bool]]:
-        ids = self.tokenizer(self._text(doc), add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(self.text_of(doc), add_special_tokens=False)["input_ids"]
         return [(list(ids) or list(self._sep), True)]
 
     def windows(self, doc: str | list[dict], doc_idx: int) -> list[Window]:

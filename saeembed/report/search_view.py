@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from ..api import Store
 
 TABLE_COLUMNS = ["rank", "doc_id", "score", "sae_rank", "dense_rank", "top_feature", "top_label", "document"]
+
+
+def table_columns(df: pl.DataFrame) -> list[str]:
+    """The fixed columns plus one input rank per fused corpus (``--fuse``), after the fixed ranks."""
+    fused = [c for c in df.columns if c.endswith("_rank") and c not in TABLE_COLUMNS]
+    return TABLE_COLUMNS[:5] + fused + TABLE_COLUMNS[5:]
 SNIPPET_TOKENS = 14
 
 
@@ -30,7 +36,7 @@ def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS) -> S
     def view(doc_id: int, window: int):
         return hl.view(doc_id, feats[doc_id], window) if feats[doc_id] else hl.plain(doc_id, chars=window * 12)
 
-    table = frame_table(df, TABLE_COLUMNS, docs={"document": lambda r: view(r["doc_id"], SNIPPET_TOKENS)},
+    table = frame_table(df, table_columns(df), docs={"document": lambda r: view(r["doc_id"], SNIPPET_TOKENS)},
                         links={"doc_id": lambda r: links.doc(r["doc_id"], (feats[r["doc_id"]] or [None])[0]),
                                "top_feature": lambda r: links.latent(r["top_feature"]) if has_latent else None,
                                "top_label": lambda r: links.latent(r["top_feature"]) if has_latent else None})
