@@ -7,6 +7,12 @@ Fitted on the even (dev) rows, reported on the odd (held-out) rows: a logistic p
 presence, and the ceiling of query-free selection — spectral clustering (k = 2) on the N latents whose
 frequency differs most between negative and positive dev reviews, scored by NMI with sentiment. When
 these latents do not cluster by sentiment either, no query can steer the clustering to it.
+
+Then the ceiling of an *axis* (two poles) rather than a clustering: each review scored by how many
+of the N most positive-leaning dev latents it has minus the N most negative-leaning, cut at the dev
+median (k = 2) or quartiles (k = 4) — the best any pole selection could do with these latents — and
+the same signed score with the latents the query machinery selects for generic pole words (the
+paradigm words of Turney & Littman 2003, chosen before looking at any review), per selection method.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from saeembed.analysis.cluster import cluster, cluster_assignments
 from saeembed.analysis.common import binary_matrix, corpus_info
+from saeembed.analysis.select import select_features
 from saeembed.api import open_store
 
 
@@ -49,6 +56,33 @@ def main() -> None:
         print(f"{n} most sentiment-differing dev latents, k = 2, held-out NMI: sentiment "
               f"{normalized_mutual_info_score(y[~dev], pred[~dev]):.3f}, domain "
               f"{normalized_mutual_info_score(dom[~dev], pred[~dev]):.3f}")
+    signed = x[dev & pos].mean(axis=0) - x[dev & ~pos].mean(axis=0)
+    for n in (10, 30, 100):
+        score = x[:, np.argsort(-signed)[:n]].sum(1) - x[:, np.argsort(signed)[:n]].sum(1)
+        print(f"axis ceiling, {n} + {n} most one-sided dev latents: " + axis_nmi(score, y, dom, dev))
+    for method in ("labels", "descriptors"):
+        for n in (10, 30, 100):
+            a, b = (select_features(st, p, info["sae"], k=n, method=method, info=info)["feature_id"].to_numpy()
+                    for p in POLES)
+            a, b = np.setdiff1d(a, b), np.setdiff1d(b, a)
+            print(f"axis from pole words ({method}, {n} per pole): "
+                  + axis_nmi(x[:, a].sum(1) - x[:, b].sum(1), y, dom, dev))
+
+
+# Turney & Littman (2003), "Measuring praise and criticism": the paradigm positive / negative words
+POLES = ("good, nice, excellent, positive, fortunate, correct, superior",
+         "bad, nasty, poor, negative, unfortunate, wrong, inferior")
+
+
+def axis_nmi(score: np.ndarray, y: np.ndarray, dom: np.ndarray, dev: np.ndarray) -> str:
+    """Held-out NMI of a 1-D score cut at the dev median (k = 2) and quartiles (k = 4)."""
+    out = []
+    for k in (2, 4):
+        cuts = np.quantile(score[dev], np.linspace(0, 1, k + 1)[1:-1])
+        pred = np.searchsorted(cuts, score, side="right")
+        out.append(f"k = {k}: sentiment {normalized_mutual_info_score(y[~dev], pred[~dev]):.3f}, "
+                   f"domain {normalized_mutual_info_score(dom[~dev], pred[~dev]):.3f}")
+    return "; ".join(out)
 
 
 if __name__ == "__main__":
