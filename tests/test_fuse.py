@@ -18,6 +18,7 @@ from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.errors import UserError
 from tests.conftest import GOEMOTIONS_SAMPLE
+from tests.faces_support import load_in_chromium
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -113,6 +114,10 @@ def test_browser_search_page_fuses_and_refuses_other_documents(fused_store: Path
         assert status == 200 and "ge_doc_rank" in body and "Ranked documents" in body
         status, body = get("/search?corpus=ge&q=gratitude&k=5&fuse=other_doc")
         assert status == 400 and "does not hold the same documents" in body
+        # the page as a browser renders it: the form keeps the chosen partner, the chart draws
+        dom, console = load_in_chromium(f"http://{srv.host}:{srv.port}/search?corpus=ge&q=gratitude&k=5&fuse=ge_doc")
+        assert console == [] and "Traceback" not in dom
+        assert 'value="ge_doc" selected' in dom and "ge_doc_rank" in dom and 'class="marks"' in dom
     finally:
         srv.shutdown()
         srv.server_close()
