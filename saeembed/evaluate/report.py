@@ -64,23 +64,43 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     h = Harness(args.store, args.data, args.docs, args.sae)
     doc = Harness(args.store, args.data, args.docs, args.doc_sae, suffix="_doc", share=h) if args.doc_sae else None
-    sections: list[str] = []
+    by_task: dict[str, str] = {}
     results: dict[str, Any] = {"docs": args.docs, "sae": args.sae, "doc_sae": args.doc_sae}
     old_md = args.out / "evaluation.md"
     earlier = previous_sections(old_md.read_text()) if old_md.exists() else {}
     old_json = args.out / "evaluation.json"
     earlier_results = json.loads(old_json.read_text()) if old_json.exists() else {}
     t_start = time.perf_counter()
+
+    def write() -> str:
+        """The report so far: tasks measured in this run, the others' sections and results carried over
+        from the previous report (in task order), so a crash in a later task loses nothing measured."""
+        carried = [t for t in TASKS if t not in by_task and t in earlier]
+        report = "\n\n".join(by_task.get(t) or earlier[t] for t in TASKS if t in by_task or t in carried) + "\n"
+        out = dict(results)
+        out.update({t: earlier_results[t] for t in carried if t in earlier_results})
+        if carried:
+            out["carried_over"] = carried
+        out["encode_s"] = h.encode_s
+        if doc is not None:
+            out["doc_encode_s"] = doc.encode_s
+        out["wall_s"] = time.perf_counter() - t_start
+        (args.out / "evaluation.md").write_text(report)
+        (args.out / "evaluation.json").write_text(json.dumps(out, indent=2, default=str))
+        return report
+
     if "retrieval" in only:
         df = eval_retrieval(h, RETRIEVAL_TASKS, doc)
         results["retrieval"] = df.to_dicts()
-        sections.append("### Property retrieval: MAP (dev half, held-out half, all tasks)\n\n"
-                        + markdown(retrieval_table(df, "map"))
-                        + "\n\n### Property retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
+        by_task["retrieval"] = ("### Property retrieval: MAP (dev half, held-out half, all tasks)\n\n"
+                                + markdown(retrieval_table(df, "map"))
+                                + "\n\n### Property retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
+        write()
     if "clustering" in only:
         df = eval_clustering(h, doc)
         results["clustering"] = df.to_dicts()
-        sections.append("### Targeted clustering, Amazon reviews (domain × sentiment)\n\n" + markdown(df))
+        by_task["clustering"] = "### Targeted clustering, Amazon reviews (domain × sentiment)\n\n" + markdown(df)
+        write()
     if "diffing" in only:
         summary, tops = eval_diffing(h)
         results["diffing"] = {"summary": summary.to_dicts(), "top": {k: v.to_dicts() for k, v in tops.items()}}
@@ -88,34 +108,18 @@ def main(argv: list[str] | None = None) -> None:
         for title, top in tops.items():
             text += (f"\n\n**{title}**: the ten largest frequency differences (target = the corpus where the "
                      "latent is more frequent)\n\n" + markdown(top.head(10)))
-        sections.append(text)
+        by_task["diffing"] = text
+        write()
     if "correlation" in only:
         df = eval_correlation(h)
         results["correlation"] = df.to_dicts()
-        sections.append("### Correlations: rank of a planted pair\n\n" + markdown(df))
+        by_task["correlation"] = "### Correlations: rank of a planted pair\n\n" + markdown(df)
+        write()
     if "speed" in only:
         df = eval_speed(h)
         results["speed"] = df.to_dicts()
-        sections.append("### Encode speed\n\n" + markdown(df, digits=2))
-    # a partial run (--only) keeps the other tasks' sections and results from the previous report,
-    # in task order, so the report always covers every task and says which run measured what
-    carried = [t for t in TASKS if t not in only and t in earlier]
-    if carried:
-        by_task = dict(zip([t for t in TASKS if t in only], sections))
-        sections = [by_task[t] if t in by_task else earlier[t] for t in TASKS if t in by_task or t in carried]
-        for t in carried:
-            if t in earlier_results:
-                results[t] = earlier_results[t]
-        results["carried_over"] = carried
-    results["encode_s"] = h.encode_s
-    if doc is not None:
-        results["doc_encode_s"] = doc.encode_s
-    results["wall_s"] = time.perf_counter() - t_start
-    report = "\n\n".join(sections) + "\n"
-    (args.out / "evaluation.md").write_text(report)
-    (args.out / "evaluation.json").write_text(json.dumps(results, indent=2, default=str))
-    print(report)
-
+        by_task["speed"] = "### Encode speed\n\n" + markdown(df, digits=2)
+    print(write())
 
 if __name__ == "__main__":
     main()
