@@ -100,10 +100,11 @@ def compute_token_activations(reader: Reader, sae: SparseAutoencoder, docs: list
         parts = [per_window[o] for o in by_doc.get(i, [])]
         ids = [t for p in parts for t in p[0]]
         acts = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, len(f_list)), np.float32)
-        toks = _token_strings(reader.tokenizer, ids)
         if reader.document_level and len(acts):  # one vector describes the whole document: every word of
             toks = _words(reader.text_of(docs[i][1]))  # the original text carries its value
             acts = np.repeat(acts[:1], len(toks), axis=0)
+        else:
+            toks = _token_strings(reader.tokenizer, ids)
         n = len(toks)
         for j, f in enumerate(f_list):
             rows["doc_id"].extend([doc_id] * n)

@@ -176,16 +176,13 @@ def fuse(sae: pl.DataFrame, dense: pl.DataFrame | None = None, k: int = 10, rrf_
     A document missing from one ranking simply gets no contribution from it. ``partners``: more
     rankings (column name of their rank → frame with ``doc_id`` in this corpus' ids).
     """
-    ranked = {"sae_rank": sae.select("doc_id", *(["top_feature"] if "top_feature" in sae.columns else []))}
-    if dense is not None:
-        ranked["dense_rank"] = dense.select("doc_id")
-    for column, frame in (partners or {}).items():
-        ranked[column] = frame.select("doc_id")
-    both = None
-    for column, frame in ranked.items():
-        frame = frame.with_row_index(column, offset=1)
-        both = frame if both is None else both.join(frame, on="doc_id", how="full", coalesce=True)
-    assert both is not None
+    others = {**({"dense_rank": dense} if dense is not None else {}), **(partners or {})}
+    both = sae.select("doc_id", *(["top_feature"] if "top_feature" in sae.columns else [])).with_row_index(
+        "sae_rank", offset=1)
+    for column, frame in others.items():
+        both = both.join(frame.select("doc_id").with_row_index(column, offset=1), on="doc_id", how="full",
+                         coalesce=True)
+    ranked = ["sae_rank", *others]
     contrib = [pl.when(pl.col(c).is_null()).then(0.0).otherwise(1.0 / (rrf_k + pl.col(c).cast(pl.Float64)))
                for c in ranked]
     return (both.with_columns(pl.sum_horizontal(contrib).alias("score"))

@@ -15,15 +15,15 @@ from .tasks import CORPORA
 class Harness:
     """Encodes the corpora a task needs (once, resumable) and runs the analyses on them."""
 
-    def __init__(self, store: Path, data: Path, docs: int, sae: str = "default", work: Path | None = None,
-                 suffix: str = "", share: Harness | None = None) -> None:
+    def __init__(self, store: Path, data: Path, docs: int, sae: str = "default", suffix: str = "",
+                 share: Harness | None = None) -> None:
         """``share``: a harness whose store (and corpus frames) this one uses too, storing its corpora as
         ``<name><suffix>`` — another SAE over the very same documents in the same store, as a user
         would keep them to fuse the two (``search --fuse``)."""
         from ..api import open_store
 
         self.store_path, self.data, self.docs, self.sae, self.suffix = store, data, docs, sae, suffix
-        self.work = share.work if share is not None else work or store.parent / (store.stem + ".corpora")
+        self.work = share.work if share is not None else store.parent / (store.stem + ".corpora")
         self.work.mkdir(parents=True, exist_ok=True)
         self._reader = None
         self.store = share.store if share is not None else open_store(store)

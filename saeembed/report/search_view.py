@@ -15,13 +15,13 @@ if TYPE_CHECKING:
     from ..api import Store
 
 TABLE_COLUMNS = ["rank", "doc_id", "score", "sae_rank", "dense_rank", "top_feature", "top_label", "document"]
+SNIPPET_TOKENS = 14
 
 
 def table_columns(df: pl.DataFrame) -> list[str]:
     """The fixed columns plus one input rank per fused corpus (``--fuse``), after the fixed ranks."""
     fused = [c for c in df.columns if c.endswith("_rank") and c not in TABLE_COLUMNS]
     return TABLE_COLUMNS[:5] + fused + TABLE_COLUMNS[5:]
-SNIPPET_TOKENS = 14
 
 
 def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS) -> Section:
