@@ -80,7 +80,7 @@ def test_fuse_refuses_other_documents_itself_and_dense_mode(fused_store: Path) -
     assert fused_store.read_bytes() == before
 
 
-def test_fuse_on_the_command_line_with_hybrid_and_json(fused_store: Path) -> None:
+def test_fuse_on_the_command_line_with_hybrid_and_json(fused_store: Path, tmp_path: Path) -> None:
     code, out, err = cli("search", "--store", str(fused_store), "ge", "thank you", "--mode", "hybrid",
                          "--fuse", "ge_doc", "--top", "5", "--format", "json")
     assert code == 0, err
@@ -89,6 +89,12 @@ def test_fuse_on_the_command_line_with_hybrid_and_json(fused_store: Path) -> Non
     for r in rows:
         ranks = [r[c] for c in ("sae_rank", "dense_rank", "ge_doc_rank") if r[c] is not None]
         assert r["score"] == pytest.approx(sum(1 / (60 + x) for x in ranks))
+    page = tmp_path / "fused.html"
+    code, _, err = cli("search", "--store", str(fused_store), "ge", "thank you", "--fuse", "ge_doc", "--top", "5",
+                       "--format", "html", "--output", str(page))
+    assert code == 0, err
+    html = page.read_text()
+    assert "fused with ge_doc" in html and "ge_doc_rank" in html
 
 
 def test_browser_search_page_fuses_and_refuses_other_documents(fused_store: Path) -> None:
