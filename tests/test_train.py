@@ -86,6 +86,45 @@ def test_cache_refuses_other_settings(reader64, corpus, cache64: Path) -> None:
         cache_activations([corpus], cache64, reader=reader64, chunk_docs=32, progress=None)
 
 
+def test_bf16_cache_is_its_own_setting_and_close_to_fp32(llama64: Path, corpus, cache64: Path,
+                                                          tmp_path: Path) -> None:
+    """A bf16 reader caches (the fast CPU path) activations within bf16 rounding of fp32, and a cache
+    made in one dtype is never resumed in the other."""
+    with pytest.raises(UserError, match="dtype"):
+        cache_activations([corpus], cache64, reader=str(llama64), layer=1, device="cpu", dtype="bf16",
+                          chunk_docs=64, progress=None)
+    man = cache_activations([corpus], tmp_path, reader=str(llama64), layer=1, device="cpu", dtype="bf16",
+                            chunk_docs=64, max_tokens=10, progress=None)
+    assert man["dtype"] == "bfloat16"
+    a, b = _arrays(cache64)[0]["acts"].astype(np.float32), _arrays(tmp_path)[0]["acts"].astype(np.float32)
+    assert a.shape == b.shape and np.array_equal(_arrays(cache64)[0]["tok"], _arrays(tmp_path)[0]["tok"])
+    rel = np.linalg.norm(a - b, axis=1) / np.linalg.norm(a, axis=1)
+    assert 0 < float(np.median(rel)) < 0.05
+
+
+def test_step_loss_is_the_models_own_reconstruction_error() -> None:
+    """The trainer's gathered TopK forward equals the SAE's encode → decode, and its gradient reaches
+    every parameter (the decoder only through the selected latents)."""
+    from saeembed.sae.model import SAEConfig, SparseAutoencoder
+    from saeembed.sae.train.topk import _step_loss
+
+    torch.manual_seed(0)
+    sae = SparseAutoencoder(SAEConfig(d_in=32, d_sae=128, activation="topk", k=4, apply_b_dec_to_input=True))
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+        sae.b_dec.normal_(0, 0.1)
+    x = torch.randn(64, 32)
+    dead = torch.zeros(128, dtype=torch.bool)
+    loss, fvu, _, fired = _step_loss(sae, x, 4, 0, dead, 0.0)
+    with torch.no_grad():
+        ref = ((sae(x) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    assert abs(fvu - float(ref)) < 1e-5 and abs(float(loss.detach()) - float(ref)) < 1e-5
+    loss.backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in sae.parameters())
+    unused = np.setdiff1d(np.arange(128), fired.numpy())
+    assert float(sae.W_dec.grad[unused].abs().sum()) == 0.0
+
+
 def test_max_tokens_stops_early(reader64, corpus, tmp_path: Path) -> None:
     man = cache_activations([corpus], tmp_path, reader=reader64, chunk_docs=64, max_tokens=10, progress=None)
     assert man["n_chunks"] == 1 and len(ActivationCache(tmp_path).paths) == 1
