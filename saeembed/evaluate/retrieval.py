@@ -28,9 +28,10 @@ def full_ranking(ranked: list[int], all_ids: np.ndarray, rng: np.random.Generato
 METHODS = (("sae-labels", "sae", "labels"), ("sae", "sae", "auto"), ("dense", "dense", "auto"),
            ("hybrid-labels", "hybrid", "labels"), ("hybrid", "hybrid", "auto"))
 # the document-level SAE (``--sae doc``, its corpora stored as ``<name>_doc``): the same two selections,
-# then the token-level ranking fused with the document-level one (``search --fuse``)
+# then the token-level ranking fused with the document-level one (``search --fuse``), and both fused
+# with dense MiniLM as well (``search --mode hybrid --fuse``)
 DOC_METHODS = (("doc-sae-labels", "sae", "labels"), ("doc-sae", "sae", "auto"))
-FUSED_METHODS = (("sae+doc", "sae", "auto"),)
+FUSED_METHODS = (("sae+doc", "sae", "auto"), ("sae+doc+dense", "hybrid", "auto"))
 SHOWN = tuple(m for m, _, _ in METHODS) + ("random",)
 
 
