@@ -95,7 +95,8 @@ def main() -> None:
                 store = Path(tmp) / f"{dtype}_{rep}.duckdb"
                 s, tokens = encode_once(store, readers[dtype], docs, args.sae)
                 best[dtype] = min(best.get(dtype, float("inf")), s)
-        result = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "docs": args.docs, "content_tokens": tokens, "threads": torch.get_num_threads(),
+        result = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "docs": args.docs,
+                  "content_tokens": tokens, "threads": torch.get_num_threads(),
                   "fp32_tok_s": round(tokens / best["fp32"], 1), "bf16_tok_s": round(tokens / best["bf16"], 1),
                   "bf16_over_fp32": round(best["fp32"] / best["bf16"], 2),
                   **compare(Path(tmp) / "fp32_0.duckdb", Path(tmp) / "bf16_0.duckdb")}
