@@ -109,7 +109,7 @@ def cache_activations(
     """Cache pooled-token hidden states of ``reader`` at ``layer`` as fp16 chunks; returns the manifest.
 
     ``reader`` is a loaded :class:`~saeembed.reader.Reader` (reused, e.g. by tests) or a reader
-    spec string/None (loaded here, in ``dtype``: ``bf16`` runs the forward about 4x faster on CPUs
+    spec string/None (loaded here, in ``dtype``: ``bf16`` cached 3.5x faster on a CPU
     with AVX512-BF16, see ``benchmarks/cpu_bf16.py``; the chunks are fp16 either way). Caching
     stops once ``max_tokens`` tokens are cached.
     """
