@@ -55,3 +55,24 @@ def test_previous_sections_split_a_report_by_task() -> None:
     assert set(parts) == {"retrieval", "diffing", "speed"}
     assert "precision@50" in parts["retrieval"] and "| b |" in parts["retrieval"]
     assert parts["diffing"].endswith("| d |") and "Encode" not in parts["diffing"]
+
+
+def test_speed_step_times_pipeline_and_bare_forward_on_the_same_texts(tmp_path, smollm2_reader, test_sae_spec):
+    """The evaluation's encode-speed row (README: pipeline ≥ 0.9× the bare forward) comes from real timings."""
+    import polars as pl
+
+    from saeembed.evaluate.harness import Harness
+    from saeembed.evaluate.speed import eval_speed
+    from tests.conftest import REPO
+
+    data = tmp_path / "data"
+    (data / "goemotions").mkdir(parents=True)
+    sample = pl.read_parquet(REPO / "datasets" / "goemotions" / "sample.parquet")
+    # the shared dataset's layout: the columns the evaluation drops before encoding must be there
+    sample.with_columns(split=pl.lit("test"), label_ids=pl.lit("")).write_parquet(data / "goemotions" / "data.parquet")
+    h = Harness(tmp_path / "store.duckdb", data, docs=16, sae=test_sae_spec, loaded_reader=smollm2_reader)
+    row = eval_speed(h, docs=12, corpus="goemotions").row(0, named=True)
+    assert row["docs"] == 12 and row["device"] == "cpu" and row["dtype"] in {"float32", "bfloat16"}
+    assert row["bare forward tok/s"] > 0 and row["pipeline tok/s"] > 0
+    assert 0.05 < row["ratio"] < 20  # a real ratio of two timings, not a constant or a division by zero
+    assert h.frame("goemotions").height == 16 and "split" not in h.frame("goemotions").columns

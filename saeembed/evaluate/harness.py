@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -16,16 +17,17 @@ class Harness:
     """Encodes the corpora a task needs (once, resumable) and runs the analyses on them."""
 
     def __init__(self, store: Path, data: Path, docs: int, sae: str = "default", suffix: str = "",
-                 share: Harness | None = None) -> None:
+                 share: Harness | None = None, loaded_reader: Any = None) -> None:
         """``share``: a harness whose store (and corpus frames) this one uses too, storing its corpora as
         ``<name><suffix>`` — another SAE over the very same documents in the same store, as a user
-        would keep them to fuse the two (``search --fuse``)."""
+        would keep them to fuse the two (``search --fuse``). ``loaded_reader``: a reader already in
+        memory, cut at the SAE's layer (saves loading the model again)."""
         from ..api import open_store
 
         self.store_path, self.data, self.docs, self.sae, self.suffix = store, data, docs, sae, suffix
         self.work = share.work if share is not None else store.parent / (store.stem + ".corpora")
         self.work.mkdir(parents=True, exist_ok=True)
-        self._reader = None
+        self._reader = loaded_reader
         self.store = share.store if share is not None else open_store(store)
         self.encode_s: dict[str, float] = {}
 
