@@ -82,6 +82,24 @@ def test_rows_equal_single_process_when_a_worker_dies_mid_shard(cluster, setup, 
     assert not Path(f"{store}.work").exists()
 
 
+def test_rerun_of_a_stored_corpus_on_ray_is_a_no_op_that_clears_stale_work(cluster, setup, tmp_path) -> None:
+    """A stored corpus is recognised before any actor starts, as in a local encode, and leftover shards
+    of an earlier crashed run of the same name are deleted instead of lingering next to the store."""
+    import shutil
+
+    from saeembed.encode.workdir import work_dir
+
+    root, corpus, args, clean = setup
+    store = tmp_path / "s.duckdb"
+    shutil.copy(root / "clean.duckdb", store)
+    stale = work_dir(store, "c")
+    stale.mkdir(parents=True)
+    (stale / "docs-000000.parquet").write_bytes(b"left by a crashed run")
+    row = encode_corpus(store, corpus, "c", ray="auto", **args)
+    assert row["n_docs"] == 48 and _rows(store, "c").equals(clean)
+    assert not Path(f"{store}.work").exists()
+
+
 def test_devices_cpu_cpu_with_uri_work_dir_uri_corpus_and_parquet_keep(cluster, setup, tmp_path) -> None:
     root, corpus, args, clean = setup
     store = tmp_path / "d.duckdb"

@@ -241,38 +241,28 @@ def encode_corpus_ray(store_path: Any, corpus: Any, name: str, opts: EncodeOptio
     from pathlib import Path
 
     from ..encode import _registry_row
-    from ..encode.plan import already_stored, reader_name_for, resolve_layer
-    from ..encode.uri import read_corpus_any
-    from ..encode.workdir import remove_work_dir, work_dir, work_lock, work_root
-    from ..names import check_corpus_name
-    from ..sae import open_sae
+    from ..encode.plan import claimed, request_for
+    from ..encode.workdir import remove_work_dir, work_root
     from .shards import ShardFolder
 
     if opts.loaded_reader is not None:
         raise UserError("loaded_reader cannot be sent to Ray workers; pass reader= (an id or path) instead")
     ray = import_ray()
     devices = parse_devices(opts.devices) if opts.devices else None
-    name = check_corpus_name(name)
-    store_path = Path(store_path)
-    docs = read_corpus_any(corpus, text_col=opts.text_col, messages_col=opts.messages_col,
-                           drop_empty=opts.drop_empty, limit=opts.limit)
-    loaded = open_sae(opts.sae or "default")
-    layer = resolve_layer(loaded, opts.layer)
-    lock_folder = work_dir(store_path, name)
-    with work_lock(lock_folder, f"corpus {name!r} into {store_path}"):
-        if already_stored(store_path, name, docs, loaded, reader_name_for(opts, loaded), layer, opts.wait):
-            log.info("corpus %r is already encoded in %s with these settings; nothing to do", name, store_path)
-            return _registry_row(store_path, name)
-        folder = ShardFolder.for_corpus(opts.work_dir or str(work_root(store_path)), name)
+    req = request_for(store_path, corpus, name, opts)
+    with claimed(req, opts) as stored:
+        if stored:
+            return _registry_row(req.store_path, req.name)
+        folder = ShardFolder.for_corpus(opts.work_dir or str(work_root(req.store_path)), req.name)
         connect(ray, opts.ray, devices)
         kinds = plan_workers(ray, opts, devices)
-        settings, n_shards, pending = _run(ray, opts, docs, folder, kinds)
-        row = _ingest(store_path, name, docs, loaded, settings, folder, n_shards, opts)
-        if folder.local and Path(folder.path) == lock_folder.resolve():
-            remove_work_dir(lock_folder, store_path)
+        settings, n_shards, pending = _run(ray, opts, req.corpus, folder, kinds)
+        row = _ingest(req.store_path, req.name, req.corpus, req.loaded, settings, folder, n_shards, opts)
+        if folder.local and Path(folder.path) == req.work_dir.resolve():
+            remove_work_dir(req.work_dir, req.store_path)
         else:
             folder.remove()
-    log.info("stored %r: %s documents, %s tokens in %s", name, row["n_docs"], row["n_tokens"], store_path)
+    log.info("stored %r: %s documents, %s tokens in %s", req.name, row["n_docs"], row["n_tokens"], req.store_path)
     return row
 
 

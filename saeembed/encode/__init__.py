@@ -43,21 +43,10 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
     as keywords); ``wait`` is how long to wait for other processes to release the store.
     """
     from ..errors import UserError
-    from ..names import check_corpus_name
     from ..options import resolve
-    from ..sae import open_sae
     from .ingest import ingest
-    from .plan import (
-        EncodePlan,
-        already_stored,
-        load_reader,
-        pending_shards,
-        reader_name_for,
-        resolve_layer,
-        settings_for,
-    )
-    from .uri import read_corpus_any
-    from .workdir import prepare_manifest, remove_work_dir, work_dir, work_lock
+    from .plan import EncodePlan, claimed, load_reader, pending_shards, request_for, settings_for
+    from .workdir import prepare_manifest
 
     opts = resolve(EncodeOptions, options, kwargs, "encode_corpus")
     if opts.keep == "parquet":
@@ -70,26 +59,19 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
         return encode_corpus_ray(store_path, corpus, name, opts)
     if opts.work_dir is not None or opts.ray_workers is not None:
         raise UserError("--work-dir and --ray-workers apply to Ray runs; add --ray auto (or --devices)")
-    name = check_corpus_name(name)
-    store_path = Path(store_path)
-    docs = read_corpus_any(corpus, text_col=opts.text_col, messages_col=opts.messages_col,
-                       drop_empty=opts.drop_empty, limit=opts.limit)
-    loaded = open_sae(opts.sae or "default")
-    layer = resolve_layer(loaded, opts.layer)
-    folder = work_dir(store_path, name)
-    with work_lock(folder, f"corpus {name!r} into {store_path}"):
-        if already_stored(store_path, name, docs, loaded, reader_name_for(opts, loaded), layer, opts.wait):
-            remove_work_dir(folder, store_path)
-            log.info("corpus %r is already encoded in %s with these settings; nothing to do", name, store_path)
-            return _registry_row(store_path, name)
-        rdr = load_reader(opts, loaded, layer)
-        settings = settings_for(opts, rdr, loaded, docs)
-        prepare_manifest(folder, settings.as_dict())
-        n_shards, pending = pending_shards(folder, docs.n_docs, opts.shard_docs)
-        plan = EncodePlan(store_path, name, docs, loaded, rdr, settings, folder, n_shards, pending)
+    req = request_for(store_path, corpus, name, opts)
+    with claimed(req, opts) as stored:
+        if stored:
+            return _registry_row(req.store_path, req.name)
+        rdr = load_reader(opts, req.loaded, req.layer)
+        settings = settings_for(opts, rdr, req.loaded, req.corpus)
+        prepare_manifest(req.work_dir, settings.as_dict())
+        n_shards, pending = pending_shards(req.work_dir, req.corpus.n_docs, opts.shard_docs)
+        plan = EncodePlan(req.store_path, req.name, req.corpus, req.loaded, rdr, settings, req.work_dir, n_shards,
+                          pending)
         _run(plan, opts)
         row = ingest(plan, wait=opts.wait, keep=opts.keep, parquet_dir=opts.parquet_dir)
-    log.info("stored %r: %s documents, %s tokens in %s", name, row["n_docs"], row["n_tokens"], store_path)
+    log.info("stored %r: %s documents, %s tokens in %s", req.name, row["n_docs"], row["n_tokens"], req.store_path)
     return row
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .. import store as store_mod
 from ..corpus import Corpus
@@ -19,7 +20,7 @@ from ..errors import UserError
 from ..reader import Reader, make_reader, resolve_reader
 from ..sae import LoadedSAE
 from .options import EncodeOptions
-from .workdir import act_path
+from .workdir import act_path, remove_work_dir, work_dir, work_lock
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,49 @@ class EncodePlan:
     def done_docs(self) -> int:
         n, size = self.corpus.n_docs, self.settings.shard_docs
         return n - sum(min(size, n - s * size) for s in self.pending)
+
+
+@dataclass
+class EncodeRequest:
+    """The checked inputs every encode (local or on Ray) starts from, before any model loads."""
+
+    store_path: Path
+    name: str
+    corpus: Corpus
+    loaded: LoadedSAE
+    layer: int
+    work_dir: Path
+
+
+def request_for(store_path: str | Path, corpus: Any, name: str, opts: EncodeOptions) -> EncodeRequest:
+    """Check the name, read the corpus, open the SAE and resolve its layer: the refusals that must
+    come before any work, shared by both encode paths so they cannot drift apart."""
+    from ..names import check_corpus_name
+    from ..sae import open_sae
+    from .uri import read_corpus_any
+
+    name = check_corpus_name(name)
+    store_path = Path(store_path)
+    docs = read_corpus_any(corpus, text_col=opts.text_col, messages_col=opts.messages_col,
+                           drop_empty=opts.drop_empty, limit=opts.limit)
+    loaded = open_sae(opts.sae or "default")
+    layer = resolve_layer(loaded, opts.layer)
+    return EncodeRequest(store_path, name, docs, loaded, layer, work_dir(store_path, name))
+
+
+@contextmanager
+def claimed(req: EncodeRequest, opts: EncodeOptions) -> Iterator[bool]:
+    """Hold the corpus' work lock; yields True when the same corpus is already stored (its stale work
+    folder is then deleted and there is nothing to do), False when the caller must encode it."""
+    with work_lock(req.work_dir, f"corpus {req.name!r} into {req.store_path}"):
+        if already_stored(req.store_path, req.name, req.corpus, req.loaded, reader_name_for(opts, req.loaded),
+                          req.layer, opts.wait):
+            remove_work_dir(req.work_dir, req.store_path)
+            log.info("corpus %r is already encoded in %s with these settings; nothing to do", req.name,
+                     req.store_path)
+            yield True
+        else:
+            yield False
 
 
 def resolve_layer(loaded: LoadedSAE, layer: int | None) -> int:
@@ -164,5 +208,6 @@ def size_estimate(corpus: Corpus, docs: int, nonzeros: int) -> str:
            f"{corpus.n_docs} documents, from the first shard)"
 
 
-__all__ = ["EncodeSettings", "EncodePlan", "resolve_layer", "already_stored", "load_reader", "settings_for",
-           "pending_shards", "size_estimate", "reader_name_for", "BYTES_PER_NONZERO", "POOLINGS"]
+__all__ = ["EncodeSettings", "EncodePlan", "EncodeRequest", "request_for", "claimed", "resolve_layer",
+           "already_stored", "load_reader", "settings_for", "pending_shards", "size_estimate", "reader_name_for",
+           "BYTES_PER_NONZERO", "POOLINGS"]
