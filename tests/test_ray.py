@@ -98,6 +98,13 @@ def test_rerun_of_a_stored_corpus_on_ray_is_a_no_op_that_clears_stale_work(clust
     row = encode_corpus(store, corpus, "c", ray="auto", **args)
     assert row["n_docs"] == 48 and _rows(store, "c").equals(clean)
     assert not Path(f"{store}.work").exists()
+    # the same with the work folder on shared storage (a URI): its leftovers go too
+    shared = tmp_path / "shared"
+    (shared / stale.name).mkdir(parents=True)
+    (shared / stale.name / "docs-000000.parquet").write_bytes(b"left by a crashed run")
+    encode_corpus(store, corpus, "c", ray="auto", work_dir=shared.as_uri(), **args)
+    assert list(shared.iterdir()) == [] and not Path(f"{store}.work").exists()
+    encode_corpus(store, corpus, "c", ray="auto", work_dir=shared.as_uri(), **args)  # nothing left: still fine
 
 
 def test_devices_cpu_cpu_with_uri_work_dir_uri_corpus_and_parquet_keep(cluster, setup, tmp_path) -> None:

@@ -252,6 +252,8 @@ def encode_corpus_ray(store_path: Any, corpus: Any, name: str, opts: EncodeOptio
     req = request_for(store_path, corpus, name, opts)
     with claimed(req, opts) as stored:
         if stored:
+            if opts.work_dir is not None:  # shards a crashed run left on shared storage
+                ShardFolder.for_corpus(opts.work_dir, req.name, create=False).remove(missing_ok=True)
             return _registry_row(req.store_path, req.name)
         folder = ShardFolder.for_corpus(opts.work_dir or str(work_root(req.store_path)), req.name)
         connect(ray, opts.ray, devices)

@@ -9,7 +9,6 @@ an object only becomes visible once complete, so a reader never sees half a shar
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -20,8 +19,8 @@ from typing import Any
 import polars as pl
 
 from ..encode.uri import filesystem_for, is_uri
+from ..encode.workdir import work_folder_name
 from ..errors import UserError
-from ..names import check_corpus_name
 
 
 @dataclass
@@ -33,17 +32,18 @@ class ShardFolder:
     uri: str  # as the user named it (for messages)
 
     @classmethod
-    def for_corpus(cls, root: str, name: str) -> ShardFolder:
-        """``ROOT/<name>-<digest>`` (the same folder name as a local work folder)."""
+    def for_corpus(cls, root: str, name: str, create: bool = True) -> ShardFolder:
+        """``ROOT/<name>-<digest>`` (the same folder name as a local work folder), created unless
+        ``create`` is False (to look for leftovers without leaving a folder behind)."""
         import pyarrow.fs as pafs
 
-        name = check_corpus_name(name)
-        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:12]
         if is_uri(root):
             fs, base = filesystem_for(root, "work directory")
         else:
             fs, base = pafs.LocalFileSystem(), os.path.abspath(root)
-        folder = cls(fs, posixpath.join(base.rstrip("/"), f"{name}-{digest}"), root)
+        folder = cls(fs, posixpath.join(base.rstrip("/"), work_folder_name(name)), root)
+        if not create:
+            return folder
         try:
             fs.create_dir(folder.path, recursive=True)
         except OSError as exc:
@@ -114,11 +114,15 @@ class ShardFolder:
         with self.fs.open_output_stream(manifest) as out:
             out.write(data)
 
-    def remove(self) -> None:
+    def remove(self, missing_ok: bool = False) -> None:
         """Delete this folder (only ever a ``<name>-<digest>`` folder that :meth:`for_corpus` named)."""
+        import pyarrow.fs as pafs
+
         base = posixpath.basename(self.path)
         if "-" not in base or len(base.rsplit("-", 1)[1]) != 12:
             raise AssertionError(f"refusing to delete {self.path}: not a corpus work folder")
+        if missing_ok and self.fs.get_file_info(self.path).type == pafs.FileType.NotFound:
+            return
         self.fs.delete_dir(self.path)
 
 

@@ -28,12 +28,16 @@ def work_root(store_path: str | Path) -> Path:
     return Path(f"{store_path}.work")
 
 
-def work_dir(store_path: str | Path, name: str) -> Path:
-    """The work folder of one corpus: the checked name plus a digest (two names never share a folder,
-    even on case-insensitive file systems)."""
+def work_folder_name(name: str) -> str:
+    """``<name>-<digest>``: the checked name plus a digest, so two names never share a folder, even on
+    case-insensitive file systems; local and Ray work folders are named alike."""
     name = check_corpus_name(name)
-    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:12]
-    return work_root(store_path) / f"{name}-{digest}"
+    return f"{name}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:12]}"
+
+
+def work_dir(store_path: str | Path, name: str) -> Path:
+    """The local work folder of one corpus, inside ``STORE.work``."""
+    return work_root(store_path) / work_folder_name(name)
 
 
 def remove_work_dir(path: Path, store_path: str | Path) -> None:
@@ -127,4 +131,5 @@ def prepare_manifest(work: Path, wanted: dict[str, Any]) -> None:
     atomic_write_json(manifest, wanted)
 
 
-__all__ = ["work_root", "work_dir", "remove_work_dir", "work_lock", "act_path", "docs_path", "prepare_manifest"]
+__all__ = ["work_root", "work_folder_name", "work_dir", "remove_work_dir", "work_lock", "act_path", "docs_path",
+           "prepare_manifest"]
