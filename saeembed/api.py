@@ -120,7 +120,8 @@ class Store:
                             "ORDER BY doc_id", [info["corpus_id"]])
 
     def embeddings(self, corpus: str, pooling: str = "max") -> tuple[Any, np.ndarray]:
-        """(scipy CSR [n_docs, d_sae], doc ids) for a corpus; rows follow ``doc_ids``."""
+        """(scipy CSR [n_docs, d_sae], doc ids) for a corpus; rows follow ``doc_ids``. ``pooling``: max,
+        sum, mean, count or share (the share of the document's tokens where the latent fired)."""
         with self.reading():
             return self._reader().embeddings(corpus, pooling)
 

@@ -68,6 +68,11 @@ def test_tiny_encode_end_to_end_and_api(tmp_path, tiny_llama, tiny_sae, ge_small
     assert np.allclose(np.sort(mat.data), np.sort(acts["value"].to_numpy()))
     mean, _ = s.embeddings("ge", pooling="mean")
     assert (mean.data <= mat.data + 1e-5).all()  # a mean over tokens never exceeds the max
+    share, _ = s.embeddings("ge", pooling="share")
+    n_tokens = s.documents("ge")["n_tokens"].to_numpy()  # the pooled tokens, in doc id order like the rows
+    count, _ = s.embeddings("ge", pooling="count")
+    assert n_tokens.min() >= 1 and np.allclose(share.toarray(), count.toarray() / n_tokens[:, None], atol=1e-6)
+    assert (share.data > 0).all() and (share.data <= 1).all()  # the share of its tokens a latent fires on
     docs = s.documents("ge")
     assert docs["text"][0] == pl.read_parquet(ge_small)["text"][0]
     assert json.loads(docs["meta"][0])["ekman"] is not None

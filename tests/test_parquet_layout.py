@@ -78,7 +78,7 @@ def test_same_rows_stats_and_embeddings_in_both_layouts(stores) -> None:
         assert rows(stores[kind], "latent_stats").equals(base_stats), kind  # computed at registration
         assert rows(stores[kind], "corpus_stats").select("corpus_id").equals(
             rows(stores["duckdb"], "corpus_stats").select("corpus_id"))
-    for pooling in ("max", "mean", "count"):
+    for pooling in ("max", "mean", "count", "share"):
         x0, d0 = saeembed.open_store(stores["duckdb"]).embeddings("b", pooling)
         x1, d1 = saeembed.open_store(stores["parquet"]).embeddings("b", pooling)
         assert np.array_equal(d0, d1) and (x0 != x1).nnz == 0 and x0.nnz > 0

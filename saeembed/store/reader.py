@@ -78,23 +78,28 @@ class StoreReader:
     def embeddings(self, corpus: str, pooling: str = "max") -> tuple[Any, np.ndarray]:
         """The corpus as a scipy CSR matrix [n_docs, d_sae] plus its doc ids (row order).
 
-        ``pooling``: ``max`` (default), ``sum``, ``mean`` (sum / pooled tokens) or ``count``.
+        ``pooling``: ``max`` (default), ``sum``, ``mean`` (sum / pooled tokens), ``count`` (tokens where
+        the latent fired) or ``share`` (count / pooled tokens). Why ``share``: a property of the whole
+        document (its sentiment) shows in how much of it a latent fires on, which the max loses once
+        every long document has one such token (``scripts/sentiment_probe.py`` measures it).
         """
         from scipy import sparse
 
         info = self.corpus(corpus)
         d_sae = self.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [info["sae"]]).fetchall()[0][0]
         expr = {"max": "a.value", "sum": "a.total", "count": "a.n_active",
-                "mean": "a.total / greatest(d.n_tokens, 1)"}.get(pooling)
+                "mean": "a.total / greatest(d.n_tokens, 1)",
+                "share": "a.n_active / greatest(d.n_tokens, 1)"}.get(pooling)
         if expr is None:
-            raise UserError(f"unknown pooling {pooling!r}; use max, sum, mean or count")
+            raise UserError(f"unknown pooling {pooling!r}; use max, sum, mean, count or share")
         docs = self.con.execute(
             "SELECT doc_id FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]]
         ).fetchnumpy()["doc_id"]
-        # the corpus is one doc_id range, which prunes row groups; only mean pooling needs the
-        # documents' token counts (a join is 2× slower on the latent-major layout)
+        # the corpus is one doc_id range, which prunes row groups; only mean and share pooling need
+        # the documents' token counts (a join is 2× slower on the latent-major layout)
         lo, hi = corpus_range(info["corpus_id"])
-        source = ("activations a JOIN documents d USING (doc_id)" if pooling == "mean" else "activations a")
+        joined = pooling in ("mean", "share")
+        source = "activations a JOIN documents d USING (doc_id)" if joined else "activations a"
         acts = self.con.execute(
             f"""SELECT a.doc_id, a.feature_id, ({expr})::FLOAT AS v FROM {source}
                 WHERE a.doc_id BETWEEN ? AND ?""",
