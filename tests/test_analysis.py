@@ -347,9 +347,9 @@ def test_cluster_by_query_and_unfiltered(store: Path) -> None:
     from saeembed.analysis.select import select_features
 
     st = open_store(store)
-    with st.reading():  # the latents cluster selects by default (descriptors on a corpus this size)
+    with st.reading():  # the latents cluster selects by default: by label, since the shipped SAE is labelled
         info = corpus_info(st, "ge")
-        chosen = set(select_features(st, "gratitude", info["sae"], method="auto", info=info)["feature_id"])
+        chosen = set(select_features(st, "gratitude", info["sae"], method="labels", info=info)["feature_id"])
     assert all(set(fs) <= chosen for fs in sel["top_features"].to_list())
     unf = cluster(store, "ge", unfiltered=True, k=3)
     assert unf["n_features"][0] > res["n_features"][0]
@@ -390,7 +390,8 @@ def test_cluster_coverage_selection_and_unplaced_documents(store: Path) -> None:
         both = coverage_features(st, "gratitude, anger", info, 0.9, 1, "auto", 0.0)
         got, _ = binary_matrix(st, info, both)
         assert float((np.asarray(got.sum(axis=1)).ravel() > 0).mean()) >= 0.9
-    res = cluster(store, "ge", query="gratitude", k=3, coverage=0.95, per_phrase=1)
+    # "auto" above is select_features' rule (descriptors here); cluster's own auto would pick labels
+    res = cluster(store, "ge", query="gratitude", k=3, coverage=0.95, per_phrase=1, select="descriptors")
     assert res["n_features"][0] == wide
     # one latent leaves most documents without a selected latent: unassigned (-1) by default, nearest joins them
     rare = [ranked[0]]

@@ -69,9 +69,9 @@ class ClusterOptions:
     method: str = option("spectral", "spectral (Jaccard affinity) or hdbscan (density; leaves outliers as -1)",
                          choices=("spectral", "hdbscan"))
     k: int | None = option(None, "number of clusters (spectral; default: the eigengap)", "--clusters", "--k", min=2)
-    select: str = option("auto", "how --query selects latents: descriptors (what the latent's top documents in this "
-                                 "corpus are about), labels (label similarity, the paper), auto (descriptors for "
-                                 "corpora of 50+ documents)", choices=("auto", "labels", "descriptors"))
+    select: str = option("auto", "how --query selects latents: labels (label similarity, the paper), descriptors "
+                                 "(what the latent's top documents in this corpus are about), auto (labels when the "
+                                 "SAE is labelled, else descriptors)", choices=("auto", "labels", "descriptors"))
     per_phrase: int = option(PER_PHRASE, "latents selected per keyphrase (with --coverage: at least this many)",
                              min=1)
     coverage: float | None = option(None, "select latents per keyphrase in score order until this share of "
