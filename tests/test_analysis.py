@@ -335,6 +335,7 @@ def test_cluster_separates_planted_documents(store: Path) -> None:
 def test_cluster_by_query_and_unfiltered(store: Path) -> None:
     res = cluster(store, "ge", query="gratitude, anger", k=3)
     assert res.filter(pl.col("cluster") >= 0).height == 3
+    assert res["selection"].unique().to_list() == ["labels"]  # the shipped SAE is labelled, so auto means labels
     assert 0 < res["n_features"][0] <= 200
     # clustering on latents chosen for the query concentrates grateful comments in one cluster
     docs = open_store(store).documents("ge").select(
@@ -352,6 +353,7 @@ def test_cluster_by_query_and_unfiltered(store: Path) -> None:
         chosen = set(select_features(st, "gratitude", info["sae"], method="labels", info=info)["feature_id"])
     assert all(set(fs) <= chosen for fs in sel["top_features"].to_list())
     unf = cluster(store, "ge", unfiltered=True, k=3)
+    assert unf["selection"][0] == "unfiltered"
     assert unf["n_features"][0] > res["n_features"][0]
     with pytest.raises(UserError, match="exactly one"):
         cluster(store, "ge", query="x", unfiltered=True)
@@ -535,7 +537,8 @@ def test_search_without_labels_says_what_to_do(store: Path, tmp_path: Path, test
         cluster(dst, "ge", query="gratitude", select="labels")
     # descriptors come from the corpus' own documents, so selection by meaning still works without labels
     assert search(dst, "ge", "gratitude").height > 0
-    assert cluster(dst, "ge", query="gratitude", k=2).filter(pl.col("cluster") >= 0).height == 2
+    unlabelled = cluster(dst, "ge", query="gratitude", k=2)
+    assert unlabelled.filter(pl.col("cluster") >= 0).height == 2 and unlabelled["selection"][0] == "descriptors"
 
 
 def test_queries_are_named_documented_and_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

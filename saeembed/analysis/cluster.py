@@ -56,7 +56,8 @@ DESCRIBE = ("all", "selected")
 SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_features": pl.List(pl.Int32),
           "top_labels": pl.List(pl.String), "top_diffs": pl.List(pl.Float64), "central_docs": pl.List(pl.Int64),
           "central_text": pl.String, "doc_ids": pl.List(pl.Int64), "centrality": pl.List(pl.Float64),
-          "membership": pl.List(pl.Float64), "k": pl.Int64, "n_features": pl.Int64, "method": pl.String}
+          "membership": pl.List(pl.Float64), "k": pl.Int64, "n_features": pl.Int64, "method": pl.String,
+          "selection": pl.String}
 
 
 
@@ -150,7 +151,8 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     frequency inside the cluster most exceeds their frequency outside it, among ``all`` latents or
     the ``selected`` ones), central_docs (the ``n_central`` members with the highest mean Jaccard
     similarity to the other members), central_text (the most central document, clipped), doc_ids
-    and centrality (every member, most central first), k, n_features (latents clustered on), method.
+    and centrality (every member, most central first), k, n_features (latents clustered on), method,
+    selection (how the latents were chosen: labels, descriptors, features or unfiltered).
 
     ``sample`` clusters only a random sample of N documents; ``max_docs`` bounds the dense
     similarity matrix (the rest are assigned to the nearest cluster, see the module docstring).
@@ -202,8 +204,9 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     describe_feats = feats if o.describe == "selected" else None
     summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
                         o.n_central)
+    how = selection if o.query is not None else "features" if o.features is not None else "unfiltered"
     return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
-                                pl.lit(o.method).alias("method")).select(list(SCHEMA))
+                                pl.lit(o.method).alias("method"), pl.lit(how).alias("selection")).select(list(SCHEMA))
 
 
 def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,
