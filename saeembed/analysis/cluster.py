@@ -84,7 +84,8 @@ def cluster_selection(store: Store, info: dict[str, Any], method: str) -> str:
     "sentiment" follows the domain more than "product category" does (token SAE 0.23 / 0.30 vs
     0.13 / 0.09; doc SAE 0.41 / 0.42 vs 0.41 / 0.31); with labels the two queries part (token SAE
     0.01 / 0.04 vs 0.11 / 0.14; doc SAE 0.16 / 0.17 vs 0.52 / 0.45). A query has to change the
-    clustering, or there is no point in asking it."""
+    clustering, or there is no point in asking it. On AG News (checked after the choice) both part
+    "news category" from "writing style", descriptors with the higher NMI with the category."""
     from .select import resolve_method
 
     if method != "auto":
