@@ -95,6 +95,11 @@ def cluster_selection(store: Store, info: dict[str, Any], method: str) -> str:
     return "labels" if labelled else resolve_method(method, info)
 
 
+def selected_by(selection: str | None) -> str:
+    """" selected by labels" for the headers of a query's clustering; empty for --features / --unfiltered."""
+    return f" selected by {selection}" if selection in ("labels", "descriptors") else ""
+
+
 def coverage_count(mat, share: float) -> int:
     """Fewest leading columns of ``mat`` (documents × latents, latents in score order) such that at least
     ``share`` of the documents have one of them; all columns when no prefix covers that many."""
@@ -177,7 +182,8 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
         raise UserError("--coverage must be a share in (0, 1]")
     if o.unplaced not in UNPLACED:
         raise UserError(f"unknown unplaced mode {o.unplaced!r}; use unassigned or nearest")
-    selection = cluster_selection(st, info, o.select) if o.query is not None else o.select
+    selection = (cluster_selection(st, info, o.select) if o.query is not None
+                 else "features" if o.features is not None else "unfiltered")
     if o.query is not None and o.coverage is not None:
         feats = coverage_features(st, o.query, info, o.coverage, o.per_phrase, selection, threshold)
     elif o.query is not None:
@@ -205,9 +211,9 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     describe_feats = feats if o.describe == "selected" else None
     summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
                         o.n_central)
-    how = selection if o.query is not None else "features" if o.features is not None else "unfiltered"
     return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
-                                pl.lit(o.method).alias("method"), pl.lit(how).alias("selection")).select(list(SCHEMA))
+                                pl.lit(o.method).alias("method"),
+                                pl.lit(selection).alias("selection")).select(list(SCHEMA))
 
 
 def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,

@@ -99,9 +99,11 @@ def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Li
     charts.append(ChartView("Distinctive latents", "share inside minus share outside each cluster",
                             cluster_latents_chart(df)))
     r0 = df.row(0, named=True)
-    how = f" selected by {r0['selection']}" if r0.get("selection") in ("labels", "descriptors") else ""
+    from ..analysis.cluster import selected_by
+
     n_docs = int(df["size"].sum())
-    lines = [f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents{how}, {n_docs} documents "
+    lines = [f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents{selected_by(r0.get('selection'))}, "
+             f"{n_docs} documents "
              "(cluster −1: documents without any selected latent, or HDBSCAN noise)."]
     return Section("Clusters", lines, charts, [("Clusters", table)], groups,
                    ["shade: the first of the cluster's distinctive latents that fires in the document"])
