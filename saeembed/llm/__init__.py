@@ -82,7 +82,11 @@ class LLM:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
     def complete(self, messages: Messages, max_tokens: int = 128, temperature: float = 0.0) -> Completion:
-        key = self.key(messages, max_tokens, temperature)
+        return self._cached(self.key(messages, max_tokens, temperature),
+                            lambda: self.backend.complete(messages, max_tokens=max_tokens, temperature=temperature))
+
+    def _cached(self, key: str, call: Callable[[], Completion]) -> Completion:
+        """The cached answer for ``key``, else ``call()``'s (then stored); usage counted either way."""
         if self._db is not None:
             with self._db_lock:
                 row = self._db.execute("SELECT text FROM completions WHERE key = ?", [key]).fetchone()
@@ -90,7 +94,7 @@ class LLM:
                 c = Completion(row[0], cached=True)
                 self.usage.add(c)
                 return c
-        c = self.backend.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        c = call()
         if self._db is not None:
             with self._db_lock:
                 self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?)",
@@ -98,6 +102,16 @@ class LLM:
                 self._db.commit()
         self.usage.add(c)
         return c
+
+    @property
+    def continues_text(self) -> bool:
+        """Whether the backend can continue raw text (a local model; endpoints only chat)."""
+        return hasattr(self.backend, "continue_text")
+
+    def continue_text(self, prefix: str, max_tokens: int = 16) -> Completion:
+        """The backend's greedy continuation of ``prefix`` (no chat template), cached like :meth:`complete`."""
+        return self._cached(self.key([{"role": "raw", "content": prefix}], max_tokens, 0.0),
+                            lambda: self.backend.continue_text(prefix, max_tokens=max_tokens))
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """Run ``fn`` over ``items`` in the thread pool (order kept); network waits overlap."""

@@ -51,5 +51,24 @@ class LocalChat:
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Completion(text, int(n_in), int(new.shape[0]), seconds=time.perf_counter() - t0)
 
+    def continue_text(self, prefix: str, max_tokens: int = 16) -> Completion:
+        """Greedy continuation of ``prefix`` without the chat template.
+
+        Why: a 135M chat model follows a few-shot *pattern* ("speed: fast vs slow") far more reliably
+        than an instruction, so offline query handling (:mod:`saeembed.analysis.axis`) prompts it that way.
+        """
+        import torch
+
+        t0 = time.perf_counter()
+        ids = self.tokenizer(prefix, return_tensors="pt")
+        ids = {k: v.to(self.device) for k, v in ids.items()}
+        with self._lock, torch.inference_mode():
+            out = self.lm.generate(**ids, max_new_tokens=max_tokens, do_sample=False, temperature=None, top_p=None,
+                                   top_k=None, pad_token_id=self.tokenizer.eos_token_id)
+        n_in = ids["input_ids"].shape[1]
+        new = out[0, n_in:]
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Completion(text, int(n_in), int(new.shape[0]), seconds=time.perf_counter() - t0)
+
 
 __all__ = ["LocalChat"]
