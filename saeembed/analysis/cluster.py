@@ -22,6 +22,10 @@ Additions:
   to (mean Jaccard to the cluster's 200 most central sampled members, computed in blocks);
 - ``select`` ``auto`` means label selection whenever the SAE has labels in the store, descriptors only
   when it has none (see :func:`cluster_selection`); search's ``auto`` prefers descriptors instead;
+- axis queries ("sentiment", "positive vs negative"): a query whose two opposite ends are named
+  ("A vs B"), or which the local reader answers with two ends (``auto``), or ``select`` ``axis``, is
+  clustered along the latents whose share of each document correlates with the poles' dense score,
+  into segments of that axis ordered from pole A to pole B (:mod:`saeembed.analysis.axis`);
 - the description counts latents per cluster in SQL (``queries/cluster_feature_counts.sql``),
   so the corpus' activations never leave DuckDB whole.
 
@@ -57,7 +61,7 @@ SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_featu
           "top_labels": pl.List(pl.String), "top_diffs": pl.List(pl.Float64), "central_docs": pl.List(pl.Int64),
           "central_text": pl.String, "doc_ids": pl.List(pl.Int64), "centrality": pl.List(pl.Float64),
           "membership": pl.List(pl.Float64), "k": pl.Int64, "n_features": pl.Int64, "method": pl.String,
-          "selection": pl.String}
+          "selection": pl.String, "poles": pl.String}
 
 
 
@@ -73,9 +77,15 @@ SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_featu
 UNPLACED = ("unassigned", "nearest")
 
 
-def cluster_selection(store: Store, info: dict[str, Any], method: str) -> str:
-    """The selection ``cluster`` uses: ``auto`` → ``labels`` when any latent of the corpus' SAE is
-    labelled in this store, otherwise the usual rule (descriptors for corpora of 50+ documents).
+def cluster_selection(store: Store, info: dict[str, Any], method: str, query: str | None = None,
+                      axis_ok: bool = True) -> tuple[str, tuple[str, str] | None]:
+    """The selection ``cluster`` uses and, for an axis, its poles.
+
+    ``auto``: an axis when the query names two poles ("A vs B") or the local reader answers the query
+    with two (see :func:`saeembed.analysis.axis.propose_poles`; a categorical query such as "product
+    category" is answered with a list and stays a label query); otherwise ``labels`` when any latent of
+    the corpus' SAE is labelled in this store, else the usual rule (descriptors for corpora of 50+ documents).
+    ``axis_ok`` False (HDBSCAN or --coverage asked for) keeps ``auto`` off the reader's poles.
 
     Why not descriptors, which retrieve better: a descriptor says what a latent's top documents are
     about, so on a corpus whose main variation is its topic *every* query's best descriptors are topic
@@ -86,17 +96,35 @@ def cluster_selection(store: Store, info: dict[str, Any], method: str) -> str:
     0.01 / 0.04 vs 0.11 / 0.14; doc SAE 0.16 / 0.17 vs 0.52 / 0.45). A query has to change the
     clustering, or there is no point in asking it. On AG News (checked after the choice) both part
     "news category" from "writing style", descriptors with the higher NMI with the category."""
+    from .axis import explicit_poles, propose_poles
     from .select import resolve_method
 
+    poles = explicit_poles(query)
+    if method == "axis" or (method == "auto" and poles is not None):
+        if poles is None and query:
+            poles = propose_poles(query)
+        if poles is None:
+            raise UserError(f"{query!r} names no two opposite ends; write them as 'A vs B' or use --select labels")
+        return "axis", poles
     if method != "auto":
-        return resolve_method(method, info)
+        return resolve_method(method, info), None
+    if query and axis_ok:
+        try:
+            poles = propose_poles(query)
+        except UserError:  # no local model: the query is matched by label as before
+            poles = None
+        if poles is not None:
+            return "axis", poles
     labelled = store.con.execute("SELECT 1 FROM features WHERE sae = ? AND label IS NOT NULL LIMIT 1",
                                  [info["sae"]]).fetchall()
-    return "labels" if labelled else resolve_method(method, info)
+    return ("labels" if labelled else resolve_method(method, info)), None
 
 
-def selected_by(selection: str | None) -> str:
-    """" selected by labels" for the headers of a query's clustering; empty for --features / --unfiltered."""
+def selected_by(selection: str | None, poles: str | None = None) -> str:
+    """" selected by labels" (or " along positive vs negative") for the headers of a query's clustering;
+    empty for --features / --unfiltered."""
+    if selection == "axis":
+        return f" along the axis {poles}" if poles else " along an axis"
     return f" selected by {selection}" if selection in ("labels", "descriptors") else ""
 
 
@@ -182,8 +210,28 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
         raise UserError("--coverage must be a share in (0, 1]")
     if o.unplaced not in UNPLACED:
         raise UserError(f"unknown unplaced mode {o.unplaced!r}; use unassigned or nearest")
-    selection = (cluster_selection(st, info, o.select) if o.query is not None
-                 else "features" if o.features is not None else "unfiltered")
+    axis_ok = o.method != "hdbscan" and o.coverage is None
+    selection, poles = (cluster_selection(st, info, o.select, o.query, axis_ok=axis_ok) if o.query is not None
+                        else ("features" if o.features is not None else "unfiltered", None))
+    rng = np.random.default_rng(o.seed)
+    if selection == "axis":
+        feats, rows, clusters, central, membership, k_used = _cluster_axis(st, info, o, poles, rng)
+    else:
+        feats, rows, clusters, central, membership, k_used = _cluster_jaccard(st, info, o, selection, threshold, rng)
+    doc_ids = (int(info["lo"]) | rows).astype(np.int64)
+    describe_feats = feats if o.describe == "selected" else None
+    summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
+                        o.n_central)
+    return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
+                                pl.lit("axis" if selection == "axis" else o.method).alias("method"),
+                                pl.lit(selection).alias("selection"),
+                                pl.lit(" vs ".join(poles) if poles else None, pl.String).alias("poles")
+                                ).select(list(SCHEMA))
+
+
+def _cluster_jaccard(st: Store, info: dict[str, Any], o: ClusterOptions, selection: str, threshold: float,
+                     rng: np.random.Generator) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The paper's clustering: spectral (or HDBSCAN) on the Jaccard similarity of the selected latents."""
     if o.query is not None and o.coverage is not None:
         feats = coverage_features(st, o.query, info, o.coverage, o.per_phrase, selection, threshold)
     elif o.query is not None:
@@ -195,7 +243,6 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     else:
         feats = frequent_features(st, info, threshold, 1, info["d_sae"])["feature_id"].to_list()
     mat, rows = binary_matrix(st, info, feats, threshold)
-    rng = np.random.default_rng(o.seed)
     if o.sample is not None and o.sample < len(rows):
         pick = np.sort(rng.choice(len(rows), o.sample, replace=False))
         mat, rows = mat[pick], rows[pick]
@@ -207,13 +254,32 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
                                                       o.max_docs, rng, o.seed)
     if o.unplaced == "nearest" and len(placed) < len(rows):
         _join_nearest(st, info, rows, clusters, central, threshold)
-    doc_ids = (int(info["lo"]) | rows).astype(np.int64)
-    describe_feats = feats if o.describe == "selected" else None
-    summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
-                        o.n_central)
-    return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
-                                pl.lit(o.method).alias("method"),
-                                pl.lit(selection).alias("selection")).select(list(SCHEMA))
+    return feats, rows, clusters, central, membership, k_used
+
+
+def _cluster_axis(st: Store, info: dict[str, Any], o: ClusterOptions, poles: tuple[str, str],
+                  rng: np.random.Generator) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Segments of the axis between ``poles`` (k default 2: one per pole); every document is placed."""
+    from .axis import axis_matrix, explicit_poles, select_axis, split_axis
+
+    if o.coverage is not None:
+        raise UserError("--coverage applies to label and descriptor selection; an axis query takes --per-phrase "
+                        "latents (or pass --select labels)")
+    if o.method == "hdbscan":
+        raise UserError("an axis query is split along one score, so --method hdbscan does not apply; drop it or "
+                        "pass --select labels")
+    shares, doc_ids = axis_matrix(st, info["name"])
+    base = None if explicit_poles(o.query) else o.query
+    axis = select_axis(st, info, poles, base, o.per_phrase, shares, doc_ids)
+    rows = (doc_ids & ROW_MASK).astype(np.int64)
+    if o.sample is not None and o.sample < len(rows):
+        pick = np.sort(rng.choice(len(rows), o.sample, replace=False))
+        shares, rows = shares[pick], rows[pick]
+    if len(rows) < 4:
+        raise UserError(f"only {len(rows)} documents to split along {poles[0]!r} vs {poles[1]!r}")
+    clusters, central = split_axis(axis.positions(shares), o.k or 2, o.seed)
+    return (axis.feature_ids.tolist(), rows, clusters, central, np.full(len(rows), np.nan),
+            int(len(np.unique(clusters))))
 
 
 def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,
