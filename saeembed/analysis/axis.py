@@ -165,15 +165,12 @@ def select_axis(store: Store, info: dict[str, Any], poles: tuple[str, str], quer
                 shares: Any | None = None, doc_ids: np.ndarray | None = None) -> Axis:
     """The axis of ``poles`` in the corpus: its ``n`` most correlated latents (see the module docstring).
     ``shares``/``doc_ids``: :func:`axis_matrix`, when the caller already has it."""
-    from .retrieve import _dense_doc_embeddings
+    from .retrieve import aligned_doc_embeddings
 
     if shares is None or doc_ids is None:
         shares, doc_ids = axis_matrix(store, info["name"])
-    emb_ids, emb = _dense_doc_embeddings(store, info, True)
-    pos = np.searchsorted(emb_ids, doc_ids)
-    if len(emb_ids) == 0 or not np.array_equal(emb_ids[np.minimum(pos, len(emb_ids) - 1)], doc_ids):
-        raise RuntimeError("document embeddings do not match the corpus' documents")
-    ids, corr, mean, std = correlated_latents(shares.tocsc(), pole_score(emb[pos], poles, query), n)
+    emb = aligned_doc_embeddings(store, info, doc_ids)
+    ids, corr, mean, std = correlated_latents(shares.tocsc(), pole_score(emb, poles, query), n)
     if len(ids) == 0:
         raise UserError(f"no latent of {info['name']!r} varies with {poles[0]!r} vs {poles[1]!r}; use --select labels")
     return Axis(poles, ids, corr, mean, std)

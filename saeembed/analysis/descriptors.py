@@ -111,14 +111,10 @@ def _load_or_compute(store: Store, info: Any, top: int, stamp: str, cache: bool)
 
 def compute_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
     """Compute descriptors from the corpus' activations and MiniLM document embeddings (no cache)."""
-    from .retrieve import _dense_doc_embeddings
+    from .retrieve import aligned_doc_embeddings
 
-    emb_ids, emb = _dense_doc_embeddings(store, info, cache)
     mat, doc_ids = store.embeddings(info["name"])
-    pos = np.searchsorted(emb_ids, doc_ids)
-    if len(emb_ids) == 0 or not np.array_equal(emb_ids[np.minimum(pos, len(emb_ids) - 1)], doc_ids):
-        raise RuntimeError("document embeddings do not match the corpus' documents")
-    emb = emb[pos]
+    emb = aligned_doc_embeddings(store, info, doc_ids, cache)
     mean = emb.mean(axis=0) if len(emb) else np.zeros(emb.shape[1], np.float32)
     csc = mat.tocsc()
     counts = np.diff(csc.indptr)

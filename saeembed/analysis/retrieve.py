@@ -130,6 +130,16 @@ def _safe_file_name(info: Any) -> str:
     return name if len(name) <= NAME_MAX and NAME_PATTERN.fullmatch(name) else f"corpus-{info['corpus_id']}"
 
 
+def aligned_doc_embeddings(store: Store, info: dict[str, Any], doc_ids: np.ndarray, cache: bool = True) -> np.ndarray:
+    """MiniLM embeddings of ``doc_ids`` in that order (rows of ``store.embeddings``), from the sidecar;
+    raises when the sidecar does not hold exactly those documents."""
+    emb_ids, emb = _dense_doc_embeddings(store, info, cache)
+    pos = np.searchsorted(emb_ids, doc_ids)
+    if len(emb_ids) == 0 or not np.array_equal(emb_ids[np.minimum(pos, len(emb_ids) - 1)], doc_ids):
+        raise RuntimeError("document embeddings do not match the corpus' documents")
+    return emb[pos]
+
+
 def _dense_doc_embeddings(store: Store, info: dict[str, Any], cache: bool) -> tuple[np.ndarray, np.ndarray]:
     """MiniLM embeddings of every document, from the sidecar cache when it matches the corpus."""
     from ..embed import DEFAULT_EMBEDDER, get_embedder
