@@ -40,6 +40,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..memo import Memo
+from .score_latents import latent_score_correlations, standardised_projection
 
 if TYPE_CHECKING:
     from ..api import Store
@@ -70,9 +71,7 @@ class Axis:
 
     def positions(self, shares: Any) -> np.ndarray:
         """Each document's position (higher: nearer poles[0]) from :func:`axis_matrix` [docs, d_sae] (CSR)."""
-        cols = shares[:, self.feature_ids]
-        w = self.correlation / self.std
-        return np.asarray(cols @ w).ravel() - float(self.mean @ w)
+        return standardised_projection(shares, self.feature_ids, self.correlation, self.mean, self.std).ravel()
 
     def frame(self, labels: dict[int, str]) -> pl.DataFrame:
         return pl.DataFrame({"feature_id": self.feature_ids.astype(np.int32),
@@ -143,13 +142,8 @@ def correlated_latents(shares: Any, score: np.ndarray, n: int) -> tuple[np.ndarr
                                                                          np.ndarray]:
     """The ``n`` latents whose shares correlate most (in absolute value) with ``score``, computed on the
     sparse matrix (never densified): ids, signed correlations, means, standard deviations."""
-    m = shares.shape[0]
-    mean = np.asarray(shares.mean(axis=0)).ravel()
-    var = np.asarray(shares.multiply(shares).mean(axis=0)).ravel() - mean ** 2
-    std = np.sqrt(np.maximum(var, 0.0))
-    centred = score - score.mean()
-    cov = np.asarray(shares.T @ centred).ravel() / m
-    corr = np.where(std > 1e-12, cov / (np.maximum(std, 1e-12) * max(float(score.std()), 1e-12)), 0.0)
+    corr, mean, std = latent_score_correlations(shares, score)
+    corr = corr[:, 0]
     best = np.argsort(-np.abs(corr), kind="stable")[:n]
     best = best[np.abs(corr[best]) > 0]
     return best.astype(np.int64), corr[best], mean[best], std[best]
