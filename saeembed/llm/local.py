@@ -70,5 +70,33 @@ class LocalChat:
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Completion(text, int(n_in), int(new.shape[0]), seconds=time.perf_counter() - t0)
 
+    def sample_texts(self, prefix: str, n: int, max_tokens: int = 16, temperature: float = 1.0,
+                     seed: int = 0) -> list[Completion]:
+        """``n`` sampled continuations of ``prefix`` (no chat template), reproducible for a given ``seed``.
+
+        Why: one greedy answer of a 135M model names a few categories of a query and often repeats
+        itself; the names that recur across many samples are the ones it is surest of
+        (:mod:`saeembed.analysis.facets` counts them).
+        """
+        import torch
+
+        t0 = time.perf_counter()
+        ids = self.tokenizer(prefix, return_tensors="pt")
+        ids = {k: v.to(self.device) for k, v in ids.items()}
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        with self._lock, torch.inference_mode():
+            state = torch.random.get_rng_state()
+            torch.random.set_rng_state(gen.get_state())  # generate() draws from the global generator
+            try:
+                out = self.lm.generate(**ids, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
+                                       top_p=0.95, top_k=None, num_return_sequences=n,
+                                       pad_token_id=self.tokenizer.eos_token_id)
+            finally:
+                torch.random.set_rng_state(state)
+        n_in = ids["input_ids"].shape[1]
+        secs = (time.perf_counter() - t0) / max(n, 1)
+        return [Completion(self.tokenizer.decode(row[n_in:], skip_special_tokens=True), int(n_in),
+                           int(row.shape[0] - n_in), seconds=secs) for row in out]
+
 
 __all__ = ["LocalChat"]
