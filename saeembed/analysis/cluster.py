@@ -20,12 +20,17 @@ Additions:
 - a dense N × N Jaccard matrix costs 4·N² bytes, so beyond ``max_docs`` placed documents a random
   sample of ``max_docs`` is clustered and every other document joins the cluster it is most similar
   to (mean Jaccard to the cluster's 200 most central sampled members, computed in blocks);
-- ``select`` ``auto`` means label selection whenever the SAE has labels in the store, descriptors only
-  when it has none (see :func:`cluster_selection`); search's ``auto`` prefers descriptors instead;
+- ``select`` ``auto`` means an axis or facets when the query has two ends or categories, else label
+  selection whenever the SAE has labels in the store, descriptors only when it has none (see
+  :func:`cluster_selection`); search's ``auto`` prefers descriptors instead;
 - axis queries ("sentiment", "positive vs negative"): a query whose two opposite ends are named
   ("A vs B"), or which the local reader answers with two ends (``auto``), or ``select`` ``axis``, is
   clustered along the latents whose share of each document correlates with the poles' dense score,
   into segments of that axis ordered from pole A to pole B (:mod:`saeembed.analysis.axis`);
+- facet queries ("product category", "news category: world, sports, business"): a query whose
+  categories are named ("Q: A, B, C") or which the local reader answers with a list (``auto``), or
+  ``select`` ``facets``, is clustered on the latents whose shares follow the documents' dense similarity
+  to those categories (k-means on the documents' coordinates along them; :mod:`saeembed.analysis.facets`);
 - the description counts latents per cluster in SQL (``queries/cluster_feature_counts.sql``),
   so the corpus' activations never leave DuckDB whole.
 
@@ -35,6 +40,7 @@ central first (``cluster_assignments`` explodes them into one row per document).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,70 +67,87 @@ SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_featu
           "top_labels": pl.List(pl.String), "top_diffs": pl.List(pl.Float64), "central_docs": pl.List(pl.Int64),
           "central_text": pl.String, "doc_ids": pl.List(pl.Int64), "centrality": pl.List(pl.Float64),
           "membership": pl.List(pl.Float64), "k": pl.Int64, "n_features": pl.Int64, "method": pl.String,
-          "selection": pl.String, "poles": pl.String}
-
-
-
-
-
-
-
-
-
-
-
+          "selection": pl.String, "poles": pl.String, "facets": pl.String}
 
 UNPLACED = ("unassigned", "nearest")
 
 
+@dataclass
+class Selection:
+    """How ``cluster`` chooses its latents: ``method`` (axis, facets, labels, descriptors, features or
+    unfiltered) and, for an axis its ``poles``, for facets their ``categories``."""
+
+    method: str
+    poles: tuple[str, str] | None = None
+    categories: list[str] | None = None
+
+    @property
+    def detail(self) -> str | None:
+        """"positive vs negative" or "books, dvd, kitchen": what the output's poles/facets columns show."""
+        if self.poles:
+            return " vs ".join(self.poles)
+        return ", ".join(self.categories) if self.categories else None
+
+
 def cluster_selection(store: Store, info: dict[str, Any], method: str, query: str | None = None,
-                      axis_ok: bool = True) -> tuple[str, tuple[str, str] | None]:
-    """The selection ``cluster`` uses and, for an axis, its poles.
+                      steer_ok: bool = True) -> Selection:
+    """The selection ``cluster`` uses for ``query``.
 
     ``auto``: an axis when the query names two poles ("A vs B") or the local reader answers the query
-    with two (see :func:`saeembed.analysis.axis.propose_poles`; a categorical query such as "product
-    category" is answered with a list and stays a label query); otherwise ``labels`` when any latent of
-    the corpus' SAE is labelled in this store, else the usual rule (descriptors for corpora of 50+ documents).
-    ``axis_ok`` False (HDBSCAN or --coverage asked for) keeps ``auto`` off the reader's poles.
+    with two (:func:`saeembed.analysis.axis.propose_poles`); facets when the query names categories
+    ("Q: A, B, C") or the reader answers it with a list (:func:`saeembed.analysis.facets.propose_facets`,
+    e.g. "product category"); otherwise ``labels`` when any latent of the corpus' SAE is labelled in this
+    store, else the usual rule (descriptors for corpora of 50+ documents). ``steer_ok`` False (HDBSCAN or
+    --coverage asked for) keeps ``auto`` off the reader's answers. A comma-separated query is the paper's
+    list of keyphrases and always a label (or descriptor) query.
 
-    Why not descriptors, which retrieve better: a descriptor says what a latent's top documents are
-    about, so on a corpus whose main variation is its topic *every* query's best descriptors are topic
-    latents and the clustering follows the topic whatever was asked. Measured on the evaluation's
-    Amazon reviews (NMI with the product domain, dev / held-out rows, k = 4): with descriptors the query
-    "sentiment" follows the domain more than "product category" does (token SAE 0.23 / 0.30 vs
-    0.13 / 0.09; doc SAE 0.41 / 0.42 vs 0.41 / 0.31); with labels the two queries part (token SAE
-    0.01 / 0.04 vs 0.11 / 0.14; doc SAE 0.16 / 0.17 vs 0.52 / 0.45). A query has to change the
-    clustering, or there is no point in asking it. On AG News (checked after the choice) both part
-    "news category" from "writing style", descriptors with the higher NMI with the category."""
+    Why facets before labels: label matching finds the latents of a categorical query's own words
+    ("product"), which fire everywhere; on the evaluation corpora facets follow the property asked for
+    several times more (module docstring of :mod:`saeembed.analysis.facets`). Why not descriptors, which
+    retrieve better: a descriptor says what a latent's top documents are about, so on a corpus whose
+    main variation is its topic *every* query's best descriptors are topic latents and the clustering
+    follows the topic whatever was asked (Amazon, NMI with the product domain at k = 4, dev / held-out
+    rows: "sentiment" 0.23 / 0.30 by descriptors vs 0.01 / 0.04 by labels)."""
     from .axis import explicit_poles, propose_poles
+    from .facets import explicit_facets, propose_facets
     from .select import resolve_method
 
-    poles = explicit_poles(query)
+    poles, named = explicit_poles(query), explicit_facets(query)
     if method == "axis" or (method == "auto" and poles is not None):
         if poles is None and query:
             poles = propose_poles(query)
         if poles is None:
             raise UserError(f"{query!r} names no two opposite ends; write them as 'A vs B' or use --select labels")
-        return "axis", poles
+        return Selection("axis", poles=poles)
+    if method == "facets" or (method == "auto" and named is not None):
+        categories = named[1] if named else (propose_facets(query) if query else None)
+        if not categories:
+            raise UserError(f"{query!r} names no categories; write them as 'QUERY: A, B, C' or use --select labels")
+        return Selection("facets", categories=categories)
     if method != "auto":
-        return resolve_method(method, info), None
-    if query and axis_ok:
+        return Selection(resolve_method(method, info))
+    if query and steer_ok:
         try:
             poles = propose_poles(query)
+            categories = propose_facets(query) if poles is None else None
         except UserError:  # no local model: the query is matched by label as before
-            poles = None
+            poles = categories = None
         if poles is not None:
-            return "axis", poles
+            return Selection("axis", poles=poles)
+        if categories is not None:
+            return Selection("facets", categories=categories)
     labelled = store.con.execute("SELECT 1 FROM features WHERE sae = ? AND label IS NOT NULL LIMIT 1",
                                  [info["sae"]]).fetchall()
-    return ("labels" if labelled else resolve_method(method, info)), None
+    return Selection("labels" if labelled else resolve_method(method, info))
 
 
-def selected_by(selection: str | None, poles: str | None = None) -> str:
-    """" selected by labels" (or " along positive vs negative") for the headers of a query's clustering;
-    empty for --features / --unfiltered."""
+def selected_by(selection: str | None, detail: str | None = None) -> str:
+    """" selected by labels" (or " along the axis positive vs negative", " along the facets books, dvd")
+    for the headers of a query's clustering; empty for --features / --unfiltered."""
     if selection == "axis":
-        return f" along the axis {poles}" if poles else " along an axis"
+        return f" along the axis {detail}" if detail else " along an axis"
+    if selection == "facets":
+        return f" along the facets {detail}" if detail else " along facets"
     return f" selected by {selection}" if selection in ("labels", "descriptors") else ""
 
 
@@ -210,22 +233,24 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
         raise UserError("--coverage must be a share in (0, 1]")
     if o.unplaced not in UNPLACED:
         raise UserError(f"unknown unplaced mode {o.unplaced!r}; use unassigned or nearest")
-    axis_ok = o.method != "hdbscan" and o.coverage is None
-    selection, poles = (cluster_selection(st, info, o.select, o.query, axis_ok=axis_ok) if o.query is not None
-                        else ("features" if o.features is not None else "unfiltered", None))
+    steer_ok = o.method != "hdbscan" and o.coverage is None
+    sel = (cluster_selection(st, info, o.select, o.query, steer_ok=steer_ok) if o.query is not None
+           else Selection("features" if o.features is not None else "unfiltered"))
     rng = np.random.default_rng(o.seed)
-    if selection == "axis":
-        feats, rows, clusters, central, membership, k_used = _cluster_axis(st, info, o, poles, rng)
+    if sel.method in ("axis", "facets"):
+        feats, rows, clusters, central, membership, k_used = _cluster_steered(st, info, o, sel, rng)
     else:
-        feats, rows, clusters, central, membership, k_used = _cluster_jaccard(st, info, o, selection, threshold, rng)
+        feats, rows, clusters, central, membership, k_used = _cluster_jaccard(st, info, o, sel.method, threshold,
+                                                                              rng)
     doc_ids = (int(info["lo"]) | rows).astype(np.int64)
     describe_feats = feats if o.describe == "selected" else None
     summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
                         o.n_central)
     return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
-                                pl.lit("axis" if selection == "axis" else o.method).alias("method"),
-                                pl.lit(selection).alias("selection"),
-                                pl.lit(" vs ".join(poles) if poles else None, pl.String).alias("poles")
+                                pl.lit(sel.method if sel.method in ("axis", "facets") else o.method).alias("method"),
+                                pl.lit(sel.method).alias("selection"),
+                                pl.lit(sel.detail if sel.poles else None, pl.String).alias("poles"),
+                                pl.lit(sel.detail if sel.categories else None, pl.String).alias("facets"),
                                 ).select(list(SCHEMA))
 
 
@@ -257,29 +282,42 @@ def _cluster_jaccard(st: Store, info: dict[str, Any], o: ClusterOptions, selecti
     return feats, rows, clusters, central, membership, k_used
 
 
-def _cluster_axis(st: Store, info: dict[str, Any], o: ClusterOptions, poles: tuple[str, str],
-                  rng: np.random.Generator) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Segments of the axis between ``poles`` (k default 2: one per pole); every document is placed."""
+def _cluster_steered(st: Store, info: dict[str, Any], o: ClusterOptions, sel: Selection, rng: np.random.Generator
+                     ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """An axis query: segments of the axis between the poles (k default 2, one per pole). A facet query:
+    k-means on the documents' coordinates along the categories (k default: the eigengap). Every
+    document is placed."""
     from .axis import axis_matrix, explicit_poles, select_axis, split_axis
+    from .facets import explicit_facets, select_facets, split_facets
 
+    kind = "an axis query" if sel.method == "axis" else "a facet query"
     if o.coverage is not None:
-        raise UserError("--coverage applies to label and descriptor selection; an axis query takes --per-phrase "
+        raise UserError(f"--coverage applies to label and descriptor selection; {kind} takes --per-phrase "
                         "latents (or pass --select labels)")
     if o.method == "hdbscan":
-        raise UserError("an axis query is split along one score, so --method hdbscan does not apply; drop it or "
+        raise UserError(f"{kind} is split along its own scores, so --method hdbscan does not apply; drop it or "
                         "pass --select labels")
     shares, doc_ids = axis_matrix(st, info["name"])
-    base = None if explicit_poles(o.query) else o.query
-    axis = select_axis(st, info, poles, base, o.per_phrase, shares, doc_ids)
+    named = explicit_facets(o.query)
+    base = None if explicit_poles(o.query) else (named[0] if named else o.query)
+    if sel.method == "axis":
+        axis = select_axis(st, info, sel.poles, base, o.per_phrase, shares, doc_ids)
+        feats, coords = axis.feature_ids, axis.positions(shares)
+    else:
+        facets = select_facets(st, info, sel.categories, base, o.per_phrase, shares, doc_ids)
+        feats, coords = facets.feature_ids, facets.coordinates(shares)
     rows = (doc_ids & ROW_MASK).astype(np.int64)
     if o.sample is not None and o.sample < len(rows):
         pick = np.sort(rng.choice(len(rows), o.sample, replace=False))
-        shares, rows = shares[pick], rows[pick]
+        coords, rows = coords[pick], rows[pick]
     if len(rows) < 4:
-        raise UserError(f"only {len(rows)} documents to split along {poles[0]!r} vs {poles[1]!r}")
-    clusters, central = split_axis(axis.positions(shares), o.k or 2, o.seed)
-    return (axis.feature_ids.tolist(), rows, clusters, central, np.full(len(rows), np.nan),
-            int(len(np.unique(clusters))))
+        raise UserError(f"only {len(rows)} documents to cluster along {sel.detail}")
+    if sel.method == "axis":
+        clusters, central = split_axis(coords, o.k or 2, o.seed)
+        k_used = int(len(np.unique(clusters)))
+    else:
+        clusters, central, k_used = split_facets(coords, o.k, o.seed)
+    return feats.tolist(), rows, clusters, central, np.full(len(rows), np.nan), k_used
 
 
 def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,

@@ -71,9 +71,11 @@ class ClusterOptions:
     k: int | None = option(None, "number of clusters (spectral; default: the eigengap)", "--clusters", "--k", min=2)
     select: str = option("auto", "how --query selects latents: labels (label similarity, the paper), descriptors "
                                  "(what the latent's top documents in this corpus are about), axis (latents that vary "
-                                 "between the query's two ends, 'A vs B' or proposed by the local reader), auto (axis "
-                                 "when the query has two ends, else labels when the SAE is labelled, else "
-                                 "descriptors)", choices=("auto", "labels", "descriptors", "axis"))
+                                 "between the query's two ends, 'A vs B' or proposed by the local reader), facets "
+                                 "(latents that tell the query's categories apart, 'Q: A, B, C' or proposed by the "
+                                 "local reader), auto (axis when the query has two ends, facets when it has "
+                                 "categories, else labels when the SAE is labelled, else descriptors)",
+                         choices=("auto", "labels", "descriptors", "axis", "facets"))
     per_phrase: int = option(PER_PHRASE, "latents selected per keyphrase (with --coverage: at least this many)",
                              min=1)
     coverage: float | None = option(None, "select latents per keyphrase in score order until this share of "

@@ -200,7 +200,7 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
                            notes=[f"clustered on {how}"])
     if fmt == "table":
         click.echo(f"{res['k'][0]} clusters ({res['method'][0]}) on {res['n_features'][0]} latents"
-                   f"{selected_by(res['selection'][0], res['poles'][0])}", err=True)
+                   f"{selected_by(res['selection'][0], res['poles'][0] or res['facets'][0])}", err=True)
     present(st, res, "cluster", fmt, output, highlight, cluster_example_pairs, CLUSTER_TABLE,
             lambda r: f"cluster {r['cluster']} ({r['size']} docs), central documents marked for "
                       f"latent {r['top_features'][0]} {r['top_labels'][0]}")

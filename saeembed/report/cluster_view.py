@@ -102,7 +102,7 @@ def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Li
     from ..analysis.cluster import selected_by
 
     n_docs = int(df["size"].sum())
-    how = selected_by(r0.get('selection'), r0.get('poles'))
+    how = selected_by(r0.get('selection'), r0.get('poles') or r0.get('facets'))
     lines = [f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents{how}, "
              f"{n_docs} documents "
              "(cluster −1: documents without any selected latent, or HDBSCAN noise)."]
