@@ -9,6 +9,7 @@ import polars as pl
 
 from .harness import Harness
 from .metrics import log
+from .steering import assignments_by_row
 
 # ------------------------------------------------------------------------------- clustering ----
 CLUSTER_QUERIES = {"sentiment": "sentiment", "product category": "product category"}
@@ -36,8 +37,7 @@ def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
     harnesses = [("SAE", h)] + ([("doc SAE", doc)] if doc is not None else [])
     if doc is not None:
         doc.ensure(name)
-    rows_of = {id(x): x.doc_ids(name) for _, x in harnesses}
-    placed = np.flatnonzero(rows_of[id(h)] >= 0)
+    placed = np.flatnonzero(h.doc_ids(name) >= 0)
     labels = {"sentiment": frame["sentiment"].to_numpy(), "domain": frame["domain"].to_numpy()}
     rows: list[dict[str, Any]] = []
 
@@ -58,12 +58,7 @@ def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
         log(f"clustering {method} k={row['k']}: " + "  ".join(f"{c} {row[c]:.3f}" for c in row if c.startswith("NMI")))
 
     def by_row(x: Harness, result: pl.DataFrame) -> dict[int, int]:
-        from ..analysis.cluster import cluster_assignments
-
-        ids = rows_of[id(x)]
-        row_of = {int(d): i for i, d in enumerate(ids) if d >= 0}
-        d = cluster_assignments(result)
-        return {row_of[int(i)]: int(c) for i, c in zip(d["doc_id"].to_list(), d["cluster"].to_list())}
+        return assignments_by_row(x, name, result)
 
     emb = get_embedder().embed(frame["text"].to_list())
     for k in (2, 4):
@@ -72,7 +67,7 @@ def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
                 for q in CLUSTER_QUERIES:
                     score(f'{prefix} targeted ({select}), query "{q}"', k,
                           by_row(x, cluster(x.store, x.stored(name), query=q, k=k, select=select)))
-            for q in CLUSTER_QUERIES:  # the default: "sentiment" is an axis query, "product category" labels
+            for q in CLUSTER_QUERIES:  # the default: "sentiment" is an axis query, "product category" facets
                 score(f'{prefix} targeted (auto), query "{q}"', k,
                       by_row(x, cluster(x.store, x.stored(name), query=q, k=k)))
             score(f"{prefix} unfiltered (all latents)", k,

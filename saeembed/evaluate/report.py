@@ -15,12 +15,14 @@ from .harness import Harness
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
+from .steering import STEERING_CASES, eval_steering
 from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
-TASKS = ("retrieval", "clustering", "diffing", "correlation", "speed")
+TASKS = ("retrieval", "clustering", "steering", "diffing", "correlation", "speed")
 # the heading each task's section starts with, to carry sections of tasks not run over from the last report
 HEADINGS = {"retrieval": "### Property retrieval", "clustering": "### Targeted clustering",
+            "steering": "### Steering on other corpora",
             "diffing": "### Dataset diffing", "correlation": "### Correlations", "speed": "### Encode speed"}
 
 
@@ -100,6 +102,13 @@ def main(argv: list[str] | None = None) -> None:
         df = eval_clustering(h, doc)
         results["clustering"] = df.to_dicts()
         by_task["clustering"] = "### Targeted clustering, Amazon reviews (domain × sentiment)\n\n" + markdown(df)
+        write()
+    if "steering" in only:
+        df = eval_steering(h, doc)
+        results["steering"] = df.to_dicts()
+        cases = "\n".join(f"- {c.corpus} \"{c.query}\": {c.why}" for c in STEERING_CASES)
+        by_task["steering"] = ("### Steering on other corpora: NMI of each query's clustering with the property "
+                               "(dev = even rows, held-out = odd rows)\n\n" + cases + "\n\n" + markdown(df))
         write()
     if "diffing" in only:
         summary, tops = eval_diffing(h)
