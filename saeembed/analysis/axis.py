@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import polars as pl
@@ -104,24 +104,33 @@ def _local_llm() -> LLM:
     return _LOCAL.get_or_build("default", lambda: make_llm("local"))
 
 
+def ask_reader(cache: dict[str, Any], query: str, llm: LLM | None, ask: Callable[[LLM, str], Any]) -> Any:
+    """``ask(model, query)`` for a one-phrase query, cached in-process in ``cache`` per model and query;
+    None for an empty query or a comma-separated list of keyphrases (never an axis or facets)."""
+    query = query.strip()
+    if "," in query or not query:
+        return None
+    key = f"{getattr(llm, 'name', 'local')}|{query.lower()}"
+    if key not in cache:
+        cache[key] = ask(llm or _local_llm(), query)
+    return cache[key]
+
+
 def propose_poles(query: str, llm: LLM | None = None) -> tuple[str, str] | None:
     """The two opposite ends of ``query`` if it names a bipolar property, else None.
 
     ``llm``: an endpoint (asked in chat) or a local model (few-shot continuation); default the shipped
     local reader. Answers are cached on disk by the LLM layer and in-process here. Raises
     :class:`UserError` when no model can be loaded."""
-    query = query.strip()
-    if "," in query or not query:
-        return None
-    key = f"{getattr(llm, 'name', 'local')}|{query.lower()}"
-    if key not in _POLES:
-        model = llm or _local_llm()
+
+    def ask(model: LLM, query: str) -> tuple[str, str] | None:
         if model.continues_text:
             text = model.continue_text(POLE_SHOTS + f"{query}:", max_tokens=12).text
         else:
             text = model.complete([{"role": "user", "content": POLE_CHAT.format(query=query)}], max_tokens=24).text
-        _POLES[key] = parse_pole_answer(text)
-    return _POLES[key]
+        return parse_pole_answer(text)
+
+    return ask_reader(_POLES, query, llm, ask)
 
 
 def pole_score(emb: np.ndarray, poles: tuple[str, str], query: str | None) -> np.ndarray:

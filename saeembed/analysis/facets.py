@@ -134,14 +134,9 @@ def propose_facets(query: str, llm: LLM | None = None) -> list[str] | None:
 
     ``llm``: an endpoint (asked in chat) or a local model (sampled few-shot continuations); default the
     shipped local reader. Answers are cached on disk by the LLM layer and in-process here."""
-    from .axis import POLE_SHOTS, _local_llm
+    from .axis import POLE_SHOTS, ask_reader
 
-    query = query.strip()
-    if "," in query or not query:
-        return None
-    key = f"{getattr(llm, 'name', 'local')}|{query.lower()}"
-    if key not in _FACETS:
-        model = llm or _local_llm()
+    def ask(model: LLM, query: str) -> list[str] | None:
         if model.continues_text:
             prefix = POLE_SHOTS + f"{query}:"
             texts = [model.continue_text(prefix, max_tokens=24).text]
@@ -150,8 +145,9 @@ def propose_facets(query: str, llm: LLM | None = None) -> list[str] | None:
             texts = [model.complete([{"role": "user", "content": FACET_CHAT.format(query=query, n=N_CATEGORIES)}],
                                     max_tokens=96).text]
         categories = parse_category_answers(texts)
-        _FACETS[key] = None if categories is None or names_a_value(query, categories) else categories
-    return _FACETS[key]
+        return None if categories is None or names_a_value(query, categories) else categories
+
+    return ask_reader(_FACETS, query, llm, ask)
 
 
 def facet_profile(emb: np.ndarray, categories: list[str], query: str | None) -> np.ndarray:
