@@ -75,11 +75,14 @@ UNPLACED = ("unassigned", "nearest")
 @dataclass
 class Selection:
     """How ``cluster`` chooses its latents: ``method`` (axis, facets, labels, descriptors, features or
-    unfiltered) and, for an axis its ``poles``, for facets their ``categories``."""
+    unfiltered) and, for an axis its ``poles``, for facets their ``categories``; ``phrase``: the query
+    an axis or facets were derived from, appended to their names in the dense score (None when the
+    query was only the names: "A vs B")."""
 
     method: str
     poles: tuple[str, str] | None = None
     categories: list[str] | None = None
+    phrase: str | None = None
 
     @property
     def detail(self) -> str | None:
@@ -114,16 +117,17 @@ def cluster_selection(store: Store, info: dict[str, Any], method: str, query: st
 
     poles, named = explicit_poles(query), explicit_facets(query)
     if method == "axis" or (method == "auto" and poles is not None):
+        phrase = None if poles is not None else query
         if poles is None and query:
             poles = propose_poles(query)
         if poles is None:
             raise UserError(f"{query!r} names no two opposite ends; write them as 'A vs B' or use --select labels")
-        return Selection("axis", poles=poles)
+        return Selection("axis", poles=poles, phrase=phrase)
     if method == "facets" or (method == "auto" and named is not None):
         categories = named[1] if named else (propose_facets(query) if query else None)
         if not categories:
             raise UserError(f"{query!r} names no categories; write them as 'QUERY: A, B, C' or use --select labels")
-        return Selection("facets", categories=categories)
+        return Selection("facets", categories=categories, phrase=named[0] if named else query)
     if method != "auto":
         return Selection(resolve_method(method, info))
     if query and steer_ok:
@@ -133,9 +137,9 @@ def cluster_selection(store: Store, info: dict[str, Any], method: str, query: st
         except UserError:  # no local model: the query is matched by label as before
             poles = categories = None
         if poles is not None:
-            return Selection("axis", poles=poles)
+            return Selection("axis", poles=poles, phrase=query)
         if categories is not None:
-            return Selection("facets", categories=categories)
+            return Selection("facets", categories=categories, phrase=query)
     labelled = store.con.execute("SELECT 1 FROM features WHERE sae = ? AND label IS NOT NULL LIMIT 1",
                                  [info["sae"]]).fetchall()
     return Selection("labels" if labelled else resolve_method(method, info))
@@ -287,8 +291,8 @@ def _cluster_steered(st: Store, info: dict[str, Any], o: ClusterOptions, sel: Se
     """An axis query: segments of the axis between the poles (k default 2, one per pole). A facet query:
     k-means on the documents' coordinates along the categories (k default: the eigengap). Every
     document is placed."""
-    from .axis import axis_matrix, explicit_poles, select_axis, split_axis
-    from .facets import explicit_facets, select_facets, split_facets
+    from .axis import axis_matrix, select_axis, split_axis
+    from .facets import select_facets, split_facets
 
     kind = "an axis query" if sel.method == "axis" else "a facet query"
     if o.coverage is not None:
@@ -298,13 +302,11 @@ def _cluster_steered(st: Store, info: dict[str, Any], o: ClusterOptions, sel: Se
         raise UserError(f"{kind} is split along its own scores, so --method hdbscan does not apply; drop it or "
                         "pass --select labels")
     shares, doc_ids = axis_matrix(st, info["name"])
-    named = explicit_facets(o.query)
-    base = None if explicit_poles(o.query) else (named[0] if named else o.query)
     if sel.method == "axis":
-        axis = select_axis(st, info, sel.poles, base, o.per_phrase, shares, doc_ids)
+        axis = select_axis(st, info, sel.poles, sel.phrase, o.per_phrase, shares, doc_ids)
         feats, coords = axis.feature_ids, axis.positions(shares)
     else:
-        facets = select_facets(st, info, sel.categories, base, o.per_phrase, shares, doc_ids)
+        facets = select_facets(st, info, sel.categories, sel.phrase, o.per_phrase, shares, doc_ids)
         feats, coords = facets.feature_ids, facets.coordinates(shares)
     rows = (doc_ids & ROW_MASK).astype(np.int64)
     if o.sample is not None and o.sample < len(rows):

@@ -9,7 +9,7 @@ import polars as pl
 
 from .harness import Harness
 from .metrics import log
-from .steering import assignments_by_row
+from .steering import assignments_by_row, ground_truth
 
 # ------------------------------------------------------------------------------- clustering ----
 CLUSTER_QUERIES = {"sentiment": "sentiment", "product category": "product category"}
@@ -38,7 +38,7 @@ def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
     if doc is not None:
         doc.ensure(name)
     placed = np.flatnonzero(h.doc_ids(name) >= 0)
-    labels = {"sentiment": frame["sentiment"].to_numpy(), "domain": frame["domain"].to_numpy()}
+    labels = ground_truth(h, name)
     rows: list[dict[str, Any]] = []
 
     def score(method: str, k: int | None, assign: dict[int, int]) -> None:

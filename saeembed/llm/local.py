@@ -83,16 +83,14 @@ class LocalChat:
         t0 = time.perf_counter()
         ids = self.tokenizer(prefix, return_tensors="pt")
         ids = {k: v.to(self.device) for k, v in ids.items()}
-        gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        with self._lock, torch.inference_mode():
-            state = torch.random.get_rng_state()
-            torch.random.set_rng_state(gen.get_state())  # generate() draws from the global generator
-            try:
-                out = self.lm.generate(**ids, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
-                                       top_p=0.95, top_k=None, num_return_sequences=n,
-                                       pad_token_id=self.tokenizer.eos_token_id)
-            finally:
-                torch.random.set_rng_state(state)
+        device = torch.device(self.device)
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        # generate() draws from the global generators: seed them inside fork_rng, which restores them after
+        with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(int(seed))
+            out = self.lm.generate(**ids, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
+                                   top_p=0.95, top_k=None, num_return_sequences=n,
+                                   pad_token_id=self.tokenizer.eos_token_id)
         n_in = ids["input_ids"].shape[1]
         secs = (time.perf_counter() - t0) / max(n, 1)
         return [Completion(self.tokenizer.decode(row[n_in:], skip_special_tokens=True), int(n_in),
