@@ -16,6 +16,7 @@ the corpus' files and folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -143,11 +144,25 @@ def attach(con: Any, external_access: bool) -> None:
     if not external_access:
         if files:
             con.execute("SET allowed_paths = $p", {"p": files})
+        # DuckDB lets a query read and write its spill folder (STORE.tmp by default) even without
+        # external access; a private folder, removed at exit, keeps STORE.tmp out of user SQL
+        con.execute("SET temp_directory = $t", {"t": _private_spill_folder()})
         con.execute("SET enable_external_access = false")
     if files:
         _view(con, files)
     if not external_access:
         con.execute("SET lock_configuration = true")
+
+
+@functools.lru_cache(maxsize=1)
+def _private_spill_folder() -> str:
+    """One per process (the browser opens a connection per request), removed at exit."""
+    import atexit
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="saeembed-sql-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def files_of(con: Any, corpus_id: int) -> tuple[str | None, list[str]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from .base import open_existing_store, store_option
+from .output import checked_output
 
 
 @click.command("browse", short_help="Browse the store in a local web app (read-only).")
@@ -46,6 +47,7 @@ def browse(store: str, host: str, port: int, allow_remote: bool) -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=5055, show_default=True, help="Embedding Atlas' port")
 @click.option("--allow-remote", is_flag=True, help="allow --host to be reachable from other machines")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the projection")
+@checked_output
 def atlas(corpus: str, store: str, dense: bool, top_latents: int, output: str | None, no_open: bool, host: str,
           port: int, allow_remote: bool, seed: int) -> None:
     """Open CORPUS in Apple's Embedding Atlas: a 2-D map of its SAE (or --dense) embeddings with each

@@ -84,7 +84,9 @@ def labels_export(file: str, store: str, sae: str | None, source: str | None, al
                   kind: str | None) -> None:
     """Write an SAE's labels to FILE in a format `labels import` (and Neuronpedia) read back."""
     from ..labels import export_labels
+    from ..store.guard import check_output_path
 
+    check_output_path(file, store)
     rows = export_labels(open_existing_store(store), file, sae=sae, fmt=kind, source=source, all_sources=all_sources)
     click.echo(f"wrote {rows.height} labels of {rows['sae'][0] if rows.height else sae} to {file}", err=True)
 

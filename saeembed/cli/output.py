@@ -6,6 +6,7 @@ json is a list of row objects and nothing else on stdout, so scripts can pipe it
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -15,16 +16,33 @@ from typing import Any
 import click
 import polars as pl
 
+from ..errors import UserError
+from ..fsutil import atomic_write_parquet, atomic_write_text
+from ..store.guard import check_output_path
+
 FORMATS = ("table", "csv", "tsv", "json", "ndjson", "parquet")
 FORMAT_HELP = ("table for people; csv, tsv, json (a list of row objects), ndjson (one object per line) or "
                "parquet (needs --output) for programs")
 HTML_HELP = "; html: a self-contained report page that opens offline (needs --output FILE.html)"
 
 
+def checked_output(f: Any) -> Any:
+    """Check ``--output`` against the command's ``--store`` before the command does any work: an
+    output never lands on the store, its WAL, its side folders or its registered Parquet files."""
+    @functools.wraps(f)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("output"):
+            check_output_path(kwargs["output"], kwargs.get("store"))
+        return f(*args, **kwargs)
+
+    return run
+
+
 def output_options(fn: Any = None, *, html: bool = False) -> Any:
     """``--format`` and ``--output`` for a command that prints a frame (every listing command);
     ``html=True`` adds the report page format (the four analyses)."""
     def decorate(f: Any) -> Any:
+        f = checked_output(f)
         f = click.option("--output", "output", type=click.Path(dir_okay=False),
                          help="write the result to FILE instead of stdout (needed for --format parquet and html)"
                          if html else "write the result to FILE instead of stdout (needed for --format parquet)")(f)
@@ -50,19 +68,23 @@ def _jsonable(value: Any) -> Any:
 
 def emit(df: pl.DataFrame, fmt: str = "table", output: str | Path | None = None, max_rows: int = 50,
          max_width: int = 60) -> None:
-    """Write ``df`` to stdout (or ``output``) in the requested format."""
-    if fmt == "parquet":
-        if output is None:
-            raise click.UsageError("--format parquet needs --output FILE")
-        df.write_parquet(output)
-        print(f"wrote {df.height} rows to {output}", file=sys.stderr)
+    """Write ``df`` to stdout (or ``output``, atomically: a failed write never leaves half a file) in
+    the requested format."""
+    if fmt == "parquet" and output is None:
+        raise click.UsageError("--format parquet needs --output FILE")
+    if not output:
+        click.echo(render(df, fmt, max_rows=max_rows, max_width=max_width).rstrip("\n"))
         return
-    text = render(df, fmt, max_rows=max_rows, max_width=max_width)
-    if output:
-        Path(output).write_text(text + ("\n" if text and not text.endswith("\n") else ""))
-        print(f"wrote {df.height} rows to {output}", file=sys.stderr)
-    else:
-        click.echo(text.rstrip("\n"))
+    path = check_output_path(output)
+    try:
+        if fmt == "parquet":
+            atomic_write_parquet(df, path)
+        else:
+            text = render(df, fmt, max_rows=max_rows, max_width=max_width)
+            atomic_write_text(path, text + ("\n" if text and not text.endswith("\n") else ""))
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}; pick a writable --output") from None
+    print(f"wrote {df.height} rows to {output}", file=sys.stderr)
 
 
 def render(df: pl.DataFrame, fmt: str, max_rows: int = 50, max_width: int = 60) -> str:

@@ -45,7 +45,9 @@ def features_cmd(store: str, sae: str | None, limit: int | None, query: str | No
 def sql_cmd(query: str, store: str, fmt: str, output: str | None) -> None:
     """Run read-only SQL over the store (writes and file access are refused)."""
     from .. import store as store_mod
+    from ..store.guard import check_read_only_sql
 
+    check_read_only_sql(query)
     con = store_mod.connect(store, read_only=True, external_access=False)
     try:
         df = store_mod.StoreReader(con).sql(query)

@@ -130,10 +130,11 @@ def export_labels(store: Store | str | Path, path: str | Path, *, sae: str | Non
     import json
 
     from ..fsutil import atomic_write_bytes
+    from ..store.guard import check_output_path
     from .catalog import labels_of
 
     st = as_store(store)
-    path = Path(path)
+    path = check_output_path(path, st.path)
     kind = _export_format(path, fmt)
     info = resolve_sae_id(st, sae)
     if all_sources or source:

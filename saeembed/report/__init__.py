@@ -97,6 +97,9 @@ def write_report(df: pl.DataFrame, store: Store | str | Path, output: str | Path
     """``--format html``: write the report of ``df`` to ``output`` (required)."""
     if not output:
         raise UserError("--format html writes a file; add --output FILE.html")
+    from ..store.guard import check_output_path
+
+    check_output_path(output, store if isinstance(store, (str, Path)) else store.path)
     return report(df, store, **options).save(output)  # type: ignore[arg-type]
 
 

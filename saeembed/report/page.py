@@ -102,13 +102,13 @@ class Report:
     def save(self, path: str | Path) -> Path:
         """Write :meth:`html` to ``path`` (atomically: a half-written report never replaces a good one)."""
         from ..errors import UserError
+        from ..fsutil import atomic_write_text
+        from ..store.guard import check_output_path
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
+        path = check_output_path(path)
         page = self.html()
         try:
-            tmp.write_text(page, encoding="utf-8")
-            tmp.replace(path)
+            atomic_write_text(path, page)
         except OSError as exc:
             raise UserError(f"cannot write the report to {path}: {exc.strerror or exc}; pick a writable path") from None
         return path
