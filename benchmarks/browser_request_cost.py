@@ -12,6 +12,7 @@ has no bound: the cost a single request could cause before the browser bounded i
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import resource
 import sys
@@ -53,6 +54,9 @@ def main() -> None:
     from saeembed.analysis import search
     from saeembed.browse import make_server
     from saeembed.browse.app import MAX_QUERY_CHARS
+    from saeembed.browse.routes import MAX_PHRASES
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log lines
 
     store = Path(sys.argv[1])
     if not store.exists():
@@ -61,18 +65,20 @@ def main() -> None:
     words = " ".join(["I really appreciate how quickly you answered and fixed it"] * 300)  # 3,000 words
     longest = ("Thanks so much for the help, this made my day. " * 40)[:MAX_QUERY_CHARS]
     rare = "\U0001d518\U0001d51e\U0001d52b" * (MAX_QUERY_CHARS // 3 - 1)
-    phrases = ", ".join(f"topic {i}" for i in range(MAX_QUERY_CHARS // 10))[:MAX_QUERY_CHARS]
+    phrases = ", ".join(f"topic {i}" for i in range(MAX_PHRASES))
+    too_many = ", ".join(f"t{i}" for i in range(MAX_QUERY_CHARS // 5))
     print(f"load average {os.getloadavg()}; torch threads {__import__('torch').get_num_threads()}")
     srv = make_server(store, "127.0.0.1", 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     where = (srv.host, srv.port)
     try:
-        example = "/search?corpus=ge&mode=example&q="
+        example, sae = "/search?corpus=ge&mode=example&q=", "/search?corpus=ge&mode=sae&q="
         requests = {
             "example, 3,000 words (refused: characters)": example + quote(words),
             f"example, {len(rare)} rare characters (refused: tokens)": example + quote(rare),
             f"example, {len(longest)} characters of English (answered)": example + quote(longest),
-            f"sae, {phrases.count(',') + 1} phrases (answered)": "/search?corpus=ge&mode=sae&q=" + quote(phrases),
+            f"sae, {too_many.count(',') + 1} phrases (refused: phrases)": sae + quote(too_many),
+            f"sae, {MAX_PHRASES} phrases (answered)": sae + quote(phrases),
         }
         for label, path in requests.items():
             _get(where, path)  # models and caches load once

@@ -169,7 +169,7 @@ def test_allow_remote_answers_exactly_the_names_it_was_given(faces_store: Path, 
 
 def test_queries_are_bounded_per_request(server: tuple[str, int]) -> None:
     from saeembed.browse.app import MAX_QUERY_CHARS
-    from saeembed.browse.routes import EXAMPLE_TOKENS
+    from saeembed.browse.routes import EXAMPLE_TOKENS, MAX_PHRASES
 
     long = quote(", ".join(["thanks"] * (MAX_QUERY_CHARS // 6)))
     for path in (f"/search?corpus=ge&q={long}", f"/features?q={long}", f"/search?corpus=ge&mode=example&q={long}"):
@@ -181,6 +181,10 @@ def test_queries_are_bounded_per_request(server: tuple[str, int]) -> None:
     assert status == 400 and f"at most {EXAMPLE_TOKENS}" in html.unescape(body), body[-300:]
     status, body = _request(server, "/search?corpus=ge&mode=example&k=3&q=" + quote("Thanks so much, " * 30))
     assert status == 200 and "Ranked documents" in body
+    phrases = ", ".join(f"topic {i}" for i in range(MAX_PHRASES + 1))
+    for mode in ("sae", "hybrid"):
+        status, body = _request(server, f"/search?corpus=ge&mode={mode}&q={quote(phrases)}")
+        assert status == 400 and f"at most {MAX_PHRASES}" in body, mode
 
 
 def test_browse_command_serves_until_stopped(faces_store: Path) -> None:

@@ -13,6 +13,9 @@ FEATURES_PAGE = 200
 # the reader reads an example text per request: 512 tokens cost ≈1 s of CPU with the shipped reader,
 # where a 3,000-word example cost 55 s and held the single-threaded server
 EXAMPLE_TOKENS = 512
+# every phrase of an sae/hybrid query selects its own latents: 100 phrases cost 7.5 s of CPU per request,
+# and the paper expands a query into 18 phrases
+MAX_PHRASES = 20
 
 
 def _links(store: Any, info: dict[str, Any]) -> BrowserLinks:
@@ -138,6 +141,7 @@ def _register_analyses(app: Any) -> None:
     @app.get("/search")
     def search_page() -> str:
         from ..analysis import search
+        from ..analysis.select import split_phrases
         from ..report import build_section
 
         corpus, q = request.args.get("corpus", ""), _text_arg("q")
@@ -148,6 +152,9 @@ def _register_analyses(app: Any) -> None:
         if q:
             if not corpus:
                 raise UserError("pick a corpus to search")
+            if mode in ("sae", "hybrid") and len(split_phrases(q)) > MAX_PHRASES:
+                raise UserError(f"the query holds {len(split_phrases(q))} comma-separated phrases; the browser takes "
+                                f"at most {MAX_PHRASES} per search")
             fuse = request.args.get("fuse", "").strip()
             df = search(g.store, corpus, q, k=_int_arg("k", 20, 1, 200), mode=mode, cache=False,
                         fuse=[fuse] if fuse else [], max_example_tokens=EXAMPLE_TOKENS)
@@ -156,4 +163,4 @@ def _register_analyses(app: Any) -> None:
         return render("analysis.html", title="Search a corpus", form="search", section=section, args=request.args)
 
 
-__all__ = ["register", "SEARCH_MODES", "EXAMPLE_TOKENS"]
+__all__ = ["register", "SEARCH_MODES", "EXAMPLE_TOKENS", "MAX_PHRASES"]
