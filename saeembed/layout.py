@@ -18,8 +18,8 @@ of paths: a read connection uses only files named as this module names them
 (``<name>-c<id>-<hex>/data_N.parquet``) that look like whole Parquet files (magic bytes and footer,
 two small reads each); ``drop`` deletes only such files inside the Parquet folder the user names
 (``--parquet-dir``, default ``STORE.parquet``). A corpus whose registration or files fail these
-checks is left out of the ``activations`` view with a warning; using it by name is one line naming
-the fix, and every other corpus keeps working.
+checks is left out of the ``activations`` view (``corpora`` and ``sql`` warn about it); using it by
+name is one line naming the fix, and every other corpus keeps working.
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ from .data import check_latent, document, document_latents, latent_sections, sae
 
 SEARCH_MODES = ("sae", "hybrid", "dense", "example")
 FEATURES_PAGE = 200
-# the reader reads an example text per request: 512 tokens cost ≈1 s of CPU with the shipped reader,
-# where a 3,000-word example cost 55 s and held the single-threaded server
+# Per-request bounds (benchmarks/browser_request_cost.py, shipped reader, loaded 2-core machine): the
+# reader reads an example text per request, and a 3,000-word example cost 20-24 s of CPU while the
+# single-threaded server answered nobody else; the longest example the bounds admit cost 0.8-5 s.
 EXAMPLE_TOKENS = 512
-# every phrase of an sae/hybrid query selects its own latents: 100 phrases cost 7.5 s of CPU per request,
-# and the paper expands a query into 18 phrases
+# every phrase of an sae/hybrid query selects its own latents: 100 phrases cost 7.5 s of CPU, 20 cost
+# 2.0-2.4 s (the paper expands a query into 18 phrases)
 MAX_PHRASES = 20
 
 
