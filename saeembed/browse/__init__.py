@@ -26,8 +26,8 @@ def check_host(host: str, allow_remote: bool | Sequence[str] = False) -> str:
     """``host`` when it is this machine only, or when serving beyond it was asked for explicitly."""
     if not is_loopback(host) and not allow_remote:
         raise UserError(f"refusing to serve on {host}: anyone who can reach it could read every document in the "
-                        f"store; serve on 127.0.0.1 (the default), or pass {REMOTE_FLAG} NAME (the host name or "
-                        "address others use to reach this machine) if that is what you want")
+                        f"store; serve on 127.0.0.1 (the default), or pass {REMOTE_FLAG} if that is what you want "
+                        "(see --help)")
     return host
 
 
