@@ -34,7 +34,7 @@ machine's load): ``doc`` is the generated store, activations ordered (doc_id, fe
 ``latent`` is what ``ingest_corpus`` writes today, derived from it: activations ordered (corpus,
 feature_id, doc_id) in the DuckDB file, latent statistics computed as at ingest; ``parquet`` is a
 corpus kept as Parquet (``encode --keep parquet``): each corpus' activations written by
-``saeembed.layout.keep_as_parquet`` (sorted Parquet files next to the store, registered, statistics
+``saeembed.store.parquet.keep_as_parquet`` (sorted Parquet files next to the store, registered, statistics
 at registration), the DuckDB file holding only the registry, documents and labels.
 ``--torch-threads 1`` embeds the query on one thread.
 """
@@ -270,7 +270,7 @@ def derive_latent_major(src: Path, path: Path, src_meta: dict, memory_limit: str
 def _kept_stats(con) -> None:
     """Latent statistics of every corpus, as ``ingest_corpus`` keeps them (the analyses read them)."""
     from saeembed.ids import corpus_range
-    from saeembed.stats import compute, write
+    from saeembed.store.stats import compute, write
 
     for (cid,) in con.execute("SELECT corpus_id FROM corpora ORDER BY 1").fetchall():
         write(con, cid, compute(con, *corpus_range(cid)))
@@ -279,12 +279,12 @@ def _kept_stats(con) -> None:
 def derive_parquet(src: Path, path: Path, src_meta: dict, memory_limit: str) -> dict:
     """The same corpora kept as Parquet (``--keep parquet``): registry, documents and labels in the DuckDB
     file; each corpus' activations exported as shard-like rows (row_idx, ...) and handed to
-    ``saeembed.layout.keep_as_parquet``, which writes the sorted files, registers them and computes the
+    ``saeembed.store.parquet.keep_as_parquet``, which writes the sorted files, registers them and computes the
     corpus' statistics, exactly as an encode with ``--keep parquet`` ends."""
     import pyarrow.dataset as pads
 
     from saeembed.ids import corpus_range
-    from saeembed.layout import keep_as_parquet
+    from saeembed.store.parquet import keep_as_parquet
 
     tmp = path.with_suffix(".building")
     for p in (tmp, Path(str(tmp) + ".wal")):

@@ -36,7 +36,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from saeembed.corpus import read_corpus
-from saeembed.encode import _tokenise_shard, encode_corpus
+from saeembed.encode import encode_corpus, tokenise_shard
 from saeembed.reader import Reader, batches_by_budget
 from saeembed.sae import open_sae
 
@@ -57,7 +57,7 @@ def _sync(reader: Reader) -> None:
 def token_counts(reader: Reader, corpus_path: Path, shard_docs: int, batch_tokens: int) -> dict[str, int]:
     """Content (pooled), whole-window, computed and padded-computed tokens of the encode's batches."""
     corpus = read_corpus(corpus_path, text_col="text")
-    shards = [_tokenise_shard(reader, corpus, s, shard_docs, batch_tokens)
+    shards = [tokenise_shard(reader, corpus, s, shard_docs, batch_tokens)
               for s in range((corpus.n_docs + shard_docs - 1) // shard_docs)]
     wins = [w for sh in shards for w in sh.windows]
     # what batching by the token budget alone (the batcher before the padding limit) would pad to
@@ -71,7 +71,7 @@ def token_counts(reader: Reader, corpus_path: Path, shard_docs: int, batch_token
 
 def bare_forward(reader: Reader, corpus_path: Path, shard_docs: int, batch_tokens: int) -> tuple[float, float]:
     corpus = read_corpus(corpus_path, text_col="text")
-    shards = [_tokenise_shard(reader, corpus, s, shard_docs, batch_tokens)
+    shards = [tokenise_shard(reader, corpus, s, shard_docs, batch_tokens)
               for s in range((corpus.n_docs + shard_docs - 1) // shard_docs)]
     _sync(reader)
     t0, c0 = time.perf_counter(), time.process_time()

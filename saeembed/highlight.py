@@ -22,14 +22,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from .api import reads_store
 from .errors import UserError
 from .models import corpus_models, is_messages_corpus
+from .store.handle import reads_store
 
 if TYPE_CHECKING:
-    from .api import Store
     from .reader import Reader
     from .sae import SparseAutoencoder
+    from .store.handle import Store
 
 TOKEN_SCHEMA = {"doc_id": pl.Int64, "position": pl.Int32, "token": pl.String, "feature_id": pl.Int32,
                 "activation": pl.Float32}

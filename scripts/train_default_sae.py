@@ -148,7 +148,7 @@ def _best_layer(probe_path: Path) -> int | None:
 
 
 def _run_pipeline(args, out: Path, probe_path: Path) -> None:
-    from saeembed.sae.train import CorpusSpec, cache_activations
+    from saeembed.train import CorpusSpec, cache_activations
 
     layer = args.layer if args.layer is not None else (_best_layer(probe_path) or 15)
     specs = [CorpusSpec(str(SHARED / name / "data.parquet"), col, min(int(n * args.mix_scale), _rows(name)), chars)
@@ -164,7 +164,7 @@ def _run_pipeline(args, out: Path, probe_path: Path) -> None:
         timings_path.write_text(json.dumps(timings))
         print(json.dumps({k: man[k] for k in ("n_tokens", "n_chunks", "layer")}), flush=True)
     if args.stage in ("all", "train"):
-        from saeembed.sae.train import TrainConfig, save_trained_sae, train_topk_sae
+        from saeembed.train import TrainConfig, save_trained_sae, train_topk_sae
 
         cfg = TrainConfig(d_sae=args.d_sae, k=args.k, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           device=args.device, threads=args.threads, log_every=25, dead_tokens=args.dead_tokens,
@@ -177,10 +177,10 @@ def _run_pipeline(args, out: Path, probe_path: Path) -> None:
     if args.stage in ("all", "train", "labels"):
         from transformers import AutoTokenizer
 
-        from saeembed.labels_offline import label_latents, write_labels
+        from saeembed.labels.offline import label_latents, write_labels
         from saeembed.reader import resolve_reader
         from saeembed.sae.formats import load_saelens
-        from saeembed.sae.train import ActivationCache
+        from saeembed.train import ActivationCache
 
         t0 = time.time()
         tok = AutoTokenizer.from_pretrained(resolve_reader(None)[1])
@@ -215,7 +215,7 @@ def write_recipe(out: Path, cache: Path, probe_path: Path, timings: dict, args) 
     lines = [
         "# Default SAE: recipe and measurements", "",
         f"TopK sparse autoencoder on **{man['reader']}**, block {man['layer']} output "
-        f"(`{man['hook_name']}`), trained by `saeembed.sae.train` (TopK + AuxK, Gao et al. 2024).", "",
+        f"(`{man['hook_name']}`), trained by `saeembed.train` (TopK + AuxK, Gao et al. 2024).", "",
         "## Reproduce", "", "```",
         f"python scripts/train_default_sae.py --probe --layer {man['layer']} --cache /tmp/saeembed_default_cache \\",
         f"    --max-tokens {args.max_tokens} --d-sae {rec['d_sae']} --k {rec['k']} --epochs {rec['epochs']} "
@@ -263,7 +263,7 @@ def write_recipe(out: Path, cache: Path, probe_path: Path, timings: dict, args) 
             lines.append(f"| {task} | " + " | ".join(f"{row[L]:.3f}" for L in layers) + " |")
         lines += ["", LAYER_NOTE, ""]
     lines += ["## Ten example latents", "",
-              "Labels are offline c-TF-IDF terms of the top-activating contexts (`saeembed.labels_offline`); "
+              "Labels are offline c-TF-IDF terms of the top-activating contexts (`saeembed.labels.offline`); "
               "score = share of the latent's top contexts containing its best term; the activating token is in ⟦ ⟧.",
               "",
               "| latent | label | score | density | top context |", "|---|---|---|---|---|"]

@@ -8,8 +8,8 @@ mean-pooled and L2-normalised, one vector per document. Steps (each resumable):
      (text columns only; their label columns are never read);
   2. ``--sweep``: train small SAEs over a width × k grid and print held-out FVU / L0 / dead fraction
      (label-free measurements only);
-  3. train the chosen SAE with the project's trainer (TopK + AuxK, ``saeembed.sae.train``);
-  4. label every latent offline: distinctive words of its top documents (``saeembed.labels_doc``);
+  3. train the chosen SAE with the project's trainer (TopK + AuxK, ``saeembed.train``);
+  4. label every latent offline: distinctive words of its top documents (``saeembed.labels.doc_sae``);
   5. write RECIPE.md.
 
     python scripts/train_doc_sae.py --sweep --cache /tmp/saeembed_doc_cache_all
@@ -47,7 +47,7 @@ SWEEP = [(512, 8), (1024, 8), (2048, 8), (1024, 16)]
 
 
 def train_config(args, d_sae: int, k: int, extra: dict | None = None):
-    from saeembed.sae.train import TrainConfig
+    from saeembed.train import TrainConfig
 
     # one vector per document: ~58k training rows, so small batches, tens of epochs, and "dead" after
     # 20k documents without firing instead of the token trainer's 200k tokens
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--stage", choices=["all", "cache", "sweep", "train", "labels", "recipe"], default="all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from saeembed.sae.train import CorpusSpec, cache_activations
+    from saeembed.train import CorpusSpec, cache_activations
 
     cache_root = Path(args.cache)
     cache = cache_root / "docs"
@@ -95,7 +95,7 @@ def main() -> None:
         sweep = run_sweep(args, cache)
         (cache_root / "sweep.json").write_text(json.dumps(sweep, indent=2))
     if args.stage in ("all", "train"):
-        from saeembed.sae.train import save_trained_sae, train_topk_sae
+        from saeembed.train import save_trained_sae, train_topk_sae
 
         sweep_path = cache_root / "sweep.json"
         extra = {"recipe_script": "scripts/train_doc_sae.py",
@@ -131,7 +131,7 @@ def run_sweep(args, cache: Path) -> list[dict]:
 
     Each cell's SAE is kept under ``CACHE/sweep/WIDTHxK`` (``--reuse-sweep`` ships it without retraining).
     """
-    from saeembed.sae.train import save_trained_sae, train_topk_sae
+    from saeembed.train import save_trained_sae, train_topk_sae
 
     grid = ([tuple(int(v) for v in c.split("x")) for c in args.grid.split(",")] if args.grid else SWEEP)
     rows = []
@@ -147,8 +147,8 @@ def run_sweep(args, cache: Path) -> list[dict]:
 
 
 def write_doc_labels(out: Path, cache: Path, specs) -> None:
-    from saeembed.labels_doc import label_doc_cache
-    from saeembed.labels_offline import write_labels
+    from saeembed.labels.doc_sae import label_doc_cache
+    from saeembed.labels.offline import write_labels
     from saeembed.sae.formats import load_saelens
 
     write_labels(label_doc_cache(load_saelens(out), cache, specs), out / "labels.parquet")
@@ -169,7 +169,7 @@ def write_recipe(out: Path, cache: Path, cache_root: Path, timings: dict, args) 
         "# Document-level SAE (`--sae doc`): recipe and measurements", "",
         f"TopK sparse autoencoder on **document embeddings**: reader `{man['reader']}` (all-MiniLM-L6-v2, "
         "mean over tokens incl. [CLS]/[SEP], L2-normalised; `saeembed/reader/doc.py`), one vector per "
-        f"document recorded as hook `{man['hook_name']}`. Trained by `saeembed.sae.train` (TopK + AuxK).", "",
+        f"document recorded as hook `{man['hook_name']}`. Trained by `saeembed.train` (TopK + AuxK).", "",
         "Long documents: MiniLM reads 256 tokens; the reader embeds consecutive chunks of 254 content tokens "
         "and averages them (token-count weighted, re-normalised). Training texts were cut at "
         f"{MIX[0][3]} characters, so nearly all fit one chunk.", "",
@@ -216,8 +216,9 @@ def write_recipe(out: Path, cache: Path, cache_root: Path, timings: dict, args) 
               f"| labelling wall time | {timings.get('labels_s', 'n/a')} s |",
               f"| weights file (fp16) | {(out / 'sae_weights.safetensors').stat().st_size / 2**20:.2f} MiB |", "",
               "## Ten example latents", "",
-              "Labels are the distinctive words (document-level c-TF-IDF) of the latent's 50 top documents among the "
-              "cached ones (`saeembed.labels_doc`); score = share of those documents containing the first word.", "",
+              "Labels are the distinctive words (document-level c-TF-IDF) of the latent's 50 top documents "
+              "among the cached ones (`saeembed.labels.doc_sae`); score = share of those documents containing the "
+              "first word.", "",
               "| latent | label | score | density | top document |", "|---|---|---|---|---|"]
     ex = (live.filter(pl.col("density").is_between(0.005, 0.2)).sort("score", descending=True).head(40)
           .sample(min(10, live.height), seed=0, shuffle=True) if live.height else live).sort("feature_id")

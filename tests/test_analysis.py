@@ -29,13 +29,14 @@ from click.testing import CliRunner
 
 from saeembed.analysis import cluster, correlate, diff, search
 from saeembed.analysis.cluster import cluster_assignments
-from saeembed.analysis.common import bh_qvalues, load_query, query_dirs
+from saeembed.analysis.common import bh_qvalues
 from saeembed.analysis.correlate import cooccurrence_pairs, npmi, same_token_share
 from saeembed.analysis.diff import feature_counts, mcnemar_test, two_proportion_test
 from saeembed.analysis.retrieve import TEMPERATURE, fuse, rank_weights, score_documents
 from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.errors import UserError
+from saeembed.store.queries import load_query, query_dirs
 from tests.conftest import GOEMOTIONS_SAMPLE, REPO, make_random_sae, needs_amazon
 
 PHRASE = " P.S. The submarine captain ordered the torpedoes loaded at dawn."

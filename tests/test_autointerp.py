@@ -16,10 +16,16 @@ import pytest
 from click.testing import CliRunner
 
 from saeembed.api import open_store
-from saeembed.autointerp import AutoInterpConfig, detection_scores, label_features, parse_detection, parse_explanation
 from saeembed.cli import main
 from saeembed.errors import UserError
 from saeembed.highlight import render, token_activations
+from saeembed.labels.autointerp import (
+    AutoInterpConfig,
+    detection_scores,
+    label_features,
+    parse_detection,
+    parse_explanation,
+)
 from saeembed.llm import LLM, OpenAIChat, make_llm
 from tests.llm_server import ChatServer
 

@@ -168,7 +168,7 @@ def test_allow_remote_answers_exactly_the_names_it_was_given(faces_store: Path, 
 
 
 def test_queries_are_bounded_per_request(server: tuple[str, int]) -> None:
-    from saeembed.browse.app import MAX_QUERY_CHARS
+    from saeembed.browse.request import MAX_QUERY_CHARS
     from saeembed.browse.routes import EXAMPLE_TOKENS, MAX_PHRASES
 
     long = quote(", ".join(["thanks"] * (MAX_QUERY_CHARS // 6)))

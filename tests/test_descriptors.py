@@ -31,7 +31,7 @@ def test_descriptors_are_top_document_contrasts_and_cached(real_store: Path, tmp
     needs_amazon(real_store)
     import shutil
 
-    from saeembed.analysis.retrieve import _dense_doc_embeddings
+    from saeembed.analysis.dense import dense_doc_embeddings
 
     path = tmp_path / "store.duckdb"
     shutil.copy(real_store, path)
@@ -43,7 +43,7 @@ def test_descriptors_are_top_document_contrasts_and_cached(real_store: Path, tmp
     assert side.exists()
     # recomputed by hand for a few latents: mean MiniLM embedding of the 10 strongest documents − corpus mean
     mat, doc_ids = st.embeddings("amazon")
-    emb_ids, emb = _dense_doc_embeddings(st, info, True)
+    emb_ids, emb = dense_doc_embeddings(st, info, True)
     assert np.array_equal(emb_ids, doc_ids)
     mean = emb.mean(axis=0)
     csc = mat.tocsc()

@@ -16,9 +16,10 @@ import pytest
 
 import saeembed
 from saeembed.analysis import cluster, cluster_assignments, correlate, diff, search
-from saeembed.analysis.common import bh_qvalues, binary_matrix, corpus_info, run_query
+from saeembed.analysis.common import bh_qvalues, binary_matrix, corpus_info
 from saeembed.analysis.correlate import cooccurrence_pairs
-from saeembed.stats import corpus_stats
+from saeembed.store.queries import run_query
+from saeembed.store.stats import corpus_stats
 
 
 def _previous_bh(p: np.ndarray) -> np.ndarray:

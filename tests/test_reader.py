@@ -63,12 +63,12 @@ def test_long_document_windows_max_pool_equals_max_over_windows(tiny_llama, tiny
     import polars as pl
 
     from saeembed.corpus import Corpus
-    from saeembed.encode import _tokenise_shard, encode_shard
+    from saeembed.encode import encode_shard, tokenise_shard
 
     corpus = Corpus("mem", pl.DataFrame({"row_idx": [0], "text": [doc], "meta": [None]},
                                         schema={"row_idx": pl.Int64, "text": pl.String, "meta": pl.String}),
                     "text", "x")
-    rows = encode_shard(reader, sae, _tokenise_shard(reader, corpus, 0, 1, batch_tokens=4096))
+    rows = encode_shard(reader, sae, tokenise_shard(reader, corpus, 0, 1, batch_tokens=4096))
     got = torch.zeros(sae.d_sae)
     got[torch.as_tensor(rows["feature_id"].to_numpy(), dtype=torch.long)] = torch.as_tensor(rows["value"].to_numpy())
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
@@ -112,9 +112,9 @@ def test_encoder_reader_masks_cls_and_sep(tmp_path):
     """A BERT-style encoder works too: [CLS]/[SEP] are found and never pooled."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from saeembed.embed import _wheel_model_dir
+    from saeembed.paths import minilm_wheel_dir
 
-    tok = AutoTokenizer.from_pretrained(_wheel_model_dir())
+    tok = AutoTokenizer.from_pretrained(minilm_wheel_dir())
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=128)
     BertModel(cfg).save_pretrained(tmp_path / "bert")
@@ -249,9 +249,9 @@ def test_prefix_cache_on_qwen2_with_chat_template(tmp_path):
 def test_prefix_cache_on_gpt2_with_a_bos_only_tokenizer(tmp_path):
     """GPT-2 (learned absolute positions) reading through the MiniLM BERT tokenizer: no chat template,
     [CLS] is the shared one-token prefix and [SEP] the skipped suffix; long documents split into windows."""
-    from saeembed.embed import _wheel_model_dir
+    from saeembed.paths import minilm_wheel_dir
 
-    path = _tiny_model("gpt2", tmp_path / "gpt2", _wheel_model_dir())
+    path = _tiny_model("gpt2", tmp_path / "gpt2", minilm_wheel_dir())
     reader = Reader(str(path), layer=2)
     assert not reader.chat_template and reader.prefix_cache
     assert reader.cached_prefixes == [[reader.tokenizer.cls_token_id]]
@@ -269,7 +269,7 @@ def test_long_document_windows_with_and_without_prefix_cache_give_the_same_rows(
     import polars as pl
 
     from saeembed.corpus import Corpus
-    from saeembed.encode import _tokenise_shard, encode_shard
+    from saeembed.encode import encode_shard, tokenise_shard
 
     doc = " ".join(f"word{i} is followed by another sentence." for i in range(40))
     corpus = Corpus("mem", pl.DataFrame({"row_idx": [0, 1], "text": [doc, "short one"], "meta": [None, None]},
@@ -280,7 +280,7 @@ def test_long_document_windows_with_and_without_prefix_cache_give_the_same_rows(
     for on in (True, False):
         reader = Reader(str(tiny_llama), layer=2, chat_template=True, window=48, prefix_cache=on)
         assert reader.prefix_cache is on
-        work = _tokenise_shard(reader, corpus, 0, 2, batch_tokens=4096)
+        work = tokenise_shard(reader, corpus, 0, 2, batch_tokens=4096)
         assert len(work.windows) >= 4 and all((w.start > 0) is on for w in work.windows)
         rows[on] = encode_shard(reader, sae, work)
     assert rows[True].height > 0
@@ -294,13 +294,13 @@ def test_long_document_windows_with_and_without_prefix_cache_give_the_same_rows(
 def test_prefix_cache_stays_off_where_it_would_not_be_exact(tiny_llama, tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from saeembed.embed import _wheel_model_dir
+    from saeembed.paths import minilm_wheel_dir
 
     every = Reader(str(tiny_llama), layer=1, chat_template=True, include_special=True)
     assert not every.prefix_cache and "include_special" in every.prefix_cache_off_because
     (w,) = every.windows("hello there", 0)
     assert w.start == 0 and w.end == len(w.ids)
-    tok = AutoTokenizer.from_pretrained(_wheel_model_dir())
+    tok = AutoTokenizer.from_pretrained(minilm_wheel_dir())
     BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=64, max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
     tok.save_pretrained(tmp_path / "bert")

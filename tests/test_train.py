@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from saeembed.errors import UserError
-from saeembed.sae.train import (
+from saeembed.train import (
     ActivationCache,
     CorpusSpec,
     TrainConfig,
@@ -106,7 +106,7 @@ def test_step_loss_is_the_models_own_reconstruction_error() -> None:
     """The trainer's gathered TopK forward equals the SAE's encode → decode, and its gradient reaches
     every parameter (the decoder only through the selected latents)."""
     from saeembed.sae.model import SAEConfig, SparseAutoencoder
-    from saeembed.sae.train.topk import _step_loss
+    from saeembed.train.topk import _step_loss
 
     torch.manual_seed(0)
     sae = SparseAutoencoder(SAEConfig(d_in=32, d_sae=128, activation="topk", k=4, apply_b_dec_to_input=True))
@@ -160,7 +160,7 @@ def test_topk_training_lowers_fvu_and_saves(cache64: Path, tmp_path: Path) -> No
 
 
 def _heldout(d: Path, frac: float) -> torch.Tensor:
-    from saeembed.sae.train import heldout_mask
+    from saeembed.train import heldout_mask
 
     parts = [c["acts"][heldout_mask(c["doc"], frac)] for c in _arrays(d)]
     return torch.from_numpy(np.concatenate(parts))
@@ -170,7 +170,7 @@ def test_auxk_trains_dead_latents_only_with_auxk(cache64: Path) -> None:
     """Without AuxK a dead TopK latent gets no gradient at all (it is never selected), so it can
     never come back; the AuxK term is what sends it a training signal (towards the residual)."""
     from saeembed.sae.model import SAEConfig, SparseAutoencoder
-    from saeembed.sae.train import _step_loss
+    from saeembed.train import _step_loss
 
     torch.manual_seed(0)
     x = torch.from_numpy(_arrays(cache64)[0]["acts"][:64]).float()

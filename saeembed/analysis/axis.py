@@ -43,8 +43,8 @@ from ..memo import Memo
 from .score_latents import latent_score_correlations, standardised_projection
 
 if TYPE_CHECKING:
-    from ..api import Store
     from ..llm import LLM
+    from ..store.handle import Store
 
 # few-shot pattern for the local model: bipolar properties answer "A vs B", categorical ones a list
 POLE_SHOTS = ("temperature: hot vs cold\nfruit: apple, banana, orange, grape\nspeed: fast vs slow\n"
@@ -168,7 +168,7 @@ def select_axis(store: Store, info: dict[str, Any], poles: tuple[str, str], quer
                 shares: Any | None = None, doc_ids: np.ndarray | None = None) -> Axis:
     """The axis of ``poles`` in the corpus: its ``n`` most correlated latents (see the module docstring).
     ``shares``/``doc_ids``: :func:`axis_matrix`, when the caller already has it."""
-    from .retrieve import aligned_doc_embeddings
+    from .dense import aligned_doc_embeddings
 
     if shares is None or doc_ids is None:
         shares, doc_ids = axis_matrix(store, info["name"])

@@ -47,18 +47,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from ..api import reads_store
 from ..errors import UserError
 from ..ids import ROW_MASK
 from ..options import resolve
+from ..store.handle import reads_store
+from ..store.queries import run_query
 from .clustering import central_references as _references  # noqa: F401 - tests and users import it here
 from .clustering import eigengap_k, jaccard, partition
-from .common import binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels, frequent_features, run_query
+from .common import binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels, frequent_features
 from .options import ClusterOptions
 from .select import parse_feature_list, select_features
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 METHODS = ("spectral", "hdbscan")
 DESCRIBE = ("all", "selected")

@@ -1,64 +1,19 @@
-"""Shared plumbing of the analyses: named SQL, corpus ranges, labels, FDR, example documents.
-
-The SQL lives in the repository's ``queries/`` folder (one documented file per query) so users can
-read and reuse exactly what the analyses run; it is read at run time, never copied into Python.
-"""
+"""Shared plumbing of the analyses: corpus ranges, labels, FDR, example documents."""
 
 from __future__ import annotations
 
-import os
-from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import polars as pl
 
-from ..corpusinfo import CorpusInfo
 from ..errors import UserError
-from ..stats import STATS_TOP_DOCS, corpus_stats
+from ..store.corpusinfo import CorpusInfo
+from ..store.queries import load_query, run_query
+from ..store.stats import STATS_TOP_DOCS, corpus_stats
 
 if TYPE_CHECKING:
-    from ..api import Store
-
-# The SQL lives in the repository's queries/ folder (saeembed/analysis/common.py → ../../queries).
-# A wheel has no repository root, so the package's own saeembed/queries/ (declared as package data
-# in pyproject.toml) is the fallback; SAEEMBED_QUERIES overrides both, for users editing a query.
-QUERIES_DIR = Path(__file__).resolve().parents[2] / "queries"
-PACKAGED_QUERIES_DIR = Path(__file__).resolve().parents[1] / "queries"
-
-
-def query_dirs() -> list[Path]:
-    """Where named queries are looked up, first match wins."""
-    dirs = [Path(os.environ["SAEEMBED_QUERIES"])] if os.environ.get("SAEEMBED_QUERIES") else []
-    return dirs + [QUERIES_DIR, PACKAGED_QUERIES_DIR]
-
-
-@cache
-def _read_query(name: str, dirs: tuple[Path, ...]) -> str:
-    for d in dirs:
-        path = d / f"{name}.sql"
-        if path.is_file():
-            return path.read_text()
-    raise UserError(f"query file {name}.sql is not in {', '.join(map(str, dirs))}; reinstall saeembed "
-                    "(the wheel ships saeembed/queries/) or set SAEEMBED_QUERIES to a folder holding it")
-
-
-def load_query(name: str) -> str:
-    """The text of ``queries/<name>.sql`` (see :func:`query_dirs` for the lookup order)."""
-    return _read_query(name, tuple(query_dirs()))
-
-
-def run_query(store: Store, name: str, params: dict[str, Any]) -> pl.DataFrame:
-    """Run a named query with named parameters on the store's read-only connection."""
-    return store.sql(load_query(name), params)
-
-
-def as_store(store: Store | str | Path) -> Store:
-    from ..api import as_store as _as
-
-    return _as(store)
-
+    from ..store.handle import Store
 
 def corpus_info(store: Store, name: str) -> CorpusInfo:
     """The corpus' registry row (typed; ``info["lo"]`` still works) with its doc-id range and SAE width."""
@@ -95,7 +50,7 @@ def with_labels(df: pl.DataFrame, labels: pl.DataFrame, col: str = "feature_id",
 def top_documents(store: Store, info: dict[str, Any], feature_ids: list[int], n: int) -> dict[int, list[int]]:
     """feature_id → doc ids where it fires most strongly in this corpus (best first; ties: smaller id).
 
-    Up to :data:`~saeembed.stats.STATS_TOP_DOCS` per latent come from the corpus' latent statistics
+    Up to :data:`~saeembed.store.stats.STATS_TOP_DOCS` per latent come from the corpus' latent statistics
     (no scan); more are read from the activations in the same order.
     """
     if not feature_ids or n <= 0:

@@ -26,23 +26,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from ..api import reads_store
 from ..errors import UserError
 from ..labels.search import label_vectors
 from ..options import resolve
-from .common import (
-    binary_matrix,
-    check_threshold,
-    corpus_info,
-    feature_labels,
-    frequent_features,
-    paired_rows,
-    run_query,
-)
+from ..store.handle import reads_store
+from ..store.queries import run_query
+from .common import binary_matrix, check_threshold, corpus_info, feature_labels, frequent_features, paired_rows
 from .options import CorrelateOptions
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 SAME_TOKEN_MAX = 0.5
 BLOCK_ENTRIES = 4_000_000  # co-occurrence entries computed at once (one block of columns)

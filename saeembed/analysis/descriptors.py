@@ -20,7 +20,6 @@ as the label source ``descriptor`` (:func:`descriptor_labels`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ..labels.ctfidf import distinctive_words
 from ..memo import Memo
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 DESCRIPTOR_TOP = 100  # top documents per latent averaged into its descriptor (chosen on the dev tasks)
 MIN_DOCS = 3  # a latent present in fewer documents has no descriptor (too noisy)
@@ -68,9 +68,9 @@ def _stamp(info: Any, top: int) -> str:
 
 
 def _sidecar(store: Store, info: Any) -> Path:
-    from .retrieve import _safe_file_name
+    from .dense import sidecar_name
 
-    return Path(str(store.path) + ".descriptors") / f"{_safe_file_name(info)}.npz"
+    return Path(str(store.path) + ".descriptors") / f"{sidecar_name(info)}.npz"
 
 
 def corpus_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
@@ -111,7 +111,7 @@ def _load_or_compute(store: Store, info: Any, top: int, stamp: str, cache: bool)
 
 def compute_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
     """Compute descriptors from the corpus' activations and MiniLM document embeddings (no cache)."""
-    from .retrieve import aligned_doc_embeddings
+    from .dense import aligned_doc_embeddings
 
     mat, doc_ids = store.embeddings(info["name"])
     emb = aligned_doc_embeddings(store, info, doc_ids, cache)
@@ -133,52 +133,12 @@ def compute_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cach
     return Descriptors(feats.astype(np.int64), vectors, counts[feats].astype(np.int64), texts)
 
 
-_WORD = re.compile(r"[a-z][a-z']{2,}")
 
 
 def _descriptor_texts(store: Store, info: Any, tops: list[np.ndarray], n_words: int = 4) -> list[str]:
     """Distinctive words of each latent's top documents in the corpus (see :func:`distinctive_words`)."""
     docs = store.sql("SELECT text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]])
     return distinctive_words(docs["text"].to_list(), tops, n_words)
-
-
-def distinctive_words(texts: list[str], tops: list[np.ndarray], n_words: int = 4) -> list[str]:
-    """Distinctive words of each group of top documents against all ``texts`` (document-level c-TF-IDF):
-    ``tf`` = top documents containing the word, times ``log(1 + N / df)``; words in one top document
-    only are ignored. ``tops[j]`` are row indices into ``texts``. Shared by corpus descriptors and the
-    offline labels of document-level SAEs (:mod:`saeembed.labels_doc`), which have no tokens to name."""
-    from scipy import sparse
-
-    from ..labels.search import _STOP
-
-    vocab: dict[str, int] = {}
-    indptr, indices = [0], []
-    for text in texts:
-        words = {w.strip("'") for w in _WORD.findall(str(text or "").lower())} - _STOP
-        indices.extend(vocab.setdefault(w, len(vocab)) for w in sorted(words) if len(w) >= 3)  # sorted: ties break
-        # the same way in every process (set order follows the per-process string hash)
-        indptr.append(len(indices))
-    n = len(indptr) - 1
-    if not tops or not vocab:
-        return [""] * len(tops)
-    bow = sparse.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n, len(vocab)))
-    df = np.asarray(bow.sum(axis=0)).ravel()
-    idf = np.log1p(n / np.maximum(df, 1))
-    sel_ptr = np.concatenate([[0], np.cumsum([len(t) for t in tops])])
-    sel = sparse.csr_matrix((np.ones(int(sel_ptr[-1]), np.float32), np.concatenate(tops), sel_ptr),
-                            shape=(len(tops), n))
-    tf = (sel @ bow).tocsr()
-    words = np.array(list(vocab), dtype=object)
-    out = []
-    for j in range(len(tops)):
-        lo, hi = tf.indptr[j], tf.indptr[j + 1]
-        cols, counts = tf.indices[lo:hi], tf.data[lo:hi]
-        ok = counts >= 2
-        cols, counts = cols[ok], counts[ok]
-        score = counts * idf[cols]
-        best = cols[np.lexsort((cols, -score))][:n_words]
-        out.append(", ".join(words[best].tolist()))
-    return out
 
 
 def descriptor_labels(store: Store, info: Any, top: int = DESCRIPTOR_TOP) -> pl.DataFrame:
@@ -193,5 +153,5 @@ def descriptor_labels(store: Store, info: Any, top: int = DESCRIPTOR_TOP) -> pl.
                                          "latent fires most"] * len(desc.texts)})
 
 
-__all__ = ["Descriptors", "corpus_descriptors", "compute_descriptors", "descriptor_labels", "distinctive_words",
+__all__ = ["Descriptors", "corpus_descriptors", "compute_descriptors", "descriptor_labels",
            "DESCRIPTOR_TOP", "DESCRIPTOR_LABEL_SOURCE"]

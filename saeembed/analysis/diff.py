@@ -30,24 +30,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from ..api import reads_store
 from ..errors import UserError
 from ..options import resolve
-from ..stats import corpus_stats, present_counts
-from .common import (
-    bh_qvalues,
-    check_threshold,
-    corpus_info,
-    feature_labels,
-    paired_rows,
-    run_query,
-    top_documents,
-    with_labels,
-)
+from ..store.handle import reads_store
+from ..store.queries import run_query
+from ..store.stats import corpus_stats, present_counts
+from .common import bh_qvalues, check_threshold, corpus_info, feature_labels, paired_rows, top_documents, with_labels
 from .options import PAPER_MIN_DIFF, PAPER_TOP, DiffOptions
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 
 COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",

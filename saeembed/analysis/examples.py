@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import polars as pl
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 EXAMPLE_ROWS = 20  # rows that get highlighted examples: each costs forwards of the reader
 EXAMPLE_SCHEMA = pl.List(pl.Struct({"doc_id": pl.Int64, "side": pl.String, "feature_id": pl.Int32,

@@ -47,8 +47,8 @@ from ..errors import UserError
 from .score_latents import latent_score_correlations, standardised_projection
 
 if TYPE_CHECKING:
-    from ..api import Store
     from ..llm import LLM
+    from ..store.handle import Store
 
 N_SAMPLES = 16  # sampled answers of the local reader, besides its greedy one
 N_CATEGORIES = 12  # categories kept: the names answered most often
@@ -169,7 +169,7 @@ def select_facets(store: Store, info: dict[str, Any], categories: list[str], que
                   shares: Any, doc_ids: np.ndarray) -> Facets:
     """The ``n`` latents of the corpus that follow the categories' profile most (see the module docstring);
     ``shares``/``doc_ids``: :func:`~.axis.axis_matrix`."""
-    from .retrieve import aligned_doc_embeddings
+    from .dense import aligned_doc_embeddings
 
     emb = aligned_doc_embeddings(store, info, doc_ids)
     corr, mean, std = latent_score_correlations(shares.tocsc(), facet_profile(emb, categories, query))

@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from ..autointerp import SYSTEM, detect_prompt, parse_detection, parse_explanation
 from ..errors import UserError
-from .common import as_store, corpus_info, highlighted_examples
+from ..labels.autointerp import SYSTEM, detect_prompt, parse_detection, parse_explanation
+from ..store.handle import as_store
+from .common import corpus_info, highlighted_examples
 from .diff import two_proportion_test
 
 if TYPE_CHECKING:
-    from ..api import Store
     from ..llm import LLM
+    from ..store.handle import Store
 
 SCHEMA = {"target": pl.String, "other": pl.String, "hypothesis": pl.String, "features": pl.List(pl.Int32),
           "freq_target": pl.Float64, "freq_other": pl.Float64, "diff": pl.Float64, "p_value": pl.Float64,

@@ -29,18 +29,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from ..api import reads_store
 from ..errors import UserError
-from ..fsutil import atomic_write_parquet
 from ..ids import ROW_MASK
 from ..options import resolve
-from ..stats import corpus_stats
-from .common import corpus_info, doc_texts, feature_labels, run_query
+from ..store.handle import reads_store
+from ..store.queries import run_query
+from ..store.stats import corpus_stats
+from .common import corpus_info, doc_texts, feature_labels
+from .dense import dense_ranking
 from .options import TEMPERATURE, SearchOptions
 from .select import select_features
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 MODES = ("sae", "dense", "hybrid", "example")
 RRF_K = 60
@@ -132,62 +133,6 @@ def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = T
     return out_f, out_w
 
 
-def _safe_file_name(info: Any) -> str:
-    """The corpus name when it is in the safe set (every corpus encoded since names are checked),
-    else its id: a name from an older store must not become a path."""
-    from ..names import NAME_MAX, NAME_PATTERN
-
-    name = str(info["name"])
-    return name if len(name) <= NAME_MAX and NAME_PATTERN.fullmatch(name) else f"corpus-{info['corpus_id']}"
-
-
-def aligned_doc_embeddings(store: Store, info: dict[str, Any], doc_ids: np.ndarray, cache: bool = True) -> np.ndarray:
-    """MiniLM embeddings of ``doc_ids`` in that order (rows of ``store.embeddings``), from the sidecar;
-    raises when the sidecar does not hold exactly those documents."""
-    emb_ids, emb = _dense_doc_embeddings(store, info, cache)
-    pos = np.searchsorted(emb_ids, doc_ids)
-    if len(emb_ids) == 0 or not np.array_equal(emb_ids[np.minimum(pos, len(emb_ids) - 1)], doc_ids):
-        raise RuntimeError("document embeddings do not match the corpus' documents")
-    return emb[pos]
-
-
-def _dense_doc_embeddings(store: Store, info: dict[str, Any], cache: bool) -> tuple[np.ndarray, np.ndarray]:
-    """MiniLM embeddings of every document, from the sidecar cache when it matches the corpus."""
-    from ..embed import DEFAULT_EMBEDDER, get_embedder
-
-    side = Path(str(store.path) + ".dense") / f"{_safe_file_name(info)}.parquet"
-    stamp = f"{info['corpus_id']}|{info['n_docs']}|{info['created_at']}|{DEFAULT_EMBEDDER}"
-    if cache and side.exists():
-        try:
-            df = pl.read_parquet(side, glob=False)
-            if df.height and df["stamp"][0] == stamp:
-                return df["doc_id"].to_numpy(), np.stack(df["embedding"].to_numpy()).astype(np.float32)
-        except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never fatal
-            pass
-    docs = store.sql("SELECT doc_id, text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]])
-    emb = get_embedder().embed([str(t or "") for t in docs["text"].to_list()])
-    if cache:
-        try:
-            side.parent.mkdir(parents=True, exist_ok=True)
-            frame = pl.DataFrame({"doc_id": docs["doc_id"], "embedding": list(emb), "stamp": [stamp] * docs.height},
-                                 schema={"doc_id": pl.Int64, "embedding": pl.Array(pl.Float32, emb.shape[1]),
-                                         "stamp": pl.String})
-            atomic_write_parquet(frame, side)
-        except OSError:
-            pass  # read-only location: embeddings stay in memory for this call
-    return docs["doc_id"].to_numpy(), emb
-
-
-def _dense(store: Store, info: dict[str, Any], query: str, k: int, cache: bool) -> pl.DataFrame:
-    from ..embed import get_embedder
-
-    ids, emb = _dense_doc_embeddings(store, info, cache)
-    q = get_embedder().embed([query])[0]
-    sims = emb @ q
-    order = np.argsort(-sims, kind="stable")[:k]
-    return pl.DataFrame({"doc_id": ids[order].astype(np.int64), "score": sims[order].astype(np.float64)})
-
-
 def fuse(sae: pl.DataFrame, dense: pl.DataFrame | None = None, k: int = 10, rrf_k: int = RRF_K,
          partners: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
     """Reciprocal-rank fusion: score = Σ 1 / (rrf_k + rank) over the rankings (rank from 1).
@@ -274,9 +219,9 @@ def search(store: Store | str | Path, corpus: str, query: str, options: SearchOp
     info = corpus_info(st, corpus)
     others = {rank_column(p): fuse_partner(st, info, p) for p in dict.fromkeys(partners)}
     depth = max(o.k, FUSION_DEPTH) if o.mode == "hybrid" or others else o.k
-    res = _dense(st, info, query, depth, o.cache) if o.mode == "dense" else _ranking(st, info, query, o, depth)
+    res = dense_ranking(st, info, query, depth, o.cache) if o.mode == "dense" else _ranking(st, info, query, o, depth)
     if o.mode == "hybrid" or others:
-        dense = _dense(st, info, query, depth, o.cache) if o.mode == "hybrid" else None
+        dense = dense_ranking(st, info, query, depth, o.cache) if o.mode == "hybrid" else None
         res = fuse(res, dense, o.k, partners={c: _partner_ranking(st, info, other, query, o, depth)
                                               for c, other in others.items()})
     res = res.head(o.k).with_columns(pl.int_range(1, pl.len() + 1).alias("rank"),

@@ -32,7 +32,7 @@ from ..errors import UserError
 from .options import PER_PHRASE
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
     from .descriptors import Descriptors
 
 SELECT_METHODS = ("auto", "labels", "descriptors")

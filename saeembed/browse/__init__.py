@@ -73,8 +73,8 @@ def make_server(store: str | Path, host: str = "127.0.0.1", port: int = 8765, al
 def warm(store: str | Path) -> None:
     """Load the label embeddings once at start, so the first label search is quick and requests
     never need to write the embedding cache."""
-    from ..analysis.common import as_store
     from ..labels import search_features
+    from ..store.handle import as_store
 
     st = as_store(store)
     try:

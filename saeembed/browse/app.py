@@ -15,9 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..api import Store
 from ..errors import UserError
-from ..report.page import Links
+from ..store.handle import Store
 from .data import NotFoundError
 
 log = logging.getLogger("saeembed.browse")
@@ -32,60 +31,6 @@ class RequestStore(Store):
         if self._con is None:
             self._con = store_mod.connect(self.path, read_only=True, external_access=False)
         return store_mod.StoreReader(self._con)
-
-
-class BrowserLinks(Links):
-    def __init__(self, sae: str | None = None) -> None:
-        self.sae = sae
-
-    def latent(self, feature_id: int) -> str | None:
-        from flask import url_for
-
-        return None if feature_id is None else url_for("latent", feature_id=int(feature_id), sae=self.sae)
-
-    def doc(self, doc_id: int, feature_id: int | None = None) -> str | None:
-        from flask import url_for
-
-        return url_for("doc", doc_id=int(doc_id), feature=feature_id)
-
-
-def _number_arg(name: str, default: float, lo: float, hi: float, cast: type = float) -> float:
-    """A numeric query parameter within [lo, hi]; a bad one is a 400 page naming it."""
-    from flask import request
-
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        kind = "a whole number" if cast is int else "a number"
-        raise UserError(f"{name} must be {kind}, not {raw!r}") from None
-    if not lo <= value <= hi:
-        raise UserError(f"{name} must lie in {lo}..{hi}, not {value}")
-    return value
-
-
-MAX_QUERY_CHARS = 1000  # a query of the browser's forms; every phrase in it is embedded, so it is bounded
-
-
-def _text_arg(name: str) -> str:
-    """A free-text query parameter, stripped; longer than :data:`MAX_QUERY_CHARS` is a 400 page."""
-    from flask import request
-
-    text = request.args.get(name, "").strip()
-    if len(text) > MAX_QUERY_CHARS:
-        raise UserError(f"{name} is {len(text)} characters long; the browser takes at most {MAX_QUERY_CHARS} "
-                        "(saeembed search on the command line takes any length)")
-    return text
-
-
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    return int(_number_arg(name, default, lo, hi, int))
-
-
-def _float_arg(name: str, default: float, lo: float, hi: float) -> float:
-    return _number_arg(name, default, lo, hi, float)
 
 
 def request_host(header: str) -> str:
@@ -176,4 +121,4 @@ def _register_errors(app: Any) -> None:
         return page(500, "Internal error", f"{type(exc).__name__}: the server log has the details.")
 
 
-__all__ = ["create_app", "request_host", "RequestStore", "BrowserLinks", "MAX_QUERY_CHARS"]
+__all__ = ["create_app", "request_host", "RequestStore"]

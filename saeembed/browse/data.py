@@ -9,15 +9,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from ..analysis.common import corpus_info, feature_labels, run_query, top_documents
+from ..analysis.common import corpus_info, feature_labels, top_documents
 from ..errors import UserError
 from ..report.charts import density_chart, histogram_chart
 from ..report.page import ChartView, Example, ExampleGroup, Links, Section
 from ..report.tables import frame_table
 from ..report.tokens import Highlighter
+from ..store.queries import run_query
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 HIST_BINS = 30
 TOP_DOCS = 5  # per corpus on a latent page
@@ -113,7 +114,7 @@ def latent_sections(store: Store, info: dict[str, Any], feature_id: int, corpus:
 
 
 def _unreadable_names(store: Store) -> list[str]:
-    from ..layout import unreadable_corpora
+    from ..store.parquet import unreadable_corpora
 
     left_out = unreadable_corpora(store.con)
     if not left_out:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UserError
-from .app import BrowserLinks, _float_arg, _int_arg, _text_arg
 from .data import check_latent, document, document_latents, latent_sections, sae_info
+from .request import BrowserLinks, float_arg, int_arg, text_arg
 
 SEARCH_MODES = ("sae", "hybrid", "dense", "example")
 FEATURES_PAGE = 200
@@ -70,13 +70,13 @@ def _register_pages(app: Any) -> None:
 
         info = sae_info(g.store, request.args.get("sae") or None)
         links = _links(g.store, info)
-        q = _text_arg("q")
+        q = text_arg("q")
         if q:
             df = search_features(g.store, q, k=50, sae=info["sae"]).select("feature_id", "label", "label_source",
                                                                            "similarity", "score")
             note = f"the 50 latents whose labels best match {q!r}"
         else:
-            page = _int_arg("page", 1, 1, 10**9)
+            page = int_arg("page", 1, 1, 10**9)
             df = g.store.features(info["sae"]).select("feature_id", "label", "label_source", "score", "density")
             df = df.slice((page - 1) * FEATURES_PAGE, FEATURES_PAGE)
             note = f"labelled latents, page {page} ({FEATURES_PAGE} a page)"
@@ -86,7 +86,7 @@ def _register_pages(app: Any) -> None:
 
     @app.get("/latent")
     def latent_jump():
-        fid = _int_arg("id", -1, 0, 2**31 - 1)
+        fid = int_arg("id", -1, 0, 2**31 - 1)
         if fid < 0:
             raise UserError("give a latent id, e.g. /latent?id=123")
         return redirect(url_for("latent", feature_id=fid, sae=request.args.get("sae") or None))
@@ -105,7 +105,7 @@ def _register_pages(app: Any) -> None:
 
         row = document(g.store, doc_id)
         info = sae_info(g.store, row["sae"])
-        feature = _int_arg("feature", -1, 0, 2**31 - 1)
+        feature = int_arg("feature", -1, 0, 2**31 - 1)
         view = None
         if feature >= 0:
             check_latent(info, feature)
@@ -133,8 +133,8 @@ def _register_analyses(app: Any) -> None:
         if a or b:
             if not (a and b):
                 raise UserError("pick two corpora to compare (a and b)")
-            df = diff(g.store, [a, b], fdr=_float_arg("fdr", 0.05, 1e-12, 1.0),
-                      min_diff=_float_arg("min_diff", 0.03, 0.0, 1.0), top=_int_arg("top", 100, 1, 2000), examples=3)
+            df = diff(g.store, [a, b], fdr=float_arg("fdr", 0.05, 1e-12, 1.0),
+                      min_diff=float_arg("min_diff", 0.03, 0.0, 1.0), top=int_arg("top", 100, 1, 2000), examples=3)
             info = sae_info(g.store, g.store.corpus(a)["sae"])
             section = build_section(g.store, df, "diff", examples=2, example_rows=3, links=_links(g.store, info))
         return render("analysis.html", title="Diff two corpora", form="diff", section=section, args=request.args)
@@ -145,7 +145,7 @@ def _register_analyses(app: Any) -> None:
         from ..analysis.select import split_phrases
         from ..report import build_section
 
-        corpus, q = request.args.get("corpus", ""), _text_arg("q")
+        corpus, q = request.args.get("corpus", ""), text_arg("q")
         mode = request.args.get("mode", "sae")
         if mode not in SEARCH_MODES:
             raise UserError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
@@ -157,7 +157,7 @@ def _register_analyses(app: Any) -> None:
                 raise UserError(f"the query holds {len(split_phrases(q))} comma-separated phrases; the browser takes "
                                 f"at most {MAX_PHRASES} per search")
             fuse = request.args.get("fuse", "").strip()
-            df = search(g.store, corpus, q, k=_int_arg("k", 20, 1, 200), mode=mode, cache=False,
+            df = search(g.store, corpus, q, k=int_arg("k", 20, 1, 200), mode=mode, cache=False,
                         fuse=[fuse] if fuse else [], max_example_tokens=EXAMPLE_TOKENS)
             info = sae_info(g.store, g.store.corpus(corpus)["sae"])
             section = build_section(g.store, df, "search", links=_links(g.store, info))

@@ -112,8 +112,8 @@ def store_option(required: bool = True) -> Callable:
 
 def open_existing_store(path: str) -> Any:
     """The store at ``path``, refusing a missing file with the command that creates one."""
-    from ..api import open_store
     from ..store import check_store_file
+    from ..store.handle import open_store
 
     if not check_store_file(Path(path)):
         raise UserError(f"store {path} does not exist; encode a corpus first (saeembed encode CORPUS --store {path} "

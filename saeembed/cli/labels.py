@@ -7,8 +7,8 @@ from typing import Any
 import click
 import polars as pl
 
-from ..autointerp import AutoInterpConfig
 from ..errors import UserError
+from ..labels.autointerp import AutoInterpConfig
 from ..llm.options import LLMOptions
 from ..options import cli_options, from_cli
 from .base import open_existing_store, store_option
@@ -106,7 +106,7 @@ def labels_export(file: str, store: str, sae: str | None, source: str | None, al
 def label_cmd(corpus: str, store: str, feature_ids: tuple[int, ...], all_active: bool, min_docs: int,
               limit: int | None, dry_run: bool, fmt: str, output: str | None, **kwargs: Any) -> None:
     """Label latents of CORPUS with an LLM, scored by detection F1 on held-out examples."""
-    from ..autointerp import active_features, label_features
+    from ..labels.autointerp import active_features, label_features
     from ..llm import llm_from_options, report_usage
 
     if bool(feature_ids) == all_active:

@@ -23,7 +23,7 @@ def corpora_cmd(store: str, fmt: str, output: str | None) -> None:
 
 def warn_unreadable(con: object) -> None:
     """One stderr line per Parquet-kept corpus the connection had to leave out of ``activations``."""
-    from ..layout import unreadable_corpora
+    from ..store.parquet import unreadable_corpora
 
     for problem in unreadable_corpora(con).values():
         click.echo(f"warning: {problem} (left out of the activations view)", err=True)

@@ -17,7 +17,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..options import cli_options, from_cli
-from ..sae.train.config import TrainConfig
+from ..train.config import TrainConfig
 from .output import emit
 
 
@@ -53,7 +53,7 @@ def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: in
               push_layout: str | None, fmt: str, **train_flags: Any) -> None:
     """Train a TopK SAE (with AuxK against dead latents) on a reader's activations over CORPUS files."""
     from ..reader import is_doc_reader
-    from ..sae.train import CorpusSpec, cache_activations, parse_corpus_spec, save_trained_sae, train_topk_sae
+    from ..train import CorpusSpec, cache_activations, parse_corpus_spec, save_trained_sae, train_topk_sae
 
     doc_level = is_doc_reader(reader)
     if layer is None and not doc_level:
@@ -84,16 +84,16 @@ def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: in
     sae, metrics = train_topk_sae(cache_dir, cfg, progress=say)
     save_trained_sae(sae, out_dir)
     if labels and doc_level:  # one vector per document: label by the words of its top documents
-        from ..labels_doc import label_doc_cache
-        from ..labels_offline import write_labels
+        from ..labels.doc_sae import label_doc_cache
+        from ..labels.offline import write_labels
 
         write_labels(label_doc_cache(sae, cache_dir, specs), out_dir / "labels.parquet")
     elif labels:
         from transformers import AutoTokenizer
 
-        from ..labels_offline import label_latents, write_labels
+        from ..labels.offline import label_latents, write_labels
         from ..reader import resolve_reader
-        from ..sae.train import ActivationCache
+        from ..train import ActivationCache
 
         tok = AutoTokenizer.from_pretrained(resolve_reader(reader)[1])
         write_labels(label_latents(sae, ActivationCache(cache_dir), tok), out_dir / "labels.parquet")

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # Heavy parts (torch, the reader) load on first use, so `import saeembed.cli` stays light.
 _LAZY = {"ShardWork": "run", "encode_shard": "run", "run_shards": "run", "tokenise_shard": "run",
-         "_tokenise_shard": "run", "pool_windows": "pool", "combine_windows": "pool", "ACT_SCHEMA": "pool",
+         "pool_windows": "pool", "combine_windows": "pool", "ACT_SCHEMA": "pool",
          "EncodeSettings": "plan", "EncodePlan": "plan"}
 
 
@@ -29,7 +29,7 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, "tokenise_shard" if name == "_tokenise_shard" else name)
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -44,6 +44,7 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
     """
     from ..errors import UserError
     from ..options import resolve
+    from ..store.handle import registry_row
     from .ingest import ingest
     from .plan import EncodePlan, claimed, load_reader, pending_shards, request_for, settings_for
     from .workdir import prepare_manifest
@@ -52,7 +53,7 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
     if opts.keep == "parquet":
         import os
 
-        from ..layout import location_for
+        from ..store.parquet import location_for
 
         where = location_for(store_path, opts.parquet_dir)  # refuse a bad --parquet-dir before any work
         existing = next(p for p in (where, *where.parents) if p.exists())
@@ -63,7 +64,7 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
         raise UserError("--devices starts a local Ray cluster with one actor per listed device, so it does not "
                         "combine with --ray (a cluster's own devices) or --ray-workers; pass one or the other")
     if opts.ray is not None or opts.devices is not None:
-        from ..distributed import encode_corpus_ray
+        from .distributed import encode_corpus_ray
 
         return encode_corpus_ray(store_path, corpus, name, opts)
     if opts.work_dir is not None or opts.ray_workers is not None:
@@ -71,7 +72,7 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
     req = request_for(store_path, corpus, name, opts)
     with claimed(req, opts) as stored:
         if stored:
-            return _registry_row(req.store_path, req.name)
+            return registry_row(req.store_path, req.name)
         rdr = load_reader(opts, req.loaded, req.layer)
         settings = settings_for(opts, rdr, req.loaded, req.corpus)
         prepare_manifest(req.work_dir, settings.as_dict())
@@ -101,16 +102,6 @@ def _run(plan: Any, opts: EncodeOptions) -> None:
     run_shards(plan.reader, sae, plan.corpus, plan.work_dir, plan.pending, shard_docs=s.shard_docs,
                batch_tokens=s.batch_tokens, done_docs=plan.done_docs, progress=opts.progress,
                on_first_shard=lambda n, nnz: size_estimate(plan.corpus, n, nnz))
-
-
-def _registry_row(store_path: Path, name: str) -> dict[str, Any]:
-    from .. import store as store_mod
-
-    con = store_mod.connect(store_path, read_only=True)
-    try:
-        return store_mod.StoreReader(con).corpus(name)
-    finally:
-        con.close()
 
 
 __all__ = ["encode_corpus", "EncodeOptions", "EncodeSettings", "EncodePlan", "ShardWork", "encode_shard",

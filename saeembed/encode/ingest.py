@@ -34,7 +34,7 @@ def sae_record(plan: EncodePlan) -> dict[str, Any]:
 def ingest(plan: EncodePlan, wait: float | None = None, keep: str = "duckdb",
            parquet_dir: str | None = None) -> dict[str, Any]:
     """Store the finished corpus in one transaction (``keep="parquet"``: its activations as registered
-    Parquet files, :mod:`saeembed.layout`); returns its registry row."""
+    Parquet files, :mod:`saeembed.store.parquet`); returns its registry row."""
     documents = documents_frame(plan)
     s = plan.settings
     con = store_mod.connect(plan.store_path, wait=wait)

@@ -86,7 +86,7 @@ def request_for(store_path: str | Path, corpus: Any, name: str, opts: EncodeOpti
     come before any work, shared by both encode paths so they cannot drift apart."""
     from ..names import check_corpus_name
     from ..sae import open_sae
-    from .uri import read_corpus_any
+    from ..uri import read_corpus_any
 
     name = check_corpus_name(name)
     store_path = Path(store_path)

@@ -31,12 +31,5 @@ from .metrics import average_precision, markdown, precision_at
 from .retrieval import full_ranking
 from .tasks import CORPORA, RETRIEVAL_TASKS, task_halves
 
-
-def main(argv: list[str] | None = None) -> None:
-    from .report import main as run
-
-    run(argv)
-
-
-__all__ = ["main", "average_precision", "precision_at", "full_ranking", "markdown", "CORPORA", "RETRIEVAL_TASKS",
+__all__ = ["average_precision", "precision_at", "full_ranking", "markdown", "CORPORA", "RETRIEVAL_TASKS",
            "task_halves"]

@@ -22,7 +22,7 @@ class Harness:
         ``<name><suffix>`` — another SAE over the very same documents in the same store, as a user
         would keep them to fuse the two (``search --fuse``). ``loaded_reader``: a reader already in
         memory, cut at the SAE's layer (saves loading the model again)."""
-        from ..api import open_store
+        from ..store.handle import open_store
 
         self.store_path, self.data, self.docs, self.sae, self.suffix = store, data, docs, sae, suffix
         self.work = share.work if share is not None else store.parent / (store.stem + ".corpora")

@@ -5,7 +5,7 @@ Several sources may label one latent (a Neuronpedia explanation, an LLM label, t
 label); each is one row of ``features``, and analyses show the preferred one.
 """
 
-from ..api import as_store
+from ..store.handle import as_store
 from .catalog import LABEL_SCHEMA, labels_of, resolve_sae_id, write_labels
 from .io import EXPORT_FORMATS, export_labels, import_labels, validate_labels
 from .parse import parse_label_file

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import store as store_mod
-from ..api import as_store, reads_store
 from ..errors import UserError
+from ..store.handle import as_store, reads_store
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 LABEL_SCHEMA = {"feature_id": pl.Int32, "label": pl.String, "label_source": pl.String,
                 "score": pl.Float64, "density": pl.Float64, "description": pl.String}

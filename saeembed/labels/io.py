@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ..api import as_store
 from ..errors import UserError
+from ..store.handle import as_store
 from .catalog import resolve_sae_id, write_labels
 from .parse import parse_label_file
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from ..api import reads_store
 from ..errors import UserError
 from ..fsutil import atomic_write
 from ..memo import Memo
 from ..paths import cache_path
+from ..store.handle import reads_store
 from .catalog import resolve_sae_id
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 _EMBEDDINGS: Memo[np.ndarray] = Memo("label embeddings", max_entries=16)  # digest of the texts → rows
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import UserError
+from ..paths import minilm_wheel_dir
 from .core import Reader
 from .resolve import (
     DOC_ALIASES,
@@ -52,8 +53,6 @@ class DocReader(Reader):
                  window: int | None = None, prefix_cache: bool = True) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        from ..embed import _wheel_model_dir
-
         name = canonical_doc_spec(model)
         if name is None:
             raise UserError(f"{model!r} is not a document-level reader spec (MODEL#doc or minilm-doc)")
@@ -62,7 +61,7 @@ class DocReader(Reader):
         if include_special:
             raise UserError("a document-level reader pools one vector per document; drop --include-special")
         base = name[: -len(DOC_SUFFIX)]
-        load_from = str(_wheel_model_dir()) if base == MINILM and _wheel_model_dir() is not None else base
+        load_from = str(minilm_wheel_dir()) if base == MINILM and minilm_wheel_dir() is not None else base
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device) if dtype not in (None, "auto") else torch.float32
         try:

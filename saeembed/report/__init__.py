@@ -26,7 +26,7 @@ from .page import NO_LINKS, Links, Report, Section
 from .tables import frame_table
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 KINDS = ("diff", "correlate", "cluster", "search", "table")
 _SIGNATURES = {"diff": {"target", "freq_target", "freq_other", "examples_target"},
@@ -76,7 +76,7 @@ def report(df: pl.DataFrame, store: Store | str | Path, *, kind: str | None = No
     from (the frame does not say; without it there are no example documents). ``notes`` are
     extra lines under the title (e.g. the query).
     """
-    from ..analysis.common import as_store
+    from ..store.handle import as_store
     from .assets import require_faces
 
     require_faces()

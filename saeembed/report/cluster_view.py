@@ -14,7 +14,7 @@ from .tables import frame_table
 from .tokens import Highlighter
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 MAP_DOCS = 1500  # points on the map; a stratified sample beyond that keeps reports small
 TABLE_COLUMNS = ["cluster", "size", "share", "top_labels", "top_diffs", "central"]

@@ -12,7 +12,7 @@ from .tables import frame_table
 from .tokens import Highlighter
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 TABLE_COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "label_similarity",
                  "same_token_share", "example"]

@@ -12,7 +12,7 @@ from .tables import frame_table
 from .tokens import Highlighter
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 TABLE_COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
                  "q_value", "example"]

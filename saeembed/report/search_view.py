@@ -12,7 +12,7 @@ from .tables import frame_table
 from .tokens import Highlighter
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 TABLE_COLUMNS = ["rank", "doc_id", "score", "sae_rank", "dense_rank", "top_feature", "top_label", "document"]
 SNIPPET_TOKENS = 14

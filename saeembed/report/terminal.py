@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 TABLE_ROWS = 50  # rows the table view prints (saeembed.output.table's max_rows)
 SNIPPET_CHARS = 58  # fits the table's 60-character cells with the marks in view

@@ -21,7 +21,7 @@ import polars as pl
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from ..api import Store
+    from ..store.handle import Store
 
 WINDOW_TOKENS = 60  # tokens kept on each side of the strongest one
 PLAIN_CHARS = 400

@@ -1,8 +1,8 @@
-"""Sparse autoencoders: the module, checkpoint formats, spec resolution and training."""
+"""Sparse autoencoders: the module, checkpoint formats and spec resolution (training: :mod:`saeembed.train`)."""
 
 from typing import Any
 
-# torch loads on first use, so `import saeembed.sae.train.config` (the CLI's flags) stays light.
+# torch loads on first use, so importing the package (e.g. for a spec's name) stays light.
 _LAZY = {"SAEConfig": "model", "SAEShapeError": "model", "SparseAutoencoder": "model", "DEFAULT_SAE_DIR": "resolve",
          "LoadedSAE": "resolve", "open_sae": "resolve"}
 

@@ -17,8 +17,8 @@ Tables (``activations`` keeps only non-zeros):
 """
 
 from ..ids import doc_id  # re-exported for scripts
+from .catalog import StoreReader
 from .connection import DEFAULT_WAIT_S, check_store_file, connect, lock_wait_seconds
-from .reader import StoreReader
 from .schema import OFFLINE_LABEL_SOURCE, SCHEMA
 from .write import ingest_corpus, next_corpus_id, register_sae, transaction
 

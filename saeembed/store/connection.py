@@ -119,8 +119,8 @@ def connect(path: str | Path, read_only: bool = False, external_access: bool = T
             con.execute(schema)
     else:
         # Parquet-kept corpora join the table in a temporary `activations` view; without external
-        # access only their registered files stay readable (see saeembed.layout)
-        from ..layout import attach
+        # access only their registered files stay readable (see saeembed.store.parquet)
+        from .parquet import attach
 
         try:
             attach(con, external_access)

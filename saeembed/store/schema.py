@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..layout import SCHEMA as LAYOUT_SCHEMA
-from ..stats import SCHEMA as STATS_SCHEMA
+from .parquet import SCHEMA as LAYOUT_SCHEMA
+from .stats import SCHEMA as STATS_SCHEMA
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS corpora (
@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS activations (
 # every table of a store: the catalog above, per-corpus latent statistics, Parquet-kept activations
 ALL_SCHEMAS = (SCHEMA, STATS_SCHEMA, LAYOUT_SCHEMA)
 
-# label_source of the offline c-TF-IDF labels (saeembed.labels_offline); ranked below every other source
+# label_source of the offline c-TF-IDF labels (saeembed.labels.offline); ranked below every other source
 OFFLINE_LABEL_SOURCE = "offline-ctfidf"
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..11 of every DuckDB database file

@@ -11,8 +11,8 @@ import duckdb
 import polars as pl
 
 from ..ids import corpus_range
-from ..stats import compute as compute_stats
-from ..stats import write as write_stats
+from .stats import compute as compute_stats
+from .stats import write as write_stats
 
 
 @contextmanager
@@ -75,7 +75,7 @@ def ingest_corpus(
     ``documents`` has row_idx, text, n_tokens, meta; ``activation_files`` are Parquet shards with
     row_idx, feature_id, value, total, n_active (on ``filesystem``, a pyarrow filesystem, when
     given). ``keep="parquet"`` keeps the activations as sorted Parquet files registered with the
-    store instead of copying them into it (:mod:`saeembed.layout`).
+    store instead of copying them into it (:mod:`saeembed.store.parquet`).
     """
     corpus_id = next_corpus_id(con)
     lo, _ = corpus_range(corpus_id)
@@ -99,7 +99,7 @@ def ingest_corpus(
         if store_path is None:
             raise ValueError("keep='parquet' needs store_path (the Parquet folder defaults to STORE.parquet)")
 
-        from ..layout import keep_as_parquet
+        from .parquet import keep_as_parquet
 
         shards = pads.dataset([str(f) for f in activation_files], format="parquet", filesystem=filesystem)
         keep_as_parquet(con, corpus_id=corpus_id, name=name, lo=lo, hi=hi, shards=shards,

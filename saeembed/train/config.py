@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ...options import option
+from ..options import option
 
 
 @dataclass

@@ -36,7 +36,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _sql_str(s: str) -> str:
 def location_for(store_path: str | Path, parquet_dir: str | None) -> Path:
     """The folder that receives the corpus' Parquet folder; refuses URIs and glob characters (DuckDB
     expands globs in file names it reads)."""
-    from .encode.uri import is_uri
+    from ..uri import is_uri
 
     if parquet_dir and is_uri(parquet_dir) and not parquet_dir.startswith("file://"):
         raise UserError(f"--parquet-dir {parquet_dir!r}: DuckDB reads the kept files in place, so they must be on a "

@@ -49,7 +49,7 @@ class StoreReader:
             raise UserError(f"no corpus named {name!r} in this store (corpora: {known}); check the name")
         row = rows.row(0, named=True)
         # a Parquet-kept corpus whose files this connection could not use is one line, not an empty result
-        from ..layout import check_readable
+        from .parquet import check_readable
 
         check_readable(self.con, row["corpus_id"])
         return row

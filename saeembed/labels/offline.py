@@ -1,7 +1,7 @@
 """Offline latent labels: distinctive tokens of each latent's top-activating contexts (c-TF-IDF).
 
 No LLM is needed, so every shipped SAE can carry labels. For each latent we take its ``top_n``
-highest-activating tokens in an activation cache (see :mod:`saeembed.sae.train`), look at the
+highest-activating tokens in an activation cache (see :mod:`saeembed.train`), look at the
 activating token and a small window around it, and score each term (normalised token, or the
 bigram ending at the activating token) by
 
@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from .store import OFFLINE_LABEL_SOURCE
+from ..store import OFFLINE_LABEL_SOURCE
 
 LABEL_SOURCE = OFFLINE_LABEL_SOURCE
 LABEL_COLUMNS = {"feature_id": pl.Int32, "label": pl.String, "label_source": pl.String, "score": pl.Float64,

@@ -1,11 +1,11 @@
 """Offline labels for a document-level SAE: the distinctive words of each latent's top documents.
 
 A latent of an SAE on document embeddings (:mod:`saeembed.reader.doc`) fires once per document,
-so the token c-TF-IDF of :mod:`saeembed.labels_offline` has no activating token to name. The
+so the token c-TF-IDF of :mod:`saeembed.labels.offline` has no activating token to name. The
 natural offline label is the one corpus descriptors use: the words most distinctive of the
 ``top_n`` documents where the latent is largest, against all labelling documents (document-level
-c-TF-IDF, :func:`saeembed.analysis.descriptors.distinctive_words`). Rows have the schema of
-:mod:`saeembed.labels_offline` (source ``offline-ctfidf``), so the store, ``labels list``,
+c-TF-IDF, :func:`saeembed.labels.ctfidf.distinctive_words`). Rows have the schema of
+:mod:`saeembed.labels.offline` (source ``offline-ctfidf``), so the store, ``labels list``,
 ``features --search`` and label selection treat them like the token-level SAE's labels.
 ``score`` is the share of the top documents that contain the label's first word.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from .labels_offline import LABEL_COLUMNS, LABEL_SOURCE
+from .offline import LABEL_COLUMNS, LABEL_SOURCE
 
 TOP_DOCS = 50  # top documents per latent; doc-level latents are dense (k of d_sae per document)
 
@@ -36,7 +36,7 @@ def doc_codes(sae: Any, vectors: np.ndarray, batch_size: int = 4096) -> np.ndarr
 def label_doc_latents(sae: Any, vectors: np.ndarray, texts: Sequence[str], top_n: int = TOP_DOCS,
                       n_words: int = 4, context_chars: int = 120) -> pl.DataFrame:
     """One row per latent: label (distinctive words of its top documents), score, density, description."""
-    from .analysis.descriptors import distinctive_words
+    from .ctfidf import distinctive_words
 
     codes = doc_codes(sae, vectors)
     n = len(texts)
@@ -69,8 +69,8 @@ def label_doc_latents(sae: Any, vectors: np.ndarray, texts: Sequence[str], top_n
 
 def cached_documents(cache_dir: Any, specs: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
     """The vectors of a document-level activation cache and their texts: the cache's ``doc`` index is
-    the document's position in :func:`saeembed.sae.train.load_documents` with the cache's seed."""
-    from .sae.train import ActivationCache, load_documents
+    the document's position in :func:`saeembed.train.load_documents` with the cache's seed."""
+    from ..train import ActivationCache, load_documents
 
     ac = ActivationCache(cache_dir)
     texts = load_documents(specs, seed=ac.manifest["seed"])

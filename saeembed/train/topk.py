@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
-from ...errors import UserError
-from ...threads import torch_threads
-from ..formats import save_saelens
-from ..model import SAEConfig, SparseAutoencoder
+from ..errors import UserError
+from ..sae.formats import save_saelens
+from ..sae.model import SAEConfig, SparseAutoencoder
+from ..threads import torch_threads
 from .cache import ActivationCache
 from .config import TrainConfig
 
@@ -171,7 +171,7 @@ def train_topk_sae(
 
 def _train(cache: ActivationCache | str | Path, cfg: TrainConfig, progress: Callable[[str], None] | None
            ) -> tuple[SparseAutoencoder, dict[str, Any]]:
-    from ...reader import pick_device
+    from ..reader import pick_device
 
     if not isinstance(cache, ActivationCache):
         cache = ActivationCache(cache)
@@ -244,7 +244,7 @@ def _finish(sae: SparseAutoencoder, cfg: TrainConfig, man: dict[str, Any], held:
     metrics = {"heldout": evaluate_sae(sae, held) if len(held) else {}, **metrics}
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("extra", "log_every", "buffer_tokens", "threads")}
     recipe.update(lr=cfg.resolved_lr(), aux_k=aux_k,
-                  trainer="saeembed.sae.train.train_topk_sae (TopK + AuxK, Gao et al. 2024)")
+                  trainer="saeembed.train.train_topk_sae (TopK + AuxK, Gao et al. 2024)")
     sae.cfg.extra = {"saeembed": {
         "recipe": recipe,
         "metrics": {k: v for k, v in metrics.items() if k != "log"},

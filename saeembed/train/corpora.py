@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...errors import UserError
+from ..errors import UserError
 
 
 @dataclass
@@ -41,7 +41,7 @@ def load_documents(specs: Sequence[CorpusSpec], seed: int = 0) -> list[str]:
     Why interleave: ``max_tokens`` stops caching early; without interleaving the last corpora
     would be missing from the training data.
     """
-    from ...corpus import read_corpus
+    from ..corpus import read_corpus
 
     per: list[list[str]] = []
     for i, spec in enumerate(specs):

@@ -18,9 +18,9 @@ from typing import Any
 
 import polars as pl
 
-from ..encode.uri import filesystem_for, is_uri
-from ..encode.workdir import work_folder_name
-from ..errors import UserError
+from ...errors import UserError
+from ...uri import filesystem_for, is_uri
+from ..workdir import work_folder_name
 
 
 @dataclass
@@ -81,7 +81,7 @@ class ShardFolder:
     def write_parquet(self, df: pl.DataFrame, path: str) -> None:
         """Write ``df`` at ``path`` atomically (temporary name, then move)."""
         if self.local:
-            from ..fsutil import atomic_write_parquet
+            from ...fsutil import atomic_write_parquet
 
             atomic_write_parquet(df, path)
             return
@@ -107,7 +107,7 @@ class ShardFolder:
             return
         data = json.dumps(wanted, indent=2, ensure_ascii=False).encode("utf-8")
         if self.local:
-            from ..fsutil import atomic_write_bytes
+            from ...fsutil import atomic_write_bytes
 
             atomic_write_bytes(manifest, data)
             return

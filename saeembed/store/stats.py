@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from .memo import Memo
+from ..memo import Memo
 
 if TYPE_CHECKING:
     import duckdb
 
-    from .api import Store
+    from .handle import Store
 
 log = logging.getLogger(__name__)
 _COMPUTED: Memo[pl.DataFrame] = Memo("latent statistics computed on first use", max_entries=8)
@@ -52,7 +52,7 @@ STATS_SCHEMA = {"feature_id": pl.Int32, "n_present": pl.Int64, "p90": pl.Float64
 
 
 def _query() -> str:
-    from .analysis.common import load_query
+    from .queries import load_query
 
     return load_query("latent_stats")
 
@@ -103,7 +103,8 @@ def corpus_stats(store: Store, info: Any, columns: Sequence[str] | None = None,
     # computed once per process even when it cannot be kept (another connection holds the file)
     key = (str(store.path), cid, str(info.get("created_at")))
     computed = _COMPUTED.get_or_build(key, lambda: compute(con, info["lo"], info["hi"]))
-    store.after_reading(lambda: _persist(store, cid, computed))  # all rows, whatever this call reads
+    # all rows, whatever this call reads; skipped while another process holds the store
+    store.write_after_reading(lambda w: _keep(w, cid, computed), f"keep latent statistics of corpus {cid}")
     part = computed if feature_ids is None else computed.filter(pl.col("feature_id").is_in(
         [int(f) for f in feature_ids]))
     return part.select(cols)
@@ -128,26 +129,13 @@ def _complete(con: duckdb.DuckDBPyConnection, corpus_id: int) -> bool:
     return done
 
 
-def _persist(store: Store, corpus_id: int, stats: pl.DataFrame) -> None:
-    """Keep statistics computed on first use, unless another process holds the store (then the next
-    writer computes them)."""
-    from . import store as store_mod
-    from .errors import UserError
-
-    try:
-        con = store_mod.connect(store.path, wait=0)
-    except UserError:
-        return
-    try:
-        done = con.execute("SELECT count(*) FROM corpus_stats WHERE corpus_id = ?", [corpus_id]).fetchall()[0][0]
-        if not done:
-            con.execute("BEGIN TRANSACTION")
-            write(con, corpus_id, stats)
-            con.execute("COMMIT")
-    except Exception:
-        log.debug("could not keep latent statistics of corpus %d", corpus_id, exc_info=True)
-    finally:
-        con.close()
+def _keep(con: duckdb.DuckDBPyConnection, corpus_id: int, stats: pl.DataFrame) -> None:
+    """Keep statistics computed on first use (on a write connection), unless a writer already did."""
+    done = con.execute("SELECT count(*) FROM corpus_stats WHERE corpus_id = ?", [corpus_id]).fetchall()[0][0]
+    if not done:
+        con.execute("BEGIN TRANSACTION")
+        write(con, corpus_id, stats)
+        con.execute("COMMIT")
 
 
 def present_counts(stats: pl.DataFrame, d_sae: int) -> np.ndarray:

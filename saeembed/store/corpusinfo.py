@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from .ids import corpus_range
+from ..ids import corpus_range
 
 
 @dataclass(frozen=True)

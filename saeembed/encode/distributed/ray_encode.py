@@ -3,7 +3,7 @@
 No scheduler of ours: Ray places the actors, an :class:`ray.util.ActorPool` hands shards to idle
 actors, and Ray restarts an actor that dies (``max_restarts``) and re-runs its shard on the restarted
 actor (``max_task_retries``). The atomic-shard protocol stays the source of truth: each actor writes
-its shard into the work folder (:class:`~saeembed.distributed.shards.ShardFolder`, local or on
+its shard into the work folder (:class:`~saeembed.encode.distributed.shards.ShardFolder`, local or on
 storage every node sees), an ``acts`` file marks a shard done, so a re-run after a crash of the
 driver or of a whole cluster skips finished shards. A shard's rows depend only on its documents and
 the recorded settings, so the rows equal those of a single-process encode. The driver loads no
@@ -27,8 +27,8 @@ import time
 from types import SimpleNamespace
 from typing import Any, Iterator
 
-from ..encode.options import EncodeOptions
-from ..errors import UserError
+from ...errors import UserError
+from ..options import EncodeOptions
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ class EncodeWorker:
         import torch
 
         self.corpus = ray.get(self.corpus_box[0])
-        from ..encode.plan import load_reader, resolve_layer, settings_for
-        from ..sae import open_sae
+        from ...sae import open_sae
+        from ..plan import load_reader, resolve_layer, settings_for
 
         if self.opts.device == "cpu":
             torch.set_num_threads(1)  # one CPU slot per actor
@@ -189,7 +189,7 @@ class EncodeWorker:
         import numpy as np
         import polars as pl
 
-        from ..encode.run import encode_shard, tokenise_shard
+        from ..run import encode_shard, tokenise_shard
 
         s = self.settings
         work = tokenise_shard(self.reader, self.corpus, shard, s["shard_docs"], s["batch_tokens"])
@@ -240,9 +240,9 @@ def encode_corpus_ray(store_path: Any, corpus: Any, name: str, opts: EncodeOptio
     """:func:`saeembed.encode.encode_corpus` on Ray (``opts.ray`` and/or ``opts.devices``)."""
     from pathlib import Path
 
-    from ..encode import _registry_row
-    from ..encode.plan import claimed, request_for
-    from ..encode.workdir import remove_work_dir, work_root
+    from ...store.handle import registry_row
+    from ..plan import claimed, request_for
+    from ..workdir import remove_work_dir, work_root
     from .shards import ShardFolder
 
     if opts.loaded_reader is not None:
@@ -254,7 +254,7 @@ def encode_corpus_ray(store_path: Any, corpus: Any, name: str, opts: EncodeOptio
         if stored:
             if opts.work_dir is not None:  # shards a crashed run left on shared storage
                 ShardFolder.for_corpus(opts.work_dir, req.name, create=False).remove(missing_ok=True)
-            return _registry_row(req.store_path, req.name)
+            return registry_row(req.store_path, req.name)
         folder = ShardFolder.for_corpus(opts.work_dir or str(work_root(req.store_path)), req.name)
         connect(ray, opts.ray, devices)
         kinds = plan_workers(ray, opts, devices)
@@ -272,8 +272,8 @@ def _run(ray: Any, opts: EncodeOptions, docs: Any, folder: Any, kinds: list[str]
     from ray.util import ActorPool
     from tqdm import tqdm
 
-    from ..corpus import describe_source
-    from ..encode.plan import EncodeSettings
+    from ...corpus import describe_source
+    from ..plan import EncodeSettings
 
     corpus_ref = ray.put(docs)
     fault = os.environ.get(FAULT_ENV) or None
@@ -329,9 +329,9 @@ def _ingest(store_path: Any, name: str, docs: Any, loaded: Any, settings: Any, f
     """The corpus enters the store in one transaction, from the shards in ``folder``."""
     import polars as pl
 
-    from .. import store as store_mod
-    from ..encode.ingest import sae_record
-    from ..encode.plan import POOLINGS
+    from ... import store as store_mod
+    from ..ingest import sae_record
+    from ..plan import POOLINGS
 
     doc_tokens = pl.concat([folder.read_parquet(folder.docs(s)) for s in range(n_shards)])
     col = "messages" if docs.kind == "messages" else "text"
