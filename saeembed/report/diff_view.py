@@ -14,19 +14,26 @@ from .tokens import Highlighter
 if TYPE_CHECKING:
     from ..api import Store
 
-TABLE_COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
+TABLE_COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "adj_diff",
                  "q_value", "example"]
+TESTS = {"mcnemar": "McNemar test on matched pairs", "z": "two-proportion z-test",
+         "cmh": "Cochran–Mantel–Haenszel test over length strata",
+         "paired-logistic": "conditional logistic regression on matched pairs and their length ratio"}
 SNIPPET_TOKENS = 10
 
 
-def _summary(df: pl.DataFrame) -> list[str]:
-    lines = []
+def _summary(store: Store, df: pl.DataFrame) -> list[str]:
+    """The corpora (documents, content tokens), the length warning, what was controlled, and one line
+    per target."""
+    from ..analysis.diff_notes import notes_from_rows
+
+    lines = notes_from_rows(store, df)
     for target in dict.fromkeys(df["target"].to_list()):
         grp = df.filter(pl.col("target") == target)
         r = grp.row(0, named=True)
-        test = "McNemar test on matched pairs" if r["test"] == "mcnemar" else "two-proportion z-test"
         lines.append(f"{target} ({r['docs_target']} documents) vs {r['other']} ({r['docs_other']}): {grp.height} "
-                     f"latents more frequent in {target}; {test}, Benjamini–Hochberg q-values.")
+                     f"latents more frequent in {target}; {TESTS.get(r['test'], r['test'])}, Benjamini–Hochberg "
+                     "q-values.")
     return lines or ["No latent passed the filters (min_diff, fdr); loosen them to see more."]
 
 
@@ -63,7 +70,7 @@ def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows
         groups.append(ExampleGroup(title, exs, links.latent(r["feature_id"])))
     charts = [ChartView("Frequency per corpus", "share of documents where each latent fires, with 95% Wilson "
                         "intervals (top 25 per target)", diff_chart(df))] if df.height else []
-    return Section("Dataset diff", _summary(df), charts, [("Latents", table)], groups,
+    return Section("Dataset diff", _summary(store, df), charts, [("Latents", table)], groups,
                    ["shade: activation of the latent on that token"])
 
 
