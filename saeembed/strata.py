@@ -72,14 +72,15 @@ class CorpusLengths:
     strata: np.ndarray  # stratum ids, ascending
     docs: np.ndarray  # documents per stratum
     mean_log: np.ndarray  # mean log content tokens per stratum
-    latents: pl.DataFrame  # feature_id, stratum, n_present (present > 0 only)
+    latents: dict[str, np.ndarray]  # feature_id, stratum, n_present of every (latent, stratum) with n_present > 0
 
     def present(self, d_sae: int, strata: np.ndarray) -> np.ndarray:
-        """[d_sae, len(strata)] documents with each latent present, per stratum of ``strata``."""
-        out = np.zeros((int(d_sae), len(strata)), dtype=np.int64)
-        if self.latents.height:
-            col = np.searchsorted(strata, self.latents["stratum"].to_numpy())
-            out[self.latents["feature_id"].to_numpy().astype(np.int64), col] = self.latents["n_present"].to_numpy()
+        """[len(strata), d_sae] documents with each latent present, per stratum of ``strata`` (floats: what
+        the tests compute with; one contiguous row of latents per stratum)."""
+        out = np.zeros((len(strata), int(d_sae)), dtype=np.float64)
+        if len(self.latents["feature_id"]):
+            row = np.searchsorted(strata, self.latents["stratum"])
+            out[row, self.latents["feature_id"].astype(np.int64)] = self.latents["n_present"]
         return out
 
     def on(self, strata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,13 +103,19 @@ def _summary(con: duckdb.DuckDBPyConnection, corpus_id: int) -> pl.DataFrame:
                                                         "per_octave": BINS_PER_OCTAVE}).pl()
 
 
-def latent_counts(con: duckdb.DuckDBPyConnection, info: Any, threshold: float = 0.0) -> pl.DataFrame:
+def latent_counts(con: duckdb.DuckDBPyConnection, info: Any, threshold: float = 0.0) -> dict[str, np.ndarray]:
     """feature_id, stratum, n_present of one corpus at ``threshold`` (one scan of its activations)."""
     from .analysis.common import load_query
 
-    return con.sql(load_query("latent_length_strata"), params={
+    return _arrays(con.execute(load_query("latent_length_strata"), {
         "corpus": int(info["corpus_id"]), "lo": int(info["lo"]), "hi": int(info["hi"]),
-        "per_octave": BINS_PER_OCTAVE, "threshold": float(threshold)}).pl()
+        "per_octave": BINS_PER_OCTAVE, "threshold": float(threshold)}).fetchnumpy())
+
+
+def _arrays(fetched: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {"feature_id": np.asarray(fetched["feature_id"], np.int32),
+            "stratum": np.asarray(fetched["stratum"], np.int16),
+            "n_present": np.asarray(fetched["n_present"], np.int64)}
 
 
 def compute(con: duckdb.DuckDBPyConnection, info: Any) -> CorpusLengths:
@@ -116,13 +123,10 @@ def compute(con: duckdb.DuckDBPyConnection, info: Any) -> CorpusLengths:
     strata = _summary(con, info["corpus_id"])
     total = con.execute("SELECT count(*), avg(n_tokens), median(n_tokens) FROM documents WHERE corpus_id = ?",
                         [int(info["corpus_id"])]).fetchall()[0]
-    latents = latent_counts(con, info)
-    return _assemble(total, strata, latents)
+    return _assemble(total, strata, latent_counts(con, info))
 
 
-def _assemble(total: tuple, strata: pl.DataFrame, latents: pl.DataFrame) -> CorpusLengths:
-    latents = latents.select(pl.col("feature_id").cast(pl.Int32), pl.col("stratum").cast(pl.Int16),
-                             pl.col("n_present").cast(pl.Int64))
+def _assemble(total: tuple, strata: pl.DataFrame, latents: dict[str, np.ndarray]) -> CorpusLengths:
     strata = strata.sort("stratum")
     return CorpusLengths(int(total[0]), float(total[1] or 0.0), float(total[2] or 0.0),
                          strata["stratum"].to_numpy().astype(np.int16), strata["n_docs"].to_numpy().astype(np.int64),
@@ -136,7 +140,7 @@ def write(con: duckdb.DuckDBPyConnection, corpus_id: int, lengths: CorpusLengths
         con.execute(f"DELETE FROM {table} WHERE corpus_id = ?", [cid])
     frames = {"length_strata": pl.DataFrame({"stratum": lengths.strata, "n_docs": lengths.docs,
                                              "mean_log_tokens": lengths.mean_log}),
-              "latent_strata": lengths.latents}
+              "latent_strata": pl.DataFrame(lengths.latents)}
     for table, frame in frames.items():
         if frame.height:
             con.register("_strata", frame.with_columns(pl.lit(cid, pl.Int32).alias("corpus_id")).to_arrow())
@@ -160,9 +164,9 @@ def _read(con: duckdb.DuckDBPyConnection, corpus_id: int) -> CorpusLengths:
                         [corpus_id]).fetchall()[0]
     strata = con.sql("SELECT stratum, n_docs, mean_log_tokens FROM length_strata WHERE corpus_id = ?",
                      params=[corpus_id]).pl()
-    latents = con.sql("SELECT feature_id, stratum, n_present FROM latent_strata WHERE corpus_id = ?",
-                      params=[corpus_id]).pl()
-    return _assemble(total, strata, latents)
+    latents = con.execute("SELECT feature_id, stratum, n_present FROM latent_strata WHERE corpus_id = ?",
+                          [corpus_id]).fetchnumpy()
+    return _assemble(total, strata, _arrays(latents))
 
 
 def corpus_lengths(store: Store, info: Any) -> CorpusLengths:

@@ -46,7 +46,7 @@ from .common import (
     top_documents,
     with_labels,
 )
-from .length import logistic_length, mantel_haenszel, paired_length
+from .length import Adjusted, logistic_length, mantel_haenszel, paired_length
 from .options import CONTROLS, PAPER_MIN_DIFF, PAPER_TOP, DiffOptions
 
 if TYPE_CHECKING:
@@ -291,6 +291,7 @@ def _unpaired(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], targe
     fids = np.arange(d_sae, dtype=np.int32)
     ns = {c: int(infos[c]["n_docs"]) for c in corpora}
     strata = _shared_strata(st, infos, corpora, threshold, lengths) if control != "none" else None
+    done: dict[tuple[str, str], Adjusted] = {}  # each pair of corpora is tested once, seen from both sides
     out = []
     for t in targets:
         others = [c for c in corpora if c != t]
@@ -303,10 +304,7 @@ def _unpaired(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], targe
             _, p = two_proportion_test(kt, nt, ko, no)
             adj, test = kt / nt - ko / no, "z"
         else:
-            if control == "length":
-                tests = [mantel_haenszel(strata[t][0], strata[t][1], strata[o][0], strata[o][1]) for o in others]
-            else:
-                tests = [logistic_length(*strata[t], *strata[o]) for o in others]
+            tests = [_compare(strata, t, o, control, done) for o in others]
             which = np.stack([r.diff for r in tests]).argmin(axis=0)  # the most frequent at equal length
             kt, nt = counts[t], np.full(d_sae, float(ns[t]))
             ko = np.stack([counts[c] for c in others])[which, fids]
@@ -319,9 +317,22 @@ def _unpaired(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], targe
     return out
 
 
+def _compare(strata: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], t: str, o: str, control: str,
+             done: dict[tuple[str, str], Adjusted]) -> Adjusted:
+    """Target ``t`` against ``o`` at equal length (from ``done`` when ``o`` against ``t`` ran already)."""
+    if (o, t) in done:
+        return done[(o, t)].mirrored()
+    if control == "length":
+        res = mantel_haenszel(strata[t][0], strata[t][1], strata[o][0], strata[o][1])
+    else:
+        res = logistic_length(*strata[t], *strata[o])
+    done[(t, o)] = res
+    return res
+
+
 def _shared_strata(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], threshold: float,
                    lengths: dict[str, CorpusLengths]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per corpus: ([d_sae, strata] documents with each latent present, [strata] documents, [strata] mean
+    """Per corpus: ([strata, d_sae] documents with each latent present, [strata] documents, [strata] mean
     log content tokens) on the strata any compared corpus occupies. At threshold 0 from the strata kept
     at ingest, else one scan."""
     d_sae = int(next(iter(infos.values()))["d_sae"])
@@ -347,11 +358,11 @@ def _paired(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], targets
                                               "strata": (ratio[0] if ratio else np.zeros(len(rows_a), int)).tolist(),
                                               "threshold": threshold})
     strata = np.unique(ratio[0]) if ratio else np.zeros(1, np.int64)
-    cells = {k: np.zeros((len(fids), len(strata)), np.int64) for k in ("only_a", "only_b", "both")}
-    col = np.searchsorted(strata, df["stratum"].to_numpy())
+    cells = {k: np.zeros((len(strata), len(fids)), np.int64) for k in ("only_a", "only_b", "both")}
+    row = np.searchsorted(strata, df["stratum"].to_numpy())
     for k, arr in cells.items():
-        arr[df["feature_id"].to_numpy().astype(np.int64), col] = df[k].to_numpy()
-    counts = {k: v.sum(axis=1) for k, v in cells.items()}
+        arr[row, df["feature_id"].to_numpy().astype(np.int64)] = df[k].to_numpy()
+    counts = {k: v.sum(axis=0) for k, v in cells.items()}
     n_pairs = len(rows_a)
     n = np.full(len(fids), float(n_pairs))
     out = []

@@ -39,10 +39,11 @@ CONTROLLED = {
 def describe_corpora(store: Store, corpora: list[str]) -> pl.DataFrame:
     """corpus, documents, mean_tokens, median_tokens (content tokens per document) of each corpus."""
     rows = []
-    for name in corpora:
-        lengths = corpus_lengths(store, corpus_info(store, name))
-        rows.append({"corpus": name, "documents": lengths.n_docs, "mean_tokens": lengths.mean_tokens,
-                     "median_tokens": lengths.median_tokens})
+    with store.reading():
+        for name in corpora:
+            lengths = corpus_lengths(store, corpus_info(store, name))
+            rows.append({"corpus": name, "documents": lengths.n_docs, "mean_tokens": lengths.mean_tokens,
+                         "median_tokens": lengths.median_tokens})
     return pl.DataFrame(rows, schema={"corpus": pl.String, "documents": pl.Int64, "mean_tokens": pl.Float64,
                                       "median_tokens": pl.Float64})
 

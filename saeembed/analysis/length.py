@@ -39,6 +39,10 @@ class Adjusted:
     p: np.ndarray
     diff: np.ndarray
 
+    def mirrored(self) -> Adjusted:
+        """The same comparison seen from the other corpus."""
+        return Adjusted(-self.z, self.p, -self.diff)
+
 
 def _two_sided(z: np.ndarray) -> np.ndarray:
     from scipy.special import ndtr
@@ -56,20 +60,26 @@ def _signed(stat: np.ndarray, var: np.ndarray, correction: float = 0.0) -> np.nd
 def mantel_haenszel(ka: np.ndarray, na: np.ndarray, kb: np.ndarray, nb: np.ndarray) -> Adjusted:
     """CMH test (continuity-corrected) and MH risk difference of A vs B over strata.
 
-    ``ka``, ``kb``: [latents, strata] documents with the latent present; ``na``, ``nb``: [strata]
+    ``ka``, ``kb``: [strata, latents] documents with the latent present; ``na``, ``nb``: [strata]
     documents. Strata that only one corpus occupies drop out; a latent without any shared stratum
-    gets z = 0, p = 1, diff = 0.
+    gets z = 0, p = 1, diff = 0. One pass per shared stratum over contiguous rows of latents: a
+    65,536-latent diff costs a few milliseconds, whatever the corpus sizes.
     """
-    shared = (na > 0) & (nb > 0)
-    ka, kb = ka[:, shared].astype(np.float64), kb[:, shared].astype(np.float64)
-    na, nb = na[shared].astype(np.float64), nb[shared].astype(np.float64)
-    t = na + nb
-    m1 = ka + kb
-    dev = (ka - m1 * na / t).sum(axis=1)
-    var = (m1 * (t - m1) * np.where(t > 1, na * nb / (t * t * np.maximum(t - 1, 1)), 0.0)).sum(axis=1)
+    n_latents = ka.shape[1]
+    dev, var, num = np.zeros(n_latents), np.zeros(n_latents), np.zeros(n_latents)
+    weight = 0.0
+    for s in np.flatnonzero((np.asarray(na) > 0) & (np.asarray(nb) > 0)):
+        a, b = np.asarray(ka[s], np.float64), np.asarray(kb[s], np.float64)
+        n_a, n_b = float(na[s]), float(nb[s])
+        t = n_a + n_b
+        m1 = a + b
+        dev += a - m1 * (n_a / t)  # observed minus expected under no difference at this length
+        if t > 1:  # hypergeometric variance m1 (t - m1) na nb / (t^2 (t - 1))
+            var += m1 * (t - m1) * (n_a * n_b / (t * t * (t - 1)))
+        num += a * (n_b / t) - b * (n_a / t)
+        weight += n_a * n_b / t
     z = _signed(dev, var, 0.5)
-    w = (na * nb / t).sum()
-    diff = ((ka * nb - kb * na) / t).sum(axis=1) / w if w > 0 else np.zeros(len(ka))
+    diff = num / weight if weight > 0 else num
     return Adjusted(z, np.where(var > 0, _two_sided(z), 1.0), diff)
 
 
@@ -108,13 +118,14 @@ def logistic_length(ka: np.ndarray, na: np.ndarray, xa: np.ndarray, kb: np.ndarr
     """Score test of the corpus term in ``logit P(present) = a + g·log length + b·[corpus A]`` and the
     standardised difference (every document of both corpora predicted as A minus as B).
 
-    ``xa``, ``xb``: [strata] mean log content tokens of each corpus' documents in the stratum (the
-    cell's covariate); empty cells are dropped.
+    ``ka``, ``kb``: [strata, latents] as for :func:`mantel_haenszel`; ``xa``, ``xb``: [strata] mean log
+    content tokens of each corpus' documents in the stratum (the cell's covariate); empty cells are
+    dropped.
     """
     from scipy.special import expit
 
     keep_a, keep_b = na > 0, nb > 0
-    k = np.concatenate([ka[:, keep_a], kb[:, keep_b]], axis=1).astype(np.float64)
+    k = np.concatenate([ka[keep_a], kb[keep_b]], axis=0).T.astype(np.float64)
     n = np.concatenate([na[keep_a], nb[keep_b]]).astype(np.float64)
     lx = np.concatenate([xa[keep_a], xb[keep_b]])
     lx = lx - (lx * n).sum() / n.sum()
@@ -141,14 +152,14 @@ def logistic_length(ka: np.ndarray, na: np.ndarray, xa: np.ndarray, kb: np.ndarr
 def paired_length(only_a: np.ndarray, only_b: np.ndarray, delta: np.ndarray, n_pairs: int) -> Adjusted:
     """Matched pairs: ``logit P(A has it | discordant) = b + g·delta`` per latent, grouped over strata
     of the pairs' log length ratio ``delta`` = log(tokens A / tokens B) ([strata], the mean over the
-    stratum's pairs); ``only_a``, ``only_b``: [latents, strata] discordant pairs. Score test of b = 0
+    stratum's pairs); ``only_a``, ``only_b``: [strata, latents] discordant pairs. Score test of b = 0
     (no corpus effect at equal length, g free) and the adjusted difference: the discordant share
     times 2·expit(b) − 1, the imbalance the pairs would show at equal length.
     """
     from scipy.special import expit
 
-    k = only_a.astype(np.float64)
-    n = (only_a + only_b).astype(np.float64)
+    k = only_a.T.astype(np.float64)
+    n = (only_a + only_b).T.astype(np.float64)
     slope = delta[:, None]
     # null model: no intercept, slope only (pairs of equal length are 50/50)
     g0, info0 = _newton_fixed(k, n, delta)
