@@ -290,8 +290,9 @@ def test_every_output_states_the_corpora_their_lengths_and_the_control(tiny: Pat
     r = next(r for r in rows if r["target"] == "joined")
     assert r["mean_tokens_target"] == pytest.approx(tokens.mean())
     assert r["median_tokens_target"] == pytest.approx(np.median(tokens))
-    code, out, err = cli("diff", *s, "short", "short_again", "--paired", "--pair-key", "pair")
-    assert code == 0 and "paired 120 documents by meta field 'pair'; without a partner: short 0, short_again 0" in err
+    code, out, err = cli("diff", *s, "short", "joined", "--paired", "--fdr", "1", "--min-diff", "0")
+    assert code == 0 and "paired 120 documents by row position; without a partner: short 0, joined 0" in err
+    assert out.splitlines()[0].split()[-4:] == ["both", "only_target", "only_other", "example"]
     html = tmp_path / "d.html"
     code, _, err = cli("diff", *s, "joined", "short", "--format", "html", "--output", str(html), "--fdr", "1",
                        "--min-diff", "0")

@@ -74,6 +74,7 @@ def present(st: Any, df: pl.DataFrame, kind: str, fmt: str, output: str | None, 
 
 DIFF_TABLE = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "adj_diff",
               "q_value", "example"]
+PAIRED_COUNTS = ["both", "only_target", "only_other"]
 HYPOTHESES_TABLE = ["target", "other", "hypothesis", "freq_target", "freq_other", "diff", "p_value", "verified",
                     "features"]
 
@@ -125,7 +126,8 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
     if fmt == "table":
         for line in _diff_notes(st, list(corpora), opts):
             click.echo(line, err=True)
-    present(st, df, "diff", fmt, output, highlight, diff_example_pairs, DIFF_TABLE,
+    table = DIFF_TABLE[:-1] + (PAIRED_COUNTS if opts.paired else []) + DIFF_TABLE[-1:]  # pairs: checkable by hand
+    present(st, df, "diff", fmt, output, highlight, diff_example_pairs, table,
             lambda r: f"{r['target']} #{r['rank']} latent {r['feature_id']} {r['label'] or ''} "
                       f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})")
 

@@ -20,7 +20,7 @@ Development (where the method and its settings were chosen): tweets, and llama-2
 gpt-3.5-turbo-1106. Held out: reddit comments, news, and gpt-3.5-turbo-1106 vs alpaca-7b (a pair the
 method never saw, in which gpt-3.5 is the longer side; it shares gpt-3.5's answers with the development
 pair, because encoding a fully separate pair did not fit the CPU time). AlpacaEval corpora hold the
-answers to the first 256 instructions.
+answers to the first 512 instructions.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ..analysis.diff_notes import PAIRED_TESTS, notes_from_rows
 from .charts import diff_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
@@ -25,8 +26,6 @@ SNIPPET_TOKENS = 10
 def _summary(store: Store, df: pl.DataFrame) -> list[str]:
     """The corpora (documents, content tokens), the length warning, what was controlled, and one line
     per target."""
-    from ..analysis.diff_notes import notes_from_rows
-
     lines = notes_from_rows(store, df)
     for target in dict.fromkeys(df["target"].to_list()):
         grp = df.filter(pl.col("target") == target)
@@ -56,7 +55,9 @@ def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows
             return hl.view(d, [r["feature_id"]], SNIPPET_TOKENS)
         return hl.plain(d, [r["feature_id"]], 120)
 
-    table = frame_table(df, TABLE_COLUMNS, docs={"example": snippet},
+    paired = df.height > 0 and df["test"][0] in PAIRED_TESTS  # the pair counts let a reader check the test
+    columns = TABLE_COLUMNS[:-1] + (["both", "only_target", "only_other"] if paired else []) + TABLE_COLUMNS[-1:]
+    table = frame_table(df, columns, docs={"example": snippet},
                         links={"feature_id": lambda r: links.latent(r["feature_id"]),
                                "label": lambda r: links.latent(r["feature_id"])})
     groups = []
