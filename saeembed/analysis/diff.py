@@ -336,13 +336,14 @@ def _shared_strata(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], 
     log content tokens) on the strata any compared corpus occupies. At threshold 0 from the strata kept
     at ingest, else one scan."""
     d_sae = int(next(iter(infos.values()))["d_sae"])
-    strata = np.unique(np.concatenate([lengths[c].strata for c in corpora]))
+    occupied = np.concatenate([lengths[c].strata for c in corpora]).astype(np.int64)
+    first, n_strata = int(occupied.min()), int(occupied.max() - occupied.min() + 1)  # a row per stratum in range
     out = {}
     for c in corpora:
         kept = lengths[c]
         if threshold != 0:
             kept = replace(kept, latents=latent_counts(st.con, infos[c], threshold))
-        out[c] = (kept.present(d_sae, strata), *kept.on(strata))
+        out[c] = (kept.present(d_sae, first, n_strata), *kept.on(first, n_strata))
     return out
 
 
