@@ -108,7 +108,7 @@ def test_diff_finds_planted_concept_on_its_side(store: Path) -> None:
     top = planted.row(0, named=True)
     # present in (nearly) every planted row and rarely elsewhere: the appended sentence's latents
     assert top["n_target"] >= 0.9 * N_PLANTED and top["diff"] >= 0.3
-    assert top["q_value"] < 1e-6 and top["test"] == "cmh" and top["control"] == "length"
+    assert top["q_value"] < 1e-6 and top["test"] == "logistic" and top["control"] == "length"
     assert top["freq_target"] == pytest.approx(top["n_target"] / 80)
     assert top["freq_other"] == pytest.approx(top["n_other"] / 400)
     # its strongest documents are planted rows, and it fires on the appended sentence's tokens

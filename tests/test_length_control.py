@@ -175,7 +175,7 @@ def _old_store(src: Path, dst: Path) -> Path:
 def test_an_old_store_gets_its_strata_on_first_use_and_keeps_them(tiny: Path, tmp_path: Path) -> None:
     old = _old_store(tiny, tmp_path / "old.duckdb")
     expected = diff(tiny, ["joined", "short"], fdr=1, min_diff=0.0, examples=2)
-    assert expected["test"].unique().to_list() == ["cmh"]
+    assert expected["test"].unique().to_list() == ["logistic"]
     assert diff(old, ["joined", "short"], fdr=1, min_diff=0.0, examples=2).equals(expected)
     con = duckdb.connect(str(old), read_only=True)
     assert con.execute("SELECT count(*) FROM corpus_lengths").fetchall()[0][0] == 2  # kept for next time

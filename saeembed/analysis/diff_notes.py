@@ -21,12 +21,12 @@ if TYPE_CHECKING:
 LENGTH_WARN_RATIO = 1.25  # warn when the corpora's mean lengths differ by more than this factor
 
 CONTROLLED = {
-    ("length", False): "controlled for document length: Cochran–Mantel–Haenszel test over content-token length "
-                       "strata (a quarter octave wide); adj_diff is the Mantel–Haenszel length-adjusted difference "
+    ("length", False): "controlled for document length: per latent, logistic regression of presence on log content "
+                       "tokens and the corpus (score test); adj_diff is the standardised length-adjusted difference "
                        "(--control none for plain frequencies)",
-    ("length-logistic", False): "controlled for document length: logistic regression of presence on log content "
-                                "tokens and the corpus; adj_diff is the standardised length-adjusted difference "
-                                "(--control none for plain frequencies)",
+    ("length-cmh", False): "controlled for document length: Cochran–Mantel–Haenszel test over content-token length "
+                           "strata (a quarter octave wide); adj_diff is the Mantel–Haenszel length-adjusted "
+                           "difference (--control none for plain frequencies)",
     ("none", False): "controlled for nothing: plain frequencies and a two-proportion z-test (--control length "
                      "compares documents of equal length)",
     ("length", True): "controlled for the pairing and the pair's length ratio: conditional logistic regression of "

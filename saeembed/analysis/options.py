@@ -16,7 +16,7 @@ PAPER_TOP = 200  # ... and the top 200 of them
 PER_PHRASE = 100  # the paper's latents per keyphrase (targeted clustering and retrieval)
 TEMPERATURE = 0.2  # the paper's retrieval temperature T in exp(-r / (k T))
 LABEL_SIM_MAX = 0.2  # the paper's "dissimilar labels" cut for interesting correlations
-CONTROLS = ("length", "length-logistic", "none")  # what diff holds fixed when it compares corpora
+CONTROLS = ("length", "length-cmh", "none")  # what diff holds fixed when it compares corpora
 
 
 @dataclass
@@ -25,8 +25,8 @@ class DiffOptions:
 
     target: str | None = option(None, "only this corpus as the target (default: each corpus in turn)")
     control: str = option("length", "length: compare documents of equal content-token length (longer documents have "
-                                    "more latents present), by a Cochran-Mantel-Haenszel test over length strata; "
-                                    "length-logistic: a logistic regression on log length instead; none: plain "
+                                    "more latents present) by a logistic regression on log length; length-cmh: a "
+                                    "Cochran-Mantel-Haenszel test over length strata instead; none: plain "
                                     "frequencies, the paper's diff",
                           choices=CONTROLS)
     paired: bool = option(False, "matched documents (same prompt, two models): a test on the pairs (McNemar; under "

@@ -40,8 +40,8 @@ ALPACA_CASES = (("alpaca_llama2", "alpaca_gpt35", "dev"), ("alpaca_gpt35", "alpa
 # what each row of the tables ran: diff's keyword arguments
 METHODS: dict[str, dict[str, Any]] = {
     "none": {"control": "none"},
-    "length (CMH)": {"control": "length"},
-    "length (logistic)": {"control": "length-logistic"},
+    "length (logistic, default)": {"control": "length"},
+    "length-cmh": {"control": "length-cmh"},
 }
 PAIRED_METHODS: dict[str, dict[str, Any]] = {
     "paired, none (McNemar)": {"control": "none", "paired": True, "pair_key": "instruction_id"},

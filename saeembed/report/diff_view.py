@@ -19,6 +19,7 @@ TABLE_COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_o
                  "q_value", "example"]
 TESTS = {"mcnemar": "McNemar test on matched pairs", "z": "two-proportion z-test",
          "cmh": "Cochran–Mantel–Haenszel test over length strata",
+         "logistic": "logistic regression on log length (score test)",
          "paired-logistic": "conditional logistic regression on matched pairs and their length ratio"}
 SNIPPET_TOKENS = 10
 
