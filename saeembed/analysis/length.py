@@ -112,19 +112,18 @@ def _solve(info: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def _start(k: np.ndarray, n: np.ndarray, cols: list[np.ndarray]) -> np.ndarray:
-    """Starting coefficients: weighted least squares of the cells' empirical logits on ``cols`` (a
-    closed form that lands within a Newton step or two of the maximum likelihood fit)."""
-    logit = np.log((k + 0.5) / (n - k + 0.5))
-    weight = (k + 0.5) * (n - k + 0.5) / (n + 1.0)
-    gram = np.zeros((len(cols), len(cols), k.shape[1]))
-    for p in range(len(cols)):
-        for q in range(p, len(cols)):
-            gram[p, q] = gram[q, p] = _dot(cols[p] * cols[q], weight) + (RIDGE if p == q else 0.0)
-    return _solve(gram, np.stack([_dot(c, weight * logit) for c in cols]))
+    """Starting coefficients: 0, and the latent's overall rate for an intercept in ``cols[0]`` (measured
+    faster to converge than a weighted least squares start on the cells' empirical logits, which
+    sparse latents throw far off)."""
+    beta = np.zeros((len(cols), k.shape[1]))
+    if np.all(cols[0] == 1):
+        rate = (k.sum(axis=0) + 0.5) / (n.sum(axis=0) + 1.0)
+        beta[0] = np.log(rate / (1 - rate))
+    return beta
 
 
 def _fit(k: np.ndarray, n: np.ndarray, cols: list[np.ndarray], beta: np.ndarray | None = None,
-         iters: int = 25) -> tuple[np.ndarray, np.ndarray]:
+         iters: int = 25, tolerance: float = TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
     """Grouped logistic regression per latent: ``k`` [cells, latents] successes of ``n`` [cells] (or
     [cells, latents]) trials, ``logit p = sum_p beta_p · cols[p]`` with ``cols`` [cells] covariates,
     from ``beta`` [P, latents] (default: :func:`_start`).
@@ -159,7 +158,7 @@ def _fit(k: np.ndarray, n: np.ndarray, cols: list[np.ndarray], beta: np.ndarray 
         step = _solve(step_info, grad)
         beta[:, active] = b + step
         info[:, :, active] = step_info
-        moving = (np.abs(step).max(axis=0) > TOLERANCE) & (np.abs(b + step).max(axis=0) < 20)
+        moving = (np.abs(step).max(axis=0) > tolerance) & (np.abs(b + step).max(axis=0) < 20)
         if not moving.any():
             break
         active = active[moving]
@@ -206,9 +205,10 @@ def logistic_length(ka: np.ndarray, na: np.ndarray, xa: np.ndarray, kb: np.ndarr
     is_a = np.concatenate([np.ones(keep_a.sum()), np.zeros(keep_b.sum())])
     one = np.ones_like(lx)
     z, var, null = _score_test(k, n, [one, lx], is_a)
-    # the fit with the corpus term starts from the fit without it; three steps place the difference
-    # within 1e-3 (it ranks the rows, the test above decides them)
-    beta, _ = _fit(k, n, [one, lx, is_a], np.vstack([null, np.zeros(k.shape[1])]), iters=3)
+    # the fit with the corpus term starts from the fit without it; the difference ranks and filters
+    # the rows (the test above decides them), so the steps stop once no coefficient moves 0.01:
+    # measured at 10^6 documents, the difference is then within 0.002 of the converged fit
+    beta, _ = _fit(k, n, [one, lx, is_a], np.vstack([null, np.zeros(k.shape[1])]), iters=4, tolerance=1e-2)
     beta = beta.astype(np.float32)
     eta = beta[0][None, :] + lx.astype(np.float32)[:, None] * beta[1][None, :]
     share = (n / n.sum()).astype(np.float32)

@@ -80,7 +80,7 @@ def _null_row(h: Harness, kind: str, role: str, method: str, kwargs: dict[str, A
     reverse = diff(h.store, [joined, short], target=short, fdr=0.05, min_diff=0.0, top=None, examples=0,
                    keep_ubiquitous=True, **kwargs)
     return {"case": f"{kind}: joined vs single", "part": role, "method": method, "tested": everything.height,
-            "significant for the longer": sig.height, "share": sig.height / max(everything.height, 1),
+            "significant for the longer": sig.height, "share": f"{sig.height / max(everything.height, 1):.2%}",
             "significant for the shorter": reverse.height}
 
 
@@ -96,7 +96,7 @@ def _planted_row(h: Harness, kind: str, part: str, role: str, method: str, kwarg
     found = top3.filter(pl.col("feature_id").is_in(sorted(phrase)) & (pl.col("q_value") < PLANT_Q)).height > 0
     return {"case": f"{kind}: phrase {'replacing words' if part == 'planted' else 'appended'} vs single",
             "part": role, "method": method, "phrase latents": len(phrase),
-            "best phrase rank": best["rank"] if best else None, "its q": best["q_value"] if best else None,
+            "best phrase rank": best["rank"] if best else None, "its q": f"{best['q_value']:.1e}" if best else None,
             f"in top 3 with q < {PLANT_Q:g}": found}
 
 

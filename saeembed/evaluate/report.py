@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         out.update({t: earlier_results[t] for t in carried if t in earlier_results})
         if carried:
             out["carried_over"] = carried
-        out["encode_s"] = h.encode_s
+        # encode times of corpora only the carried-over tasks read stay with their results
+        out["encode_s"] = {**(earlier_results.get("encode_s", {}) if carried else {}), **h.encode_s}
         if doc is not None:
-            out["doc_encode_s"] = doc.encode_s
+            out["doc_encode_s"] = {**(earlier_results.get("doc_encode_s", {}) if carried else {}), **doc.encode_s}
         out["wall_s"] = time.perf_counter() - t_start
         (args.out / "evaluation.md").write_text(report)
         (args.out / "evaluation.json").write_text(json.dumps(out, indent=2, default=str))
