@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import polars as pl
 
-from .memo import Memo
+from ..memo import Memo
 
 if TYPE_CHECKING:
     import duckdb
 
-    from .api import Store
+    from .handle import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,7 +53,7 @@ STATS_SCHEMA = {"feature_id": pl.Int32, "n_present": pl.Int64, "p90": pl.Float64
 
 
 def _query() -> str:
-    from .analysis.common import load_query
+    from .queries import load_query
 
     return load_query("latent_stats")
 
