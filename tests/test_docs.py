@@ -9,7 +9,7 @@ from pathlib import Path
 from saeembed.cli.reference import cli_reference
 
 REPO = Path(__file__).resolve().parent.parent
-HISTORY = re.compile(r"\b([Ii]ssue|[Ss]top) [0-9]+|before issue|since stop|\blanded\b|before this change")
+HISTORY = re.compile(r"\b([Ii]ssues?|[Ss]tops?) #?[0-9]+|before issue|since stop|\blanded\b|before this change")
 
 
 def test_cli_reference_page_is_what_the_commands_print():

@@ -88,6 +88,7 @@ def test_tiny_encode_end_to_end_and_api(tmp_path, tiny_llama, tiny_sae, ge_small
     assert _snapshot(store) == before
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes on a loaded 2-core machine
 def test_resume_after_kill_gives_identical_rows(tmp_path, tiny_llama, tiny_sae):
     texts = pl.read_parquet(GOEMOTIONS_SAMPLE).head(600).select("text")
     corpus = tmp_path / "c.parquet"

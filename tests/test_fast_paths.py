@@ -1,4 +1,4 @@
-"""The fast paths give the results of the slow ones they replace (issues 12 and 13): latent statistics
+"""The fast paths give the results of the slow ones they replace: latent statistics
 kept at ingest vs scanning the activations, the numba co-occurrence kernel vs the sparse product,
 eigsh vs the dense eigensolver, scipy's Benjamini-Hochberg vs the previous implementation, and
 HDBSCAN's approximate_predict for documents beyond the clustered sample.

@@ -256,6 +256,7 @@ def ge300(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes on a loaded 2-core machine
 def test_two_identical_encodes_one_refuses_in_one_line_the_other_finishes(tmp_path, ge300, models):
     store = tmp_path / "s.duckdb"
     first = subprocess.Popen(_encode_cmd(ge300, store, "c", models, "--shard-docs", "4", "--batch-tokens", "128"),
@@ -274,6 +275,7 @@ def test_two_identical_encodes_one_refuses_in_one_line_the_other_finishes(tmp_pa
     assert not work_dir(store, "c").exists()
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes on a loaded 2-core machine
 def test_writers_wait_for_readers_and_each_other(tmp_path, ge10, models):
     store = tmp_path / "s.duckdb"
     assert encode(ge10, store, models, "--name", "a")[0] == 0

@@ -23,6 +23,8 @@ from tests.conftest import GOEMOTIONS_SAMPLE, REPO
 
 ray = pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # each test starts a local Ray cluster (10-25 s)
+
 
 def cli(*args: str) -> tuple[int, str, str]:
     res = CliRunner().invoke(main, list(args))

@@ -135,6 +135,7 @@ def test_corpus_spec_syntax(corpus) -> None:
     assert parse_corpus_spec(corpus.path, "text") == CorpusSpec(corpus.path, "text")
 
 
+@pytest.mark.slow  # a subprocess or a training run: minutes on a loaded 2-core machine
 def test_topk_training_lowers_fvu_and_saves(cache64: Path, tmp_path: Path) -> None:
     cfg = TrainConfig(d_sae=256, k=8, steps=150, batch_size=256, lr=3e-3, heldout_frac=0.1, log_every=50,
                       dead_tokens=5000, seed=0)
