@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 import polars as pl
 
@@ -64,4 +66,27 @@ def atomic_write_parquet(df: pl.DataFrame, path: str | Path, compression: str = 
     return atomic_write(path, lambda fh: df.write_parquet(fh, compression=compression))
 
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_parquet"]
+@contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield a path beside ``target`` (not created yet) to fill as a folder, then rename it to ``target``:
+    a reader sees no folder or the complete one. When another process renamed its own folder into
+    place first, that one is kept and ours discarded (both hold the same content by construction)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+__all__ = ["atomic_folder", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "atomic_write_parquet"]

