@@ -1,4 +1,4 @@
-"""The browser's pages (GET only): corpora, feature search, latent, document, diff, search, assets."""
+"""The browser's pages (GET only): corpora, feature search, latent, document, diff, search, cluster, assets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .app import BrowserLinks, _float_arg, _int_arg
 from .data import check_latent, document, document_latents, latent_sections, sae_info
 
 SEARCH_MODES = ("sae", "hybrid", "dense", "example")
+CLUSTER_SELECT = ("auto", "labels", "descriptors", "axis", "facets", "topics")
 FEATURES_PAGE = 200
 
 
@@ -24,7 +25,7 @@ def _corpora(store: Any) -> list[dict[str, Any]]:
 def render(template: str, **ctx: Any) -> str:
     from flask import g, render_template
 
-    return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, **ctx)
+    return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, selects=CLUSTER_SELECT, **ctx)
 
 
 def register(app: Any) -> None:
@@ -151,6 +152,26 @@ def _register_analyses(app: Any) -> None:
             info = sae_info(g.store, g.store.corpus(corpus)["sae"])
             section = build_section(g.store, df, "search", links=_links(g.store, info))
         return render("analysis.html", title="Search a corpus", form="search", section=section, args=request.args)
+
+    @app.get("/cluster")
+    def cluster_page() -> str:
+        """A query's clustering, headed by how its latents were chosen and why (the CLI's header lines)."""
+        from ..analysis import cluster
+        from ..report import build_section
+
+        corpus, q = request.args.get("corpus", ""), request.args.get("q", "").strip()
+        select = request.args.get("select", "auto")
+        if select not in CLUSTER_SELECT:
+            raise UserError(f"unknown selection {select!r}; use one of {', '.join(CLUSTER_SELECT)}")
+        section = None
+        if q:
+            if not corpus:
+                raise UserError("pick a corpus to cluster")
+            k = _int_arg("k", 0, 0, 50)
+            df = cluster(g.store, corpus, query=q, k=k or None, select=select)
+            info = sae_info(g.store, g.store.corpus(corpus)["sae"])
+            section = build_section(g.store, df, "cluster", examples=2, links=_links(g.store, info))
+        return render("analysis.html", title="Cluster a corpus", form="cluster", section=section, args=request.args)
 
 
 __all__ = ["register", "SEARCH_MODES"]
