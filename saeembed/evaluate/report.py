@@ -15,14 +15,14 @@ from .harness import Harness
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
-from .steering import STEERING_CASES, eval_steering
+from .steering import eval_steering, steering_summary, steering_table
 from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
 TASKS = ("retrieval", "clustering", "steering", "diffing", "correlation", "speed")
 # the heading each task's section starts with, to carry sections of tasks not run over from the last report
 HEADINGS = {"retrieval": "### Property retrieval", "clustering": "### Targeted clustering",
-            "steering": "### Steering on other corpora",
+            "steering": "### Query steering",
             "diffing": "### Dataset diffing", "correlation": "### Correlations", "speed": "### Encode speed"}
 
 
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
                     "its corpora encoded into STORE as NAME_doc ('' to skip)")
     ap.add_argument("--only", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--steering-halves", default="dev,held-out",
+                    help="the steering task's halves to run: dev, held-out or both (comma list)")
     args = ap.parse_args(argv)
     only = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = set(only) - set(TASKS)
@@ -104,11 +106,15 @@ def main(argv: list[str] | None = None) -> None:
         by_task["clustering"] = "### Targeted clustering, Amazon reviews (domain × sentiment)\n\n" + markdown(df)
         write()
     if "steering" in only:
-        df = eval_steering(h, doc)
+        halves = tuple(p.strip() for p in args.steering_halves.split(",") if p.strip())
+        df = eval_steering(h, halves=halves)
         results["steering"] = df.to_dicts()
-        cases = "\n".join(f"- {c.corpus} \"{c.query}\": {c.why}" for c in STEERING_CASES)
-        by_task["steering"] = ("### Steering on other corpora: NMI of each query's clustering with the property "
-                               "(dev = even rows, held-out = odd rows)\n\n" + cases + "\n\n" + markdown(df))
+        by_task["steering"] = ("### Query steering: NMI of a one-word query's clustering with the property it names "
+                               "(k = its number of values; dev and held-out are whole corpora)\n\n"
+                               + markdown(steering_table(df)) + "\n\n" + markdown(steering_summary(df))
+                               + "\n\n**Why auto chose what it chose**\n\n"
+                               + "\n".join(f"- {r['corpus']} \"{r['query']}\": {r['why'] or r['selection']}"
+                                           for r in df.filter(df["method"] == "auto").iter_rows(named=True)))
         write()
     if "diffing" in only:
         summary, tops = eval_diffing(h)
