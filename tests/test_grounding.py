@@ -91,16 +91,28 @@ def test_random_word_lists_rarely_pass_the_check(real_store: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_readers_poles_steer_when_they_separate_the_comments(real_store: Path) -> None:
-    """"sentiment": the reader's positive vs negative separate the comments, so they steer, and every
-    column says where they came from and why."""
+def test_the_readers_categories_steer_when_they_separate_the_comments(real_store: Path) -> None:
+    """"emotion": the reader's happy, sad, angry, jealous separate the comments (beyond their topics), so
+    they steer, and every row says where they came from and why."""
     st = open_store(real_store)
-    res = cluster(st, "ge", query="sentiment", k=2)
+    res = cluster(st, "ge", query="emotion", k=4)
     row = res.row(0, named=True)
+    assert (row["selection"], row["source"], row["facets"]) == ("facets", "reader", "happy, sad, angry, jealous")
+    assert row["grounding"].startswith("the reader's categories for 'emotion' (happy, sad, angry, jealous) separate "
+                                       "this corpus' documents (held-out signal above")
+    assert set(res["grounding"].to_list()) == {row["grounding"]}
+
+
+@pytest.mark.slow
+def test_the_readers_poles_steer_when_they_separate_the_reviews(real_store: Path) -> None:
+    """"sentiment" on Amazon reviews: positive vs negative separate them and hardly follow their product
+    domains, so the axis steers."""
+    needs_amazon(real_store)
+    st = open_store(real_store)
+    row = cluster(st, "amazon", query="sentiment", k=2).row(0, named=True)
     assert (row["selection"], row["source"], row["poles"]) == ("axis", "reader", "positive vs negative")
     assert row["grounding"].startswith("the reader's poles for 'sentiment' (positive vs negative) separate this "
                                        "corpus' documents (held-out signal above")
-    assert set(res["grounding"].to_list()) == {row["grounding"]}
 
 
 @pytest.mark.slow
@@ -153,8 +165,8 @@ def test_topic_query_on_amazon_follows_the_product_domain(real_store: Path) -> N
 
 
 # (query, selection, source, what the header says it clustered along, how its "why" starts)
-SEPARATES = ("sentiment", "axis", "reader", "along the axis positive vs negative (from the reader)",
-             "the reader's poles for 'sentiment' (positive vs negative) separate this corpus' documents")
+SEPARATES = ("emotion", "facets", "reader", "along the facets happy, sad, angry, jealous (from the reader)",
+             "the reader's categories for 'emotion' (happy, sad, angry, jealous) separate this corpus' documents")
 REFUSED = ("target", "labels", "reader", "selected by labels",
            "the reader's poles for 'target' (adult vs child) refused: they do not separate this corpus' documents")
 
@@ -174,7 +186,7 @@ def test_every_format_names_the_selection_and_why(real_store: Path, tmp_path: Pa
     base = ["cluster", "ge", "--store", str(real_store), "--query", query, "--k", "2"]
     r = CliRunner().invoke(main, base)
     assert r.exit_code == 0, r.output
-    assert f"on 100 latents {along}" in r.output and f"why: {why}" in r.output
+    assert f"latents {along}" in r.output and f"why: {why}" in r.output
 
     def rows_of(fmt: str, extra: list[str]) -> list[dict]:
         out = tmp_path / f"{query}-{len(extra)}.{fmt}"
