@@ -24,7 +24,7 @@ What :mod:`saeembed.analysis.proposals` does with the verdict: a proposal that f
 replaced by the topics; one that separates the documents steers; categories that do not are replaced
 by the corpus' own topics (the query asked for categories, the corpus has these); poles that do not are
 refused, and the query is matched by label. The thresholds were chosen on the evaluation's development
-corpora only (:mod:`saeembed.evaluate.steering`; README, Evaluation).
+corpora only (:mod:`saeembed.evaluate.steering`; docs: Evaluation, query steering).
 """
 
 from __future__ import annotations

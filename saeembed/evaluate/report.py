@@ -15,7 +15,7 @@ from .harness import Harness
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
-from .steering import eval_steering, steering_summary, steering_table
+from .steering import eval_steering, steering_section
 from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
@@ -109,12 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         halves = tuple(p.strip() for p in args.steering_halves.split(",") if p.strip())
         df = eval_steering(h, halves=halves)
         results["steering"] = df.to_dicts()
-        by_task["steering"] = ("### Query steering: NMI of a one-word query's clustering with the property it names "
-                               "(k = its number of values; dev and held-out are whole corpora)\n\n"
-                               + markdown(steering_table(df)) + "\n\n" + markdown(steering_summary(df))
-                               + "\n\n**Why auto chose what it chose**\n\n"
-                               + "\n".join(f"- {r['corpus']} \"{r['query']}\": {r['why'] or r['selection']}"
-                                           for r in df.filter(df["method"] == "auto").iter_rows(named=True)))
+        by_task["steering"] = steering_section(df)
         write()
     if "diffing" in only:
         summary, tops = eval_diffing(h)

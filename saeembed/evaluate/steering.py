@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from .harness import Harness
-from .metrics import log
+from .metrics import log, markdown
 
 
 @dataclass(frozen=True)
@@ -179,5 +179,16 @@ def steering_summary(df: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(out)
 
 
+def steering_section(df: pl.DataFrame) -> str:
+    """The report's section (Markdown) for :func:`eval_steering`'s rows: the table, the summary per half
+    and, for every case, why auto chose what it chose."""
+    why = "\n".join(f"- {r['corpus']} \"{r['query']}\": {r['why'] or r['selection']}"
+                    for r in df.filter(pl.col("method") == "auto").iter_rows(named=True))
+    return ("### Query steering: NMI of a one-word query's clustering with the property it names "
+            "(k = its number of values; dev and held-out are whole corpora)\n\n"
+            + markdown(steering_table(df)) + "\n\n" + markdown(steering_summary(df))
+            + "\n\n**Why auto chose what it chose**\n\n" + why)
+
+
 __all__ = ["SteeringCase", "STEERING_CASES", "DEV_CORPORA", "HELD_OUT_CORPORA", "METHODS", "eval_steering",
-           "steering_table", "steering_summary", "ground_truth", "half_of"]
+           "steering_table", "steering_summary", "steering_section", "ground_truth", "half_of"]
