@@ -63,7 +63,9 @@ class CorrelateOptions:
 class ClusterOptions:
     """Options of :func:`saeembed.analysis.cluster` (``saeembed cluster``)."""
 
-    query: str | None = option(None, "comma-separated keyphrases selecting latents by label (top N per phrase)")
+    query: str | None = option(None, "what to cluster by: a property ('sentiment', 'topic'), two ends ('A vs B'), "
+                                     "categories ('Q: A, B, C') or comma-separated keyphrases (label selection, "
+                                     "top N per phrase); see --select")
     features: str | None = option(None, "comma-separated latent ids instead of --query")
     unfiltered: bool = option(False, "cluster on all latents (for comparison)")
     method: str = option("spectral", "spectral (Jaccard affinity) or hdbscan (density; leaves outliers as -1)",
