@@ -18,7 +18,9 @@ confident-looking clustering of nothing in particular. The check measures two th
 2. **Topic share.** The share of the score's variance explained by the corpus' topics (η²). At least
    :data:`TOPIC_SHARE` means the proposal **follows the topics**: the query asks what the documents are
    about ("topic", "news category"), and the corpus' own topics are better names for that than the
-   reader's guesses.
+   reader's guesses. Poles that separate the documents are kept whatever their topic share: two ends
+   are a direction the query asked for ("sentiment": positive vs negative), not names for the topics,
+   and on a corpus whose topics carry sentiment (GoEmotions) the topics would drop that direction.
 
 What :mod:`saeembed.analysis.proposals` does with the verdict: a proposal that follows the topics is
 replaced by the topics; one that separates the documents steers; categories that do not are replaced
@@ -174,8 +176,9 @@ def check(shares: Any, emb: np.ndarray, labels: np.ndarray, proposal: tuple[str,
     null = _RANDOM.get_or_build(key, build) if key is not None else build()
     ranks = (float(np.mean(null[:, 0] < plain)), float(np.mean(null[:, 1] < beyond)))
     best = int(np.argmax(ranks))
-    verdict = ("follows the topics" if share >= TOPIC_SHARE else
-               "separates" if ranks[best] >= SEPARATES_RANK else "does not separate")
+    separates = ranks[best] >= SEPARATES_RANK
+    verdict = ("separates" if poles and separates else "follows the topics" if share >= TOPIC_SHARE else
+               "separates" if separates else "does not separate")
     return Grounding(verdict, (plain, beyond)[best], ranks[best], share, len(null), "pairs" if poles else "lists")
 
 

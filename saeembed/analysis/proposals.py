@@ -10,12 +10,12 @@ categories (facets, :mod:`.facets`). Proposals have three sources, recorded in e
   the documents are about ("topic", "news category").
 
 Every proposal passes the grounding check (:mod:`.grounding`) before it steers. A reader's proposal
-that follows the corpus' topics is replaced by the topics themselves (their names come from the corpus,
-not from the reader); one that separates the corpus' documents steers; categories that do not are
-replaced by the corpus' topics (the query asked for categories, these are the corpus' own); poles that
-do not are refused, and the query is matched by label (or descriptor) as in the paper. A proposal the
-user wrote (or forced with ``--select axis|facets``) always steers, with the check's verdict recorded
-next to it.
+that follows the corpus' topics (categories, or poles that do not separate the documents) is replaced
+by the topics themselves (their names come from the corpus, not from the reader); one that separates
+the corpus' documents steers; categories that do not are replaced by the corpus' topics (the query
+asked for categories, these are the corpus' own); poles that do not are refused, and the query is
+matched by label (or descriptor) as in the paper. A proposal the user wrote (or forced with
+``--select axis|facets``) always steers, with the check's verdict recorded next to it.
 """
 
 from __future__ import annotations
