@@ -199,8 +199,9 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
     with its distinctive latents and most central documents.
     """
     from ..analysis import cluster
-    from ..analysis.cluster import cluster_assignments, selected_by
+    from ..analysis.cluster import cluster_assignments
     from ..analysis.examples import cluster_example_pairs
+    from ..analysis.proposals import cluster_header
 
     st = open_existing_store(store)
     opts = from_cli(ClusterOptions, kwargs)
@@ -209,9 +210,14 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
             raise UserError("--expand expands --query; pass --query")
         opts.query = _expanded(opts.query, kwargs)
     res = cluster(st, corpus, opts)
+    header = cluster_header(res.row(0, named=True)) if res.height else []
+    if fmt == "table":
+        for line in header:
+            click.echo(line, err=True)
     if per_document:
         if fmt == "html":
-            return html_report(st, cluster_assignments(res), output, 0, title=f"saeembed cluster: {corpus}")
+            return html_report(st, cluster_assignments(res), output, 0, title=f"saeembed cluster: {corpus}",
+                               notes=header)
         emit_result(cluster_assignments(res), fmt, output)
         return
     if fmt == "html":
@@ -219,9 +225,6 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
                f"latents {opts.features}" if opts.features else "all latents")
         return html_report(st, res, output, highlight, title=f"saeembed cluster: {corpus}",
                            notes=[f"clustered on {how}"])
-    if fmt == "table":
-        click.echo(f"{res['k'][0]} clusters ({res['method'][0]}) on {res['n_features'][0]} latents"
-                   f"{selected_by(res['selection'][0], res['poles'][0] or res['facets'][0])}", err=True)
     present(st, res, "cluster", fmt, output, highlight, cluster_example_pairs, CLUSTER_TABLE,
             lambda r: f"cluster {r['cluster']} ({r['size']} docs), central documents marked for "
                       f"latent {r['top_features'][0]} {r['top_labels'][0]}")

@@ -98,14 +98,11 @@ def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Li
                                 cluster_map(map_points(store, df, seed=seed))))
     charts.append(ChartView("Distinctive latents", "share inside minus share outside each cluster",
                             cluster_latents_chart(df)))
-    r0 = df.row(0, named=True)
-    from ..analysis.cluster import selected_by
+    from ..analysis.proposals import cluster_header
 
-    n_docs = int(df["size"].sum())
-    how = selected_by(r0.get('selection'), r0.get('poles') or r0.get('facets'))
-    lines = [f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents{how}, "
-             f"{n_docs} documents "
-             "(cluster −1: documents without any selected latent, or HDBSCAN noise)."]
+    lines = cluster_header(df.row(0, named=True), int(df["size"].sum()))
+    lines[0] += (" (cluster −1: documents without any selected latent, or HDBSCAN noise)."
+                 if (df["cluster"] < 0).any() else ".")
     return Section("Clusters", lines, charts, [("Clusters", table)], groups,
                    ["shade: the first of the cluster's distinctive latents that fires in the document"])
 
