@@ -16,13 +16,13 @@ from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
 from .steering import STEERING_CASES, eval_steering
-from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
+from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS, STYLE_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
-TASKS = ("retrieval", "clustering", "steering", "diffing", "correlation", "speed")
+TASKS = ("retrieval", "style", "clustering", "steering", "diffing", "correlation", "speed")
 # the heading each task's section starts with, to carry sections of tasks not run over from the last report
-HEADINGS = {"retrieval": "### Property retrieval", "clustering": "### Targeted clustering",
-            "steering": "### Steering on other corpora",
+HEADINGS = {"retrieval": "### Property retrieval", "style": "### Style retrieval",
+            "clustering": "### Targeted clustering", "steering": "### Steering on other corpora",
             "diffing": "### Dataset diffing", "correlation": "### Correlations", "speed": "### Encode speed"}
 
 
@@ -97,6 +97,13 @@ def main(argv: list[str] | None = None) -> None:
         by_task["retrieval"] = ("### Property retrieval: MAP (dev half, held-out half, all tasks)\n\n"
                                 + markdown(retrieval_table(df, "map"))
                                 + "\n\n### Property retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
+        write()
+    if "style" in only:
+        df = eval_retrieval(h, STYLE_TASKS, doc)
+        results["style"] = df.to_dicts()
+        by_task["style"] = ("### Style retrieval: MAP on corpora and properties no other task reads (dev half, "
+                            "held-out half, all tasks)\n\n" + markdown(retrieval_table(df, "map"))
+                            + "\n\n### Style retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
         write()
     if "clustering" in only:
         df = eval_clustering(h, doc)
