@@ -23,7 +23,7 @@ from saeembed.errors import UserError
 from saeembed.labels import write_labels
 from saeembed.labels.contexts import TokenCodes, draw_contexts
 from saeembed.labels.readable import phrase_candidates
-from saeembed.labels.score import FLOOR, auc, stratified_auc
+from saeembed.labels.score import FLOOR, auc
 from saeembed.store import CONTEXT_LABEL_SOURCE
 
 
@@ -35,9 +35,6 @@ def test_auc_is_the_mann_whitney_statistic() -> None:
     pos[:5] = neg[:5]  # ties count half
     want = roc_auc_score(np.r_[np.ones(40), np.zeros(300)], np.r_[pos, neg])
     assert auc(pos, neg) == pytest.approx(want)
-    # stratified: the mean of the bins' AUCs, so a bin of many weak firings weighs as much as a small one
-    bins = np.r_[np.zeros(30, int), np.ones(10, int)]
-    assert stratified_auc(pos, bins, neg) == pytest.approx((auc(pos[:30], neg) + auc(pos[30:], neg)) / 2)
 
 
 def _toy_codes() -> tuple[TokenCodes, dict[int, str]]:

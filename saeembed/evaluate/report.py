@@ -12,6 +12,8 @@ from .clustering import eval_clustering
 from .correlation import eval_correlation
 from .diffing import eval_diffing
 from .harness import Harness
+from .labels import TOP as LABEL_TOP
+from .labels import eval_label_quality
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
@@ -19,9 +21,9 @@ from .steering import STEERING_CASES, eval_steering
 from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS, STYLE_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
-TASKS = ("retrieval", "style", "clustering", "steering", "diffing", "correlation", "speed")
+TASKS = ("retrieval", "style", "labels", "clustering", "steering", "diffing", "correlation", "speed")
 # the heading each task's section starts with, to carry sections of tasks not run over from the last report
-HEADINGS = {"retrieval": "### Property retrieval", "style": "### Style retrieval",
+HEADINGS = {"retrieval": "### Property retrieval", "style": "### Style retrieval", "labels": "### Label quality",
             "clustering": "### Targeted clustering", "steering": "### Steering on other corpora",
             "diffing": "### Dataset diffing", "correlation": "### Correlations", "speed": "### Encode speed"}
 
@@ -104,6 +106,13 @@ def main(argv: list[str] | None = None) -> None:
         by_task["style"] = ("### Style retrieval: MAP on corpora and properties no other task reads (dev half, "
                             "held-out half, all tasks)\n\n" + markdown(retrieval_table(df, "map"))
                             + "\n\n### Style retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
+        write()
+    if "labels" in only:
+        df = eval_label_quality(h)
+        results["labels"] = df.to_dicts()
+        by_task["labels"] = (f"### Label quality: the labels shown for the top {LABEL_TOP} diff latents (share whose "
+                             "detection score is at or above the floor; the rest show their strongest context)\n\n"
+                             + markdown(df))
         write()
     if "clustering" in only:
         df = eval_clustering(h, doc)

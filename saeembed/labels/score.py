@@ -1,20 +1,23 @@
 """The one measure of label quality: detection AUC.
 
-    score = P( cos(e(label), e(activating window)) > cos(e(label), e(non-activating window)) )
+    score = P( cos(e(label), e(strong window)) > cos(e(label), e(non-activating window)) )
 
-with ``e`` the MiniLM embedding (:mod:`saeembed.embed`), the activating windows drawn from documents
-that neither wrote nor chose the label (the held-out ``score`` half of :mod:`.contexts`) and the
-non-activating windows random positions where the latent does not fire. It is the area under the ROC
-curve of the label used as a detector of its latent, averaged over five quantile bins of the
-latent's activation (so its many weak firings do not drown its strong ones): 0.5 is chance, 1.0
-means every activating window is closer to the label than every other window. No LLM is asked, so every label source —
-shipped offline labels, descriptors, imported files, LLM labels — is scored the same way, on the
-same windows, and the scores compare across sources. Analyses show the best-scoring label of a
-latent, and none below :data:`FLOOR` (they show the latent's strongest context instead).
+with ``e`` the MiniLM embedding (:mod:`saeembed.embed`). The strong windows are held-out windows
+where the latent fires in the top fifth of its activations (``STRONG``), from documents that neither
+wrote nor chose the label (the held-out halves of :mod:`.contexts`); the non-activating windows are
+random positions where it does not fire. It is the area under the ROC curve of the label used as a
+detector of its latent: 0.5 is chance, 1.0 means every strong window is closer to the label than
+every other window. No LLM is asked, so every label source — shipped offline labels, descriptors,
+imported files, LLM labels — is scored the same way, on the same windows, and the scores compare
+across sources. Analyses show the best-scoring label of a latent, and none below :data:`FLOOR`
+(they show the latent's strongest context instead).
 
-Why this measure: users find latents by matching their words to labels (``features --search``,
-label selection), which is exactly a MiniLM similarity between words and label; a label that
-does not make its latent's windows more similar than other windows cannot lead a query there.
+Why strong firings: a TopK latent's weakest firings are mostly noise (the k-th best latent of a
+token), which no label describes; labels name what a latent fires on clearly. Why this measure:
+users find latents by matching their words to labels (``features --search``, label selection),
+which is exactly a MiniLM similarity between words and label. Why the floor is 0.75: it is the 95th
+percentile of the null, a latent scored with the label of a random other latent (measured on the
+default SAE, see its RECIPE.md), so a label at or above it is unlikely to be right by chance.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import numpy as np
 import polars as pl
 
 from ..memo import Memo
+from ..store import LABEL_FLOOR
 from .contexts import Contexts
 
-FLOOR = 0.75  # a label scoring below this is not shown (see the README for the distribution)
+FLOOR = LABEL_FLOOR  # a label scoring below this is not shown (see the README for the distribution)
 MIN_POSITIVES = 3  # fewer held-out activating windows leave a latent unscored (score null)
 
 _WINDOWS: Memo[np.ndarray] = Memo("window embeddings", max_entries=4)
@@ -57,6 +61,13 @@ class WindowEmbeddings:
         self.rows = np.unique(np.asarray(rows, np.int64))
         self.vectors = embed_texts([ctx.window(int(r)) for r in self.rows])
 
+    @classmethod
+    def from_arrays(cls, rows: np.ndarray, vectors: np.ndarray) -> WindowEmbeddings:
+        """Embeddings kept from an earlier run (``rows`` sorted)."""
+        out = cls.__new__(cls)
+        out.rows, out.vectors = np.asarray(rows, np.int64), np.asarray(vectors, np.float32)
+        return out
+
     def of(self, rows: np.ndarray) -> np.ndarray:
         return self.vectors[np.searchsorted(self.rows, np.asarray(rows, np.int64))]
 
@@ -76,19 +87,14 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((below + 0.5 * equal).sum() / (len(pos) * len(neg)))
 
 
-N_BINS = 5  # activation quantile bins; the AUC is their mean, so weak and strong firings count alike
-
-
-def stratified_auc(pos: np.ndarray, bins: np.ndarray, neg: np.ndarray) -> float:
-    """Mean over activation bins of the AUC of that bin's positives: a latent's many weak firings do
-    not drown its strong ones, and a label must tell both from the rest."""
-    return float(np.mean([auc(pos[bins == b], neg) for b in np.unique(bins)]))
+STRONG = 0.8  # positives: firings at or above this quantile of the latent's non-zero activations
 
 
 def detection_scores(ctx: Contexts, windows: WindowEmbeddings, labels: pl.DataFrame, half: str = "score"
                      ) -> np.ndarray:
-    """Detection AUC of every row of ``labels`` (``feature_id``, ``label``) on the ``half`` ("score" or
-    "select") of its latent's held-out windows; NaN where the latent has fewer than ``MIN_POSITIVES``."""
+    """Detection AUC of every row of ``labels`` (``feature_id``, ``label``) on the ``half`` ("score",
+    "select" or "all") of its latent's held-out windows where it fires strongly (at or above its
+    ``STRONG`` quantile); NaN where fewer than ``MIN_POSITIVES`` such windows exist."""
     out = np.full(labels.height, np.nan)
     if labels.height == 0:
         return out
@@ -97,14 +103,14 @@ def detection_scores(ctx: Contexts, windows: WindowEmbeddings, labels: pl.DataFr
     fids = labels["feature_id"].to_numpy()
     for f in np.unique(fids):
         rows, vals = ctx.heldout(int(f), half)
+        firing, all_vals = ctx.codes.firing(int(f))
+        rows = rows[vals >= np.quantile(all_vals, STRONG)] if len(all_vals) else rows
         if len(rows) < MIN_POSITIVES:
             continue
-        _, all_vals = ctx.codes.firing(int(f))
-        bins = np.searchsorted(np.quantile(all_vals, np.linspace(0, 1, N_BINS + 1)[1:-1]), vals, side="right")
-        keep = ~np.isin(ctx.negatives, ctx.codes.firing(int(f))[0])
+        keep = ~np.isin(ctx.negatives, firing)
         pos = windows.of(rows)
         for i in np.flatnonzero(fids == f):
-            out[i] = stratified_auc(pos @ lab[i], bins, neg_sims[keep, i])
+            out[i] = auc(pos @ lab[i], neg_sims[keep, i])
     return out
 
 
@@ -125,5 +131,5 @@ def describe(scores: Any) -> dict[str, float]:
             **{f"p{int(p * 100)}": float(v) for p, v in zip((0.1, 0.25, 0.5, 0.75, 0.9), q)}}
 
 
-__all__ = ["FLOOR", "MIN_POSITIVES", "auc", "stratified_auc", "detection_scores", "embed_windows", "WindowEmbeddings",
+__all__ = ["FLOOR", "MIN_POSITIVES", "STRONG", "auc", "detection_scores", "embed_windows", "WindowEmbeddings",
            "best_per_latent", "describe", "embed_texts"]
