@@ -114,20 +114,6 @@ def descriptor_scores(desc: Descriptors, query_vec: np.ndarray, feedback: float 
     return (desc.vectors @ q).astype(np.float64)
 
 
-QUERY_CENTER = 0.0
-
-
-def centered_queries(store: Store, info: Any, qs: np.ndarray, weight: float) -> np.ndarray:
-    """Queries less ``weight`` × their component along the corpus' mean document embedding."""
-    from .retrieve import _dense_doc_embeddings
-
-    _, emb = _dense_doc_embeddings(store, info, True)
-    m = emb.mean(axis=0)
-    m = m / max(float(np.linalg.norm(m)), 1e-12)
-    out = qs - weight * np.outer(qs @ m, m)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
 def _z(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / max(float(x.std()), 1e-12)
 
@@ -160,8 +146,6 @@ def _select_by_descriptors(store: Store, query: str, info: Any, k: int,
         raise UserError(f"no latent fires in enough documents of {info['name']!r} to describe it; use --select labels")
     phrases = split_phrases(query)
     qs = get_embedder().embed(phrases)
-    if QUERY_CENTER:
-        qs = centered_queries(store, info, qs, QUERY_CENTER)
     parts = []
     for phrase, q in zip(phrases, qs):
         sims = descriptor_scores(desc, q)
