@@ -140,3 +140,42 @@ def test_label_score_command_refuses_unknown_corpus_in_one_line(real_store: Path
         from saeembed.labels.measure import score_store_labels
 
         score_store_labels(store, "ge", sources=["nope"])
+
+
+def test_feature_search_and_browser_list_labels_by_score(real_store: Path, tmp_path: Path) -> None:
+    """``features --search`` ranks latents by how well their label matches the query and reports each
+    label's detection score; the browser's latent list puts the best-scoring shown label first and the
+    latents showing a context or an unmeasured label last."""
+    import re
+
+    import duckdb
+
+    from saeembed.browse.app import create_app
+
+    store = _copy(real_store, tmp_path)
+    con = duckdb.connect(str(store))
+    sae = con.execute("SELECT sae FROM saes").fetchall()[0][0]
+    con.execute("DELETE FROM features")
+    con.close()
+    written = pl.DataFrame({
+        "feature_id": [1, 2, 2, 3, 4, 5],
+        "label": ["apologies and saying sorry", "sports teams", "…the <<match>> ended…", "cooking recipes",
+                  "questions about money", "numbers and dates"],
+        "label_source": ["a", "a", CONTEXT_LABEL_SOURCE, "a", "b", "a"],
+        "score": [FLOOR + 0.2, FLOOR - 0.2, None, FLOOR + 0.05, None, FLOOR - 0.1]})
+    write_labels(store, sae, written)
+    out = CliRunner().invoke(main, ["features", "--search", "saying sorry", "--store", str(store), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    hits = json.loads(out.stdout)
+    assert hits[0]["feature_id"] == 1
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    stored = {(r["feature_id"], r["label"]): r["score"] for r in written.to_dicts()}
+    assert all(h["label_score"] == pytest.approx(stored[(h["feature_id"], h["label"])]) for h in hits
+               if stored[(h["feature_id"], h["label"])] is not None)
+    assert all(h["label_source"] != CONTEXT_LABEL_SOURCE for h in hits)  # a context is no label to search
+    page = create_app(store).test_client().get("/features").get_data(as_text=True)
+    listed = [int(m) for m in re.findall(r'href="/latent/(\d+)', page)]
+    listed = list(dict.fromkeys(listed))  # each latent links twice (its id and its label)
+    # 1 and 3 above the floor, best first; 5 below it (nothing else to show); 2 shows its context, 4 an
+    # unmeasured import: unscored, last
+    assert listed == [1, 3, 5, 2, 4]

@@ -1,14 +1,15 @@
 """Label quality where users meet labels: the latents ``diff`` reports first.
 
 For each diffing pair of the evaluation, the top latents by frequency difference, and for each of
-them the label analyses show: its detection score (:mod:`saeembed.labels.score`) and whether it is
-at or above the floor (else the latent shows its strongest context). Three states of the store's
-labels are compared on the same latents:
+them the label analyses show and its detection score (:mod:`saeembed.labels.score`), measured on the
+target corpus: the share whose shown label scores at or above the floor (the rest show their
+strongest context). Every label is scored on the same windows, so three label sets compare:
 
-- ``c-TF-IDF``: the shipped token-list label alone (the labels before scoring existed);
-- ``shipped best``: the best-scoring shipped label (c-TF-IDF or a readable offline candidate);
-- ``scored on corpus``: every shipped label and the target corpus' descriptor labels scored on that
-  corpus — what ``labels describe`` and ``labels score`` store (measured here without writing).
+- ``c-TF-IDF``: the token-list label the SAE's training script writes, alone;
+- ``shipped``: every label the package ships for the SAE (the c-TF-IDF label, or the readable
+  offline label that replaced it where it scored better on the training mix);
+- ``shipped + descriptors``: those and the corpus' descriptor labels — what ``labels describe`` and
+  ``labels score`` store (measured here without writing to the store).
 """
 
 from __future__ import annotations
@@ -42,37 +43,40 @@ def _summary(name: str, shown: pl.DataFrame, top: list[int], floor: float) -> di
 
 
 def eval_label_quality(h: Harness) -> pl.DataFrame:
-    """One row per (diff pair, label state): the share of its top-``TOP`` diff latents whose shown label
-    scores at or above the floor, and the median score of the shown labels."""
+    """One row per (diff pair, label set): the share of its top-``TOP`` diff latents whose shown label
+    scores at or above the floor on the target corpus, and the median score of the shown labels."""
     from ..analysis import diff
     from ..analysis.common import corpus_info
     from ..analysis.descriptors import descriptor_labels
-    from ..labels import labels_of
     from ..labels.measure import corpus_contexts
     from ..labels.score import detection_scores, embed_windows
+    from ..sae import open_sae
     from ..store import CONTEXT_LABEL_SOURCE, OFFLINE_LABEL_SOURCE
     from ..store import LABEL_FLOOR as FLOOR
 
+    shipped = open_sae(h.sae).labels
+    if shipped is None:
+        raise ValueError(f"the SAE {h.sae!r} ships no labels to evaluate")
+    shipped = shipped.filter((pl.col("label_source") != CONTEXT_LABEL_SOURCE) & (pl.col("label") != "(dead)"))
     rows = []
     for a, b, title in DIFF_PAIRS:
         h.ensure(a)
         h.ensure(b)
-        res = diff(h.store, [a, b], top=None, examples=0).filter(pl.col("target") == a)
+        res = diff(h.store, [h.stored(a), h.stored(b)], top=None, examples=0).filter(
+            pl.col("target") == h.stored(a))
         top = res.sort("diff", descending=True)["feature_id"].head(TOP).to_list()
-        info = corpus_info(h.store, a)
-        shipped = labels_of(h.store, info["sae"]).filter(pl.col("label_source") != CONTEXT_LABEL_SOURCE)
-        ctfidf = shipped.filter(pl.col("label_source") == OFFLINE_LABEL_SOURCE)
-        offline = shipped.filter(pl.col("label_source").str.starts_with("offline-"))
-        rows.append({"comparison": title, **_summary("c-TF-IDF", _shown(ctfidf, FLOOR), top, FLOOR)})
-        rows.append({"comparison": title, **_summary("shipped best", _shown(offline, FLOOR), top, FLOOR)})
-        # what `labels describe A` and `labels score A` store, measured without writing to the store
+        info = corpus_info(h.store, h.stored(a))
         ctx = corpus_contexts(h.store, info)
-        pool = pl.concat([shipped.select("feature_id", "label", "label_source"),
-                          descriptor_labels(h.store, info).filter(pl.col("label") != "").select(
+        pool = pl.concat([shipped.filter(pl.col("feature_id").is_in(top)).select("feature_id", "label", "label_source"),
+                          descriptor_labels(h.store, info).filter((pl.col("label") != "")
+                                                                  & pl.col("feature_id").is_in(top)).select(
                               "feature_id", "label", "label_source")])
         pool = pool.with_columns(pl.Series("score", detection_scores(ctx, embed_windows(ctx), pool, "all"))
                                  .fill_nan(None))
-        rows.append({"comparison": title, **_summary("scored on corpus", _shown(pool, FLOOR), top, FLOOR)})
+        is_shipped = pl.col("label_source").is_in(shipped["label_source"].unique().to_list())
+        for name, subset in (("c-TF-IDF", pool.filter(pl.col("label_source") == OFFLINE_LABEL_SOURCE)),
+                             ("shipped", pool.filter(is_shipped)), ("shipped + descriptors", pool)):
+            rows.append({"comparison": title, **_summary(name, _shown(subset, FLOOR), top, FLOOR)})
         log(f"labels {title}: " + "  ".join(f"{r['labels']} {r['share at or above floor']:.2f}" for r in rows[-3:]))
     return pl.DataFrame(rows)
 
