@@ -473,7 +473,7 @@ def test_search_explanation_is_the_latents_that_make_the_score(store: Path) -> N
 
     st = open_store(store)
     info = corpus_info(st, "ge")
-    res = search(st, "ge", "gratitude", k=15)
+    res = search(st, "ge", "gratitude", k=15, length_adjust=True)
     sel = select_features(st, "gratitude", info["sae"], k=100, method="auto", info=info).head(100)
     p90 = dict(corpus_stats(st, info, ["p90"], sel["feature_id"].to_list()).iter_rows())
     scale = {f: w / p90[f] for f, w in zip(sel["feature_id"].to_list(), rank_weights(sel.height, TEMPERATURE))
@@ -505,7 +505,7 @@ def test_search_explanation_is_the_latents_that_make_the_score(store: Path) -> N
         assert r["explanation"].startswith(f"{first['contribution'] / r['sae_score']:.0%} {first['feature_id']} ")
     # the ranking is by the adjusted score; without the adjustment, by the latent score
     assert res["score"].is_sorted(descending=True)
-    raw = search(st, "ge", "gratitude", k=15, length_adjust=False)
+    raw = search(st, "ge", "gratitude", k=15)
     assert raw["score"].is_sorted(descending=True) and "length_baseline" not in raw.columns
     # hybrid: the explanation is of the SAE part of the fused score
     hyb = search(st, "ge", "gratitude", k=5, mode="hybrid")
