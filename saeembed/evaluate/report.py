@@ -14,6 +14,7 @@ from .diffing import eval_diffing
 from .harness import Harness
 from .labels import TOP as LABEL_TOP
 from .labels import eval_label_quality
+from .length import eval_length
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
@@ -21,11 +22,12 @@ from .steering import STEERING_CASES, eval_steering
 from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS, STYLE_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
-TASKS = ("retrieval", "style", "labels", "clustering", "steering", "diffing", "correlation", "speed")
+TASKS = ("retrieval", "style", "labels", "clustering", "steering", "diffing", "length", "correlation", "speed")
 # the heading each task's section starts with, to carry sections of tasks not run over from the last report
 HEADINGS = {"retrieval": "### Property retrieval", "style": "### Style retrieval", "labels": "### Label quality",
             "clustering": "### Targeted clustering", "steering": "### Steering on other corpora",
-            "diffing": "### Dataset diffing", "correlation": "### Correlations", "speed": "### Encode speed"}
+            "diffing": "### Dataset diffing", "length": "### Length control",
+            "correlation": "### Correlations", "speed": "### Encode speed"}
 
 
 def previous_sections(report: str) -> dict[str, str]:
@@ -85,9 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         out.update({t: earlier_results[t] for t in carried if t in earlier_results})
         if carried:
             out["carried_over"] = carried
-        out["encode_s"] = h.encode_s
+        # encode times of corpora only the carried-over tasks read stay with their results
+        out["encode_s"] = {**(earlier_results.get("encode_s", {}) if carried else {}), **h.encode_s}
         if doc is not None:
-            out["doc_encode_s"] = doc.encode_s
+            out["doc_encode_s"] = {**(earlier_results.get("doc_encode_s", {}) if carried else {}), **doc.encode_s}
         out["wall_s"] = time.perf_counter() - t_start
         (args.out / "evaluation.md").write_text(report)
         (args.out / "evaluation.json").write_text(json.dumps(out, indent=2, default=str))
@@ -134,6 +137,17 @@ def main(argv: list[str] | None = None) -> None:
             text += (f"\n\n**{title}**: the ten largest frequency differences (target = the corpus where the "
                      "latent is more frequent)\n\n" + markdown(top.head(10)))
         by_task["diffing"] = text
+        write()
+    if "length" in only:
+        tables = eval_length(h)
+        results["length"] = {k: v.to_dicts() for k, v in tables.items()}
+        by_task["length"] = (
+            "### Length control: (1) null — latents significant (q < 0.05) for a corpus that differs only in "
+            "length\n\n" + markdown(tables["null"])
+            + "\n\n### Length control: (2) planted — a phrase in a quarter of the longer corpus, against the "
+            "shorter one\n\n" + markdown(tables["planted"])
+            + "\n\n### Length control: (3) AlpacaEval — top-15 rows whose difference keeps its sign and half "
+            "its size on length-matched instruction pairs\n\n" + markdown(tables["alpaca"]))
         write()
     if "correlation" in only:
         df = eval_correlation(h)
