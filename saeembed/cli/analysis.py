@@ -257,7 +257,8 @@ def search_cmd(corpus: str, query: str, store: str, expand: bool, highlight: int
                            notes=[f"query {query!r}, mode {opts.mode}"
                                   + (f", fused with {', '.join(opts.fuse)}" if opts.fuse else "")])
     pairs = search_example_pairs if "top_feature" in df.columns else (lambda n: lambda r: [])
-    present(st, df, "search", fmt, output, highlight, pairs, [c for c in df.columns if c != "examples"],
+    shown = [c for c in df.columns if c not in ("examples", "contributions", "top_label")]  # explanation says it
+    present(st, df, "search", fmt, output, highlight, pairs, shown,
             lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} {r.get('top_label') or ''})")
 
 
