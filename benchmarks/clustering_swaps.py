@@ -42,7 +42,8 @@ def _store(args: argparse.Namespace) -> tuple[Path, str]:
 
 def _matrix(store: Path, corpus: str, n: int, n_features: int):
     import saeembed
-    from saeembed.analysis.common import binary_matrix, corpus_info
+    from saeembed.analysis.common import binary_matrix
+    from saeembed.store.corpusinfo import corpus_info
     from saeembed.store.queries import run_query
 
     st = saeembed.open_store(store)

@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from saeembed.analysis.axis import propose_poles, reader_answer
     from saeembed.analysis.cluster import cluster
-    from saeembed.analysis.common import corpus_info
     from saeembed.analysis.facets import propose_facets
     from saeembed.analysis.proposals import SteerData
     from saeembed.api import open_store
     from saeembed.llm import make_llm
+    from saeembed.store.corpusinfo import corpus_info
 
     st = open_store(args.store)
     info = corpus_info(st, args.corpus)

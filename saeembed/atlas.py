@@ -63,7 +63,8 @@ def atlas_frame(store: Store | str | Path, corpus: str, *, dense: bool = False, 
                 seed: int = 0) -> pl.DataFrame:
     """One row per document: doc_id, row_idx, text, x, y, top_latent, top_latents (labels, best
     first), latents (Embedding Atlas' features list: {feature, index}), then the metadata."""
-    from .analysis.common import corpus_info, feature_labels
+    from .analysis.common import feature_labels
+    from .store.corpusinfo import corpus_info
     from .store.handle import as_store
     from .store.queries import run_query
 

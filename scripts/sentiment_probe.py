@@ -33,10 +33,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import normalized_mutual_info_score
 
 from saeembed.analysis.cluster import cluster, cluster_assignments
-from saeembed.analysis.common import binary_matrix, corpus_info
+from saeembed.analysis.common import binary_matrix
 from saeembed.analysis.select import select_features
 from saeembed.api import open_store
 from saeembed.ids import ROW_MASK
+from saeembed.store.corpusinfo import corpus_info
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ from saeembed.analysis.axis import (
     select_axis,
 )
 from saeembed.analysis.cluster import cluster, cluster_assignments
-from saeembed.analysis.common import corpus_info
 from saeembed.api import open_store
 from saeembed.errors import UserError
+from saeembed.store.corpusinfo import corpus_info
 from tests.conftest import needs_amazon
 
 

@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 
 from saeembed.analysis.cluster import cluster, cluster_assignments
-from saeembed.analysis.common import corpus_info
 from saeembed.analysis.descriptors import _MEMO, _sidecar, compute_descriptors, corpus_descriptors, descriptor_labels
 from saeembed.analysis.retrieve import search
 from saeembed.analysis.select import resolve_method, select_features
 from saeembed.api import open_store
 from saeembed.errors import UserError
+from saeembed.store.corpusinfo import corpus_info
 from tests.conftest import needs_amazon
 
 

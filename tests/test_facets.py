@@ -16,7 +16,6 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from saeembed.analysis.axis import axis_matrix
 from saeembed.analysis.cluster import cluster, cluster_assignments
-from saeembed.analysis.common import corpus_info
 from saeembed.analysis.facets import (
     MIN_CATEGORIES,
     N_CATEGORIES,
@@ -30,6 +29,7 @@ from saeembed.analysis.facets import (
 from saeembed.analysis.score_latents import latent_score_correlations
 from saeembed.api import open_store
 from saeembed.errors import UserError
+from saeembed.store.corpusinfo import corpus_info
 from tests.conftest import needs_amazon
 
 GE_POSITIVE = {"admiration", "amusement", "approval", "caring", "desire", "excitement", "gratitude", "joy", "love",

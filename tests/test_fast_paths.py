@@ -16,8 +16,9 @@ import pytest
 
 import saeembed
 from saeembed.analysis import cluster, cluster_assignments, correlate, diff, search
-from saeembed.analysis.common import bh_qvalues, binary_matrix, corpus_info
+from saeembed.analysis.common import bh_qvalues, binary_matrix
 from saeembed.analysis.correlate import cooccurrence_pairs
+from saeembed.store.corpusinfo import corpus_info
 from saeembed.store.queries import run_query
 from saeembed.store.stats import corpus_stats
 

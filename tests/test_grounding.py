@@ -17,7 +17,6 @@ from scipy import sparse
 from sklearn.metrics import normalized_mutual_info_score
 
 from saeembed.analysis.cluster import SELECTION_COLUMNS, cluster, cluster_assignments
-from saeembed.analysis.common import corpus_info
 from saeembed.analysis.grounding import (
     N_RANDOM,
     SEPARATES_RANK,
@@ -29,6 +28,7 @@ from saeembed.analysis.grounding import (
 from saeembed.analysis.proposals import SteerData
 from saeembed.analysis.topics import compute_topics
 from saeembed.api import open_store
+from saeembed.store.corpusinfo import corpus_info
 from tests.conftest import needs_amazon
 
 

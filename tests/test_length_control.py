@@ -21,11 +21,11 @@ from click.testing import CliRunner
 
 import saeembed
 from saeembed.analysis import diff
-from saeembed.analysis.common import corpus_info
 from saeembed.analysis.diff import two_proportion_test
 from saeembed.analysis.length import logistic_length, mantel_haenszel, paired_length
 from saeembed.cli import main
 from saeembed.errors import UserError
+from saeembed.store.corpusinfo import corpus_info
 from saeembed.store.strata import STRATA_TABLES, corpus_lengths, stratum_of
 from tests.conftest import GOEMOTIONS_SAMPLE
 

@@ -53,11 +53,12 @@ import polars as pl
 from ..errors import UserError
 from ..ids import ROW_MASK
 from ..options import resolve
+from ..store.corpusinfo import corpus_info
 from ..store.handle import reads_store
 from ..store.queries import run_query
 from .clustering import central_references as _references  # noqa: F401 - tests and users import it here
 from .clustering import eigengap_k, jaccard, partition
-from .common import binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels, frequent_features
+from .common import binary_matrix, check_threshold, doc_texts, feature_labels, frequent_features
 from .options import ClusterOptions
 from .proposals import STEERED, Selection, SteerData, cluster_selection, selected_by  # noqa: F401 - re-exported
 from .select import parse_feature_list, select_features

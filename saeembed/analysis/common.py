@@ -8,19 +8,11 @@ import numpy as np
 import polars as pl
 
 from ..errors import UserError
-from ..store.corpusinfo import CorpusInfo
 from ..store.queries import load_query, run_query
 from ..store.stats import STATS_TOP_DOCS, corpus_stats
 
 if TYPE_CHECKING:
     from ..store.handle import Store
-
-def corpus_info(store: Store, name: str) -> CorpusInfo:
-    """The corpus' registry row (typed; ``info["lo"]`` still works) with its doc-id range and SAE width."""
-    row = store.corpus(name)
-    found = store.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [row["sae"]]).fetchall()
-    return CorpusInfo.from_row(row, int(found[0][0]) if found else None)
-
 
 def check_threshold(threshold: float) -> float:
     if threshold < 0 or not np.isfinite(threshold):

@@ -29,9 +29,10 @@ import polars as pl
 from ..errors import UserError
 from ..labels.search import label_vectors
 from ..options import resolve
+from ..store.corpusinfo import corpus_info
 from ..store.handle import reads_store
 from ..store.queries import run_query
-from .common import binary_matrix, check_threshold, corpus_info, feature_labels, frequent_features, paired_rows
+from .common import binary_matrix, check_threshold, feature_labels, frequent_features, paired_rows
 from .options import CorrelateOptions
 
 if TYPE_CHECKING:

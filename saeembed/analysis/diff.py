@@ -32,12 +32,12 @@ import polars as pl
 
 from ..errors import UserError
 from ..options import resolve
-from ..store.corpusinfo import CorpusInfo
+from ..store.corpusinfo import CorpusInfo, corpus_info
 from ..store.handle import reads_store
 from ..store.queries import run_query
 from ..store.stats import corpus_stats, present_counts
 from ..store.strata import BINS_PER_OCTAVE, CorpusLengths, corpus_lengths, latent_counts
-from .common import bh_qvalues, check_threshold, corpus_info, feature_labels, paired_rows, top_documents, with_labels
+from .common import bh_qvalues, check_threshold, feature_labels, paired_rows, top_documents, with_labels
 from .length import Adjusted, logistic_length, mantel_haenszel, paired_length
 from .options import CONTROLS, PAPER_MIN_DIFF, PAPER_TOP, DiffOptions
 

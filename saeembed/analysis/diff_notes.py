@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ..store.corpusinfo import corpus_info
 from ..store.strata import corpus_lengths
-from .common import corpus_info
 
 if TYPE_CHECKING:
     from ..store.handle import Store

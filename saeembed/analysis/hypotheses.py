@@ -27,8 +27,9 @@ import polars as pl
 
 from ..errors import UserError
 from ..labels.autointerp import SYSTEM, detect_prompt, parse_detection, parse_explanation
+from ..store.corpusinfo import corpus_info
 from ..store.handle import as_store
-from .common import corpus_info, highlighted_examples
+from .common import highlighted_examples
 from .diff import two_proportion_test
 
 if TYPE_CHECKING:

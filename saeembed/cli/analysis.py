@@ -134,8 +134,9 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
 
 def _diff_notes(st: Any, corpora: list[str], opts: DiffOptions) -> list[str]:
     """The corpora's sizes and lengths, the length warning and what was controlled (table header)."""
-    from ..analysis.common import corpus_info, paired_rows
+    from ..analysis.common import paired_rows
     from ..analysis.diff_notes import diff_notes
+    from ..store.corpusinfo import corpus_info
 
     with st.reading():
         pairs = None
@@ -153,9 +154,9 @@ def _diff_notes(st: Any, corpora: list[str], opts: DiffOptions) -> list[str]:
 def correlate_cmd(corpus: str, store: str, highlight: int, fmt: str, output: str | None, **kwargs: Any) -> None:
     """Pairs of latents that occur in the same documents (NPMI): saeembed correlate --store S CORPUS."""
     from ..analysis import correlate
-    from ..analysis.common import corpus_info
     from ..analysis.correlate import coactive_documents
     from ..analysis.examples import attach_examples
+    from ..store.corpusinfo import corpus_info
 
     st = open_existing_store(store)
     opts = from_cli(CorrelateOptions, kwargs)
@@ -257,7 +258,8 @@ def search_cmd(corpus: str, query: str, store: str, expand: bool, highlight: int
                            notes=[f"query {query!r}, mode {opts.mode}"
                                   + (f", fused with {', '.join(opts.fuse)}" if opts.fuse else "")])
     pairs = search_example_pairs if "top_feature" in df.columns else (lambda n: lambda r: [])
-    present(st, df, "search", fmt, output, highlight, pairs, [c for c in df.columns if c != "examples"],
+    shown = [c for c in df.columns if c not in ("examples", "contributions", "top_label")]  # explanation says it
+    present(st, df, "search", fmt, output, highlight, pairs, shown,
             lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} {r.get('top_label') or ''})")
 
 

@@ -16,7 +16,7 @@ REPLICATION_TOP = 50
 
 def _half_counts(h: Harness, name: str, half: int) -> tuple[np.ndarray, int]:
     """Per-latent document counts (max-pool > 0) over the rows of one half (row_idx parity)."""
-    from ..analysis.common import corpus_info
+    from ..store.corpusinfo import corpus_info
 
     info = corpus_info(h.store, name)
     df = h.store.sql("SELECT feature_id, count(*) AS n FROM activations WHERE doc_id BETWEEN $lo AND $hi "

@@ -45,8 +45,8 @@ def map_points(store: Store, df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: i
     coloured by cluster: only the sampled documents' activations leave the store."""
     from scipy import sparse
 
-    from ..analysis.common import corpus_info
     from ..analysis.diff import feature_counts
+    from ..store.corpusinfo import corpus_info
     from .project import idf_weighted, project_vectors
 
     ids, labs = _sample(df, max_docs, seed)

@@ -24,8 +24,8 @@ def coactive(store: Store, corpus: str | None, df: pl.DataFrame, n: int, thresho
     """(feature_a, feature_b) → documents of ``corpus`` where both fire; {} without a corpus."""
     if corpus is None or n <= 0 or df.height == 0:
         return {}
-    from ..analysis.common import corpus_info
     from ..analysis.correlate import coactive_documents
+    from ..store.corpusinfo import corpus_info
 
     return coactive_documents(store, corpus_info(store, corpus), df, threshold, n)
 

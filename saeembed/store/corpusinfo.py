@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ids import corpus_range
+
+if TYPE_CHECKING:
+    from .handle import Store
 
 
 @dataclass(frozen=True)
@@ -64,4 +67,11 @@ class CorpusInfo:
         return {**out, "lo": self.lo, "hi": self.hi}
 
 
-__all__ = ["CorpusInfo"]
+def corpus_info(store: Store, name: str) -> CorpusInfo:
+    """The corpus' registry row (typed; ``info["lo"]`` still works) with its doc-id range and SAE width."""
+    row = store.corpus(name)
+    found = store.con.execute("SELECT d_sae FROM saes WHERE sae = ?", [row["sae"]]).fetchall()
+    return CorpusInfo.from_row(row, int(found[0][0]) if found else None)
+
+
+__all__ = ["CorpusInfo", "corpus_info"]

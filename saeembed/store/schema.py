@@ -62,7 +62,11 @@ CREATE TABLE IF NOT EXISTS activations (
 # activations
 ALL_SCHEMAS = (SCHEMA, STATS_SCHEMA, STRATA_SCHEMA, LAYOUT_SCHEMA)
 
-# label_source of the offline c-TF-IDF labels (saeembed.labels.offline); ranked below every other source
+# label_source of the offline c-TF-IDF labels (saeembed.labels.offline)
 OFFLINE_LABEL_SOURCE = "offline-ctfidf"
+# label_source of a latent's strongest context (``…Sure, <<here>> are…``), shown where no label scores
+# at least LABEL_FLOOR; features.score of every other source is the detection AUC of saeembed.labels.score
+CONTEXT_LABEL_SOURCE = "context"
+LABEL_FLOOR = 0.75
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..11 of every DuckDB database file
