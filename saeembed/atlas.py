@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -21,6 +21,7 @@ import polars as pl
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from .store.corpusinfo import CorpusInfo
     from .store.handle import Store
 
 ATLAS_HINT = "pip install 'saeembed[atlas]'"
@@ -34,7 +35,7 @@ def _sae_xy(store: Store, corpus: str, seed: int) -> np.ndarray:
     return project_vectors(idf_weighted(x, np.asarray((x > 0).sum(axis=0)).ravel(), x.shape[0]), seed)
 
 
-def _dense_xy(store: Store, info: dict[str, Any], seed: int) -> np.ndarray:
+def _dense_xy(store: Store, info: CorpusInfo, seed: int) -> np.ndarray:
     from .analysis.dense import dense_doc_embeddings
     from .report.project import project_vectors
 
@@ -77,9 +78,9 @@ def atlas_frame(store: Store | str | Path, corpus: str, *, dense: bool = False, 
         raise UserError(f"corpus {corpus!r} has {docs.height} documents; a map needs at least 4")
     ids = docs["doc_id"].to_numpy()
     xy = _dense_xy(st, info, seed) if dense else _sae_xy(st, corpus, seed)
-    tops = run_query(st, "doc_top_latents", {"lo": info["lo"], "hi": info["hi"], "n_docs": int(info["n_docs"]),
+    tops = run_query(st, "doc_top_latents", {"lo": info.lo, "hi": info.hi, "n_docs": int(info.n_docs),
                                              "k": int(top_latents)})
-    labels = dict(feature_labels(st, info["sae"]).iter_rows())
+    labels = dict(feature_labels(st, info.sae).iter_rows())
     top = dict(zip(tops["doc_id"].to_list(), tops["feature_ids"].to_list()))
     names = [[f"{f} {labels.get(f, '')}".strip() for f in top.get(d, [])] for d in ids.tolist()]
     latents = [[{"feature": n, "index": int(f)} for n, f in zip(ns, top.get(d, []))]

@@ -44,6 +44,7 @@ from .score_latents import latent_score_correlations, standardised_projection
 
 if TYPE_CHECKING:
     from ..llm import LLM
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 # few-shot pattern for the local model: bipolar properties answer "A vs B", categorical ones a list
@@ -173,14 +174,14 @@ def axis_matrix(store: Store, corpus: str) -> tuple[Any, np.ndarray]:
     return shares.sqrt().tocsr(), doc_ids
 
 
-def select_axis(store: Store, info: dict[str, Any], poles: tuple[str, str], query: str | None, n: int,
+def select_axis(store: Store, info: CorpusInfo, poles: tuple[str, str], query: str | None, n: int,
                 shares: Any | None = None, doc_ids: np.ndarray | None = None) -> Axis:
     """The axis of ``poles`` in the corpus: its ``n`` most correlated latents (see the module docstring).
     ``shares``/``doc_ids``: :func:`axis_matrix`, when the caller already has it."""
     from .dense import aligned_doc_embeddings
 
     if shares is None or doc_ids is None:
-        shares, doc_ids = axis_matrix(store, info["name"])
+        shares, doc_ids = axis_matrix(store, info.name)
     emb = aligned_doc_embeddings(store, info, doc_ids)
     ids, corr, mean, std = correlated_latents(shares.tocsc(), pole_score(emb, poles, query), n)
     if len(ids) == 0:

@@ -64,6 +64,7 @@ from .proposals import STEERED, Selection, SteerData, cluster_selection, selecte
 from .select import parse_feature_list, select_features
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 METHODS = ("spectral", "hdbscan")
@@ -91,7 +92,7 @@ def coverage_count(mat, share: float) -> int:
     return int(min(np.sort(first)[need - 1] + 1, mat.shape[1])) if mat.shape[0] else 0
 
 
-def coverage_features(store: Store, query: str, info: dict[str, Any], share: float, floor: int, method: str,
+def coverage_features(store: Store, query: str, info: CorpusInfo, share: float, floor: int, method: str,
                       threshold: float) -> list[int]:
     """Latents of every keyphrase of ``query``, taken in score order until ``share`` of the corpus'
     documents has at least one of them (and at least ``floor`` per phrase), united.
@@ -103,14 +104,14 @@ def coverage_features(store: Store, query: str, info: dict[str, Any], share: flo
 
     out: dict[int, None] = {}
     for phrase in split_phrases(query):
-        ranked = select_features(store, phrase, info["sae"], k=int(info["d_sae"]), method=method,
+        ranked = select_features(store, phrase, info.sae, k=int(info.d_sae), method=method,
                                  info=info)["feature_id"].to_list()
         mat, _ = binary_matrix(store, info, ranked, threshold)
         out.update(dict.fromkeys(ranked[:max(coverage_count(mat, share), floor)]))
     return list(out)
 
 
-def _join_nearest(store: Store, info: dict[str, Any], rows: np.ndarray, clusters: np.ndarray, central: np.ndarray,
+def _join_nearest(store: Store, info: CorpusInfo, rows: np.ndarray, clusters: np.ndarray, central: np.ndarray,
                   threshold: float) -> None:
     """Documents with no selected latent (cluster −1) join the cluster whose most central members they
     are most similar to on all latents (mean Jaccard); documents with no latent at all stay −1."""
@@ -120,7 +121,7 @@ def _join_nearest(store: Store, info: dict[str, Any], rows: np.ndarray, clusters
     done = np.flatnonzero(clusters >= 0)
     if len(todo) == 0 or len(done) == 0:
         return
-    every = frequent_features(store, info, threshold, 1, info["d_sae"])["feature_id"].to_list()
+    every = frequent_features(store, info, threshold, 1, info.d_sae)["feature_id"].to_list()
     full, _ = binary_matrix(store, info, every, threshold, rows=rows)
     ref = done[central_references(clusters[done], central[done])]
     nearest, score = assign_nearest(full[todo], full[ref], clusters[ref])
@@ -175,7 +176,7 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     else:
         feats, rows, clusters, central, membership, k_used = _cluster_jaccard(st, info, o, sel.method, threshold,
                                                                               rng)
-    doc_ids = (int(info["lo"]) | rows).astype(np.int64)
+    doc_ids = (int(info.lo) | rows).astype(np.int64)
     describe_feats = feats if o.describe == "selected" else None
     summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
                         o.n_central)
@@ -189,19 +190,19 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
                                 ).select(list(SCHEMA))
 
 
-def _cluster_jaccard(st: Store, info: dict[str, Any], o: ClusterOptions, selection: str, threshold: float,
+def _cluster_jaccard(st: Store, info: CorpusInfo, o: ClusterOptions, selection: str, threshold: float,
                      rng: np.random.Generator) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """The paper's clustering: spectral (or HDBSCAN) on the Jaccard similarity of the selected latents."""
     if o.query is not None and o.coverage is not None:
         feats = coverage_features(st, o.query, info, o.coverage, o.per_phrase, selection, threshold)
     elif o.query is not None:
-        feats = select_features(st, o.query, info["sae"], k=o.per_phrase, method=selection,
+        feats = select_features(st, o.query, info.sae, k=o.per_phrase, method=selection,
                                 info=info)["feature_id"].to_list()
     elif o.features is not None:
         text = o.features if isinstance(o.features, str) else ",".join(map(str, o.features))
-        feats = parse_feature_list(text, info["d_sae"])
+        feats = parse_feature_list(text, info.d_sae)
     else:
-        feats = frequent_features(st, info, threshold, 1, info["d_sae"])["feature_id"].to_list()
+        feats = frequent_features(st, info, threshold, 1, info.d_sae)["feature_id"].to_list()
     mat, rows = binary_matrix(st, info, feats, threshold)
     if o.sample is not None and o.sample < len(rows):
         pick = np.sort(rng.choice(len(rows), o.sample, replace=False))
@@ -254,16 +255,16 @@ def _cluster_steered(data: SteerData, o: ClusterOptions, sel: Selection, rng: np
     return feats.tolist(), rows, clusters, central, np.full(len(rows), np.nan), k_used
 
 
-def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,
+def _describe(store: Store, info: CorpusInfo, doc_ids: np.ndarray, clusters: np.ndarray, central: np.ndarray,
               membership: np.ndarray, threshold: float, feats: list[int] | None, n_describe: int,
               n_central: int) -> pl.DataFrame:
     """Distinctive latents (SQL counts per cluster) and central documents of every cluster."""
-    counts = run_query(store, "cluster_feature_counts", {"lo": info["lo"], "hi": info["hi"],
+    counts = run_query(store, "cluster_feature_counts", {"lo": info.lo, "hi": info.hi,
                                                           "doc_ids": doc_ids.tolist(), "groups": clusters.tolist(),
                                                           "threshold": threshold})
     if feats is not None:
         counts = counts.filter(pl.col("feature_id").is_in([int(f) for f in feats]))
-    d_sae = int(info["d_sae"])
+    d_sae = int(info.d_sae)
     ids = sorted(set(clusters.tolist()), key=lambda c: (c < 0, c))
     grid = np.zeros((len(ids), d_sae), dtype=np.float64)
     pos = {c: i for i, c in enumerate(ids)}
@@ -271,7 +272,7 @@ def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters:
         counts["n_present"].to_numpy()
     sizes = np.array([(clusters == c).sum() for c in ids], dtype=np.float64)
     total, n = grid.sum(axis=0), float(len(clusters))
-    labels = dict(feature_labels(store, info["sae"]).iter_rows())
+    labels = dict(feature_labels(store, info.sae).iter_rows())
     rows = []
     for c in ids:
         r = pos[c]

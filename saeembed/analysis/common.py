@@ -12,6 +12,7 @@ from ..store.queries import load_query, run_query
 from ..store.stats import STATS_TOP_DOCS, corpus_stats
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 def check_threshold(threshold: float) -> float:
@@ -39,7 +40,7 @@ def with_labels(df: pl.DataFrame, labels: pl.DataFrame, col: str = "feature_id",
     return df.join(lab, on=col, how="left")
 
 
-def top_documents(store: Store, info: dict[str, Any], feature_ids: list[int], n: int) -> dict[int, list[int]]:
+def top_documents(store: Store, info: CorpusInfo, feature_ids: list[int], n: int) -> dict[int, list[int]]:
     """feature_id → doc ids where it fires most strongly in this corpus (best first; ties: smaller id).
 
     Up to :data:`~saeembed.store.stats.STATS_TOP_DOCS` per latent come from the corpus' latent statistics
@@ -52,11 +53,11 @@ def top_documents(store: Store, info: dict[str, Any], feature_ids: list[int], n:
         stats = corpus_stats(store, info, ["top_docs"], feats)
         return {int(f): [int(d) for d in ds[:n]] for f, ds in zip(stats["feature_id"].to_list(),
                                                                   stats["top_docs"].to_list())}
-    df = run_query(store, "top_documents", {"lo": info["lo"], "hi": info["hi"], "features": feats, "n": int(n)})
+    df = run_query(store, "top_documents", {"lo": info.lo, "hi": info.hi, "features": feats, "n": int(n)})
     return {int(f): [int(d) for d in ds] for f, ds in zip(df["feature_id"].to_list(), df["doc_ids"].to_list())}
 
 
-def frequent_features(store: Store, info: dict[str, Any], threshold: float, min_support: int, n: int) -> pl.DataFrame:
+def frequent_features(store: Store, info: CorpusInfo, threshold: float, min_support: int, n: int) -> pl.DataFrame:
     """(feature_id, n_present) of the ``n`` most frequent latents present in at least ``min_support``
     documents, most frequent first (ties: smaller id). At threshold 0 from the latent statistics;
     at another threshold by one scan (``queries/feature_frequencies.sql``)."""
@@ -64,7 +65,7 @@ def frequent_features(store: Store, info: dict[str, Any], threshold: float, min_
         return (corpus_stats(store, info, ["n_present"]).filter(pl.col("n_present") >= max(int(min_support), 1))
                 .sort(["n_present", "feature_id"], descending=[True, False]).head(int(n))
                 .select("feature_id", "n_present"))
-    return run_query(store, "feature_frequencies", {"lo": info["lo"], "hi": info["hi"], "threshold": threshold,
+    return run_query(store, "feature_frequencies", {"lo": info.lo, "hi": info.hi, "threshold": threshold,
                                                      "min_support": int(max(min_support, 1)), "n": int(n)})
 
 
@@ -115,7 +116,7 @@ def doc_texts(store: Store, doc_ids: list[int], max_chars: int = 200) -> dict[in
 GROUPED_MIN_NNZ = 1_000_000  # below this scipy's conversion is as fast as loading the compiled kernel
 
 
-def binary_matrix(store: Store, info: dict[str, Any], feature_ids: list[int], threshold: float = 0.0,
+def binary_matrix(store: Store, info: CorpusInfo, feature_ids: list[int], threshold: float = 0.0,
                   rows: np.ndarray | None = None, fmt: str = "csr"):
     """Binarised sparse matrix [len(rows), len(feature_ids)] of one corpus; row i is document ``rows[i]``.
 
@@ -130,13 +131,13 @@ def binary_matrix(store: Store, info: dict[str, Any], feature_ids: list[int], th
 
     if rows is None:
         rows = store.con.execute("SELECT row_idx FROM documents WHERE corpus_id = ? ORDER BY row_idx",
-                                 [info["corpus_id"]]).fetchnumpy()["row_idx"].astype(np.int64)
+                                 [info.corpus_id]).fetchnumpy()["row_idx"].astype(np.int64)
     rows = np.asarray(rows, dtype=np.int64)
     feats = np.asarray(feature_ids, dtype=np.int64)
     build = sparse.csc_matrix if fmt == "csc" else sparse.csr_matrix
     if len(feats) == 0 or len(rows) == 0:
         return build((len(rows), len(feats)), dtype=np.float32), rows
-    res = store.con.execute(load_query("binary_rows"), {"lo": info["lo"], "hi": info["hi"],
+    res = store.con.execute(load_query("binary_rows"), {"lo": info.lo, "hi": info.hi,
                                                         "threshold": float(threshold),
                                                         "features": feats.tolist()}).fetchnumpy()
     # no copies of the 10^7–10^8 fetched pairs unless something is dropped (astype/masks copy)
@@ -161,7 +162,7 @@ def binary_matrix(store: Store, info: dict[str, Any], feature_ids: list[int], th
     return mat, rows
 
 
-def paired_rows(store: Store, info_a: dict[str, Any], info_b: dict[str, Any],
+def paired_rows(store: Store, info_a: CorpusInfo, info_b: CorpusInfo,
                 pair_key: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (rows_a[i] ↔ rows_b[i]) of the documents two corpora share.
 
@@ -173,13 +174,13 @@ def paired_rows(store: Store, info_a: dict[str, Any], info_b: dict[str, Any],
     """
     if pair_key is None:
         expr = "row_idx::VARCHAR"
-        params: list[Any] = [info_a["corpus_id"], info_b["corpus_id"]]
+        params: list[Any] = [info_a.corpus_id, info_b.corpus_id]
     else:
         if not pair_key.strip():
             raise UserError("--pair-key is empty; name a field of the documents' meta, e.g. --pair-key prompt_id")
         expr = "json_extract_string(meta, ?)"
         path = '$."' + pair_key.replace('"', '\\"') + '"'
-        params = [path, info_a["corpus_id"], path, info_b["corpus_id"]]
+        params = [path, info_a.corpus_id, path, info_b.corpus_id]
     sql = f"""WITH a AS (SELECT row_idx, {expr} AS k FROM documents WHERE corpus_id = ?),
                    b AS (SELECT row_idx, {expr} AS k FROM documents WHERE corpus_id = ?)
               SELECT (SELECT count(*) - count(DISTINCT k) FROM a WHERE k IS NOT NULL) AS dup_a,
@@ -189,14 +190,14 @@ def paired_rows(store: Store, info_a: dict[str, Any], info_b: dict[str, Any],
     row = store.con.execute(sql, params).fetchall()[0]
     dup_a, dup_b, ra, rb = row
     if pair_key is not None and (dup_a or dup_b):
-        which = info_a["name"] if dup_a else info_b["name"]
+        which = info_a.name if dup_a else info_b.name
         raise UserError(f"meta field {pair_key!r} repeats in corpus {which!r}; pair on a key that is unique per "
                         "document")
     if not ra:
         how = f"meta field {pair_key!r}" if pair_key else "row_idx"
         hint = "" if pair_key else "; pass --pair-key FIELD to pair on a meta field instead"
         raise UserError(f"corpora {info_a['name']!r} and {info_b['name']!r} share no document by {how}{hint}")
-    n_a, n_b = int(info_a["n_docs"]), int(info_b["n_docs"])
+    n_a, n_b = int(info_a.n_docs), int(info_b.n_docs)
     if pair_key is None and n_a != n_b:
         # position says nothing about which documents belong together once the sizes differ
         raise UserError(f"pairing by row position needs corpora of one size, but {info_a['name']!r} has {n_a} "

@@ -36,6 +36,7 @@ from .common import binary_matrix, check_threshold, feature_labels, frequent_fea
 from .options import CorrelateOptions
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 SAME_TOKEN_MAX = 0.5
@@ -64,12 +65,12 @@ def npmi(counts_ab: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, n: int) -> np.
 npmi_matrix = npmi  # older name
 
 
-def _select(store: Store, info: dict[str, Any], threshold: float, min_support: int, top_features: int
+def _select(store: Store, info: CorpusInfo, threshold: float, min_support: int, top_features: int
             ) -> np.ndarray:
     """The ``top_features`` most frequent latents with enough support, minus those present in every
     document (they co-occur with everything, so their NPMI carries no information)."""
     df = frequent_features(store, info, threshold, min_support, int(top_features) + 64)
-    df = df.filter(pl.col("n_present") < int(info["n_docs"])).head(int(top_features))
+    df = df.filter(pl.col("n_present") < int(info.n_docs)).head(int(top_features))
     return df["feature_id"].to_numpy().astype(np.int64)
 
 
@@ -168,7 +169,7 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
         swap = feats_a[i] > feats_a[j]  # report each unordered pair with feature_a < feature_b
         i, j = np.where(swap, j, i), np.where(swap, i, j)
-        feats_b, sae_b = feats_a, info["sae"]
+        feats_b, sae_b = feats_a, info.sae
     else:
         info_b = corpus_info(st, o.with_corpus)
         rows_a, rows_b = paired_rows(st, info, info_b, o.pair_key)
@@ -182,18 +183,18 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         kb = np.flatnonzero((nb >= max(o.min_support, 1)) & (nb < n))
         xa, xb, feats_a, feats_b, na, nb = xa[:, ka], xb[:, kb], feats_a[ka], feats_b[kb], na[ka], nb[kb]
         i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi)
-        sae_b = info_b["sae"]
+        sae_b = info_b.sae
     out = pl.DataFrame({"feature_a": feats_a[i].astype(np.int32), "feature_b": feats_b[j].astype(np.int32),
                         "npmi": v, "n_a": na[i], "n_b": nb[j], "n_ab": c,
                         "n_docs": np.full(len(i), n, dtype=np.int64)})
     out = out.sort(["npmi", "n_ab", "feature_a", "feature_b"], descending=[True, True, False, False])
-    lab_a = feature_labels(st, info["sae"]).rename({"feature_id": "feature_a", "label": "label_a"})
+    lab_a = feature_labels(st, info.sae).rename({"feature_id": "feature_a", "label": "label_a"})
     lab_b = feature_labels(st, sae_b).rename({"feature_id": "feature_b", "label": "label_b"})
     out = out.join(lab_a, on="feature_a", how="left", maintain_order="left")
     out = out.join(lab_b, on="feature_b", how="left", maintain_order="left")
     # the token check drops pairs after this, so it needs spare candidates
     wanted = o.top if o.top is None or not o.token_check else 4 * o.top
-    out = _with_label_similarity(st, out, (info["sae"], sae_b), o.label_filter, o.max_label_similarity, wanted)
+    out = _with_label_similarity(st, out, (info.sae, sae_b), o.label_filter, o.max_label_similarity, wanted)
     cols = list(COLUMNS)
     if o.token_check:
         # the check costs reader forwards, so it runs on a bounded head; dropped pairs are refilled
@@ -254,12 +255,12 @@ def pair_label_similarity(vectors: list[tuple[np.ndarray, np.ndarray]], fa: np.n
     return sims
 
 
-def coactive_documents(store: Store, info: dict[str, Any], pairs: pl.DataFrame, threshold: float,
+def coactive_documents(store: Store, info: CorpusInfo, pairs: pl.DataFrame, threshold: float,
                        n: int) -> dict[tuple[int, int], list[int]]:
     """(feature_a, feature_b) → up to ``n`` doc ids where both are present (spread over the corpus)."""
     if pairs.height == 0 or n <= 0:
         return {}
-    df = run_query(store, "coactive_documents", {"lo": info["lo"], "hi": info["hi"], "threshold": float(threshold),
+    df = run_query(store, "coactive_documents", {"lo": info.lo, "hi": info.hi, "threshold": float(threshold),
                                                   "fa": pairs["feature_a"].cast(pl.Int64).to_list(),
                                                   "fb": pairs["feature_b"].cast(pl.Int64).to_list(), "n": int(n)})
     out: dict[tuple[int, int], list[int]] = {}
@@ -281,7 +282,7 @@ def same_token_share(fire_a: list[set[int]], fire_b: list[set[int]]) -> float | 
     return hits / len(fire_a)
 
 
-def _token_check(store: Store, info: dict[str, Any], pairs: pl.DataFrame, threshold: float,
+def _token_check(store: Store, info: CorpusInfo, pairs: pl.DataFrame, threshold: float,
                  sample: int) -> pl.DataFrame:
     """Add same_token_share, from token activations recomputed for sampled co-active documents."""
     from ..highlight import token_activations

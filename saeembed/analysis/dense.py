@@ -8,7 +8,7 @@ stamped with the corpus' identity so that a re-encoded corpus never reads stale 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -17,17 +17,18 @@ from ..fsutil import atomic_write_parquet
 from ..names import NAME_MAX, NAME_PATTERN
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 
-def sidecar_name(info: Any) -> str:
+def sidecar_name(info: CorpusInfo) -> str:
     """The corpus name when it is in the safe set (every corpus encoded since names are checked),
     else its id: a name from an older store must not become a path."""
-    name = str(info["name"])
+    name = str(info.name)
     return name if len(name) <= NAME_MAX and NAME_PATTERN.fullmatch(name) else f"corpus-{info['corpus_id']}"
 
 
-def aligned_doc_embeddings(store: Store, info: dict[str, Any], doc_ids: np.ndarray, cache: bool = True) -> np.ndarray:
+def aligned_doc_embeddings(store: Store, info: CorpusInfo, doc_ids: np.ndarray, cache: bool = True) -> np.ndarray:
     """MiniLM embeddings of ``doc_ids`` in that order (rows of ``store.embeddings``), from the sidecar;
     raises when the sidecar does not hold exactly those documents."""
     emb_ids, emb = dense_doc_embeddings(store, info, cache)
@@ -37,7 +38,7 @@ def aligned_doc_embeddings(store: Store, info: dict[str, Any], doc_ids: np.ndarr
     return emb[pos]
 
 
-def dense_doc_embeddings(store: Store, info: dict[str, Any], cache: bool) -> tuple[np.ndarray, np.ndarray]:
+def dense_doc_embeddings(store: Store, info: CorpusInfo, cache: bool) -> tuple[np.ndarray, np.ndarray]:
     """MiniLM embeddings of every document, from the sidecar cache when it matches the corpus."""
     from ..embed import DEFAULT_EMBEDDER, get_embedder  # deferred: the embedder's import is start-up cost
 
@@ -50,7 +51,7 @@ def dense_doc_embeddings(store: Store, info: dict[str, Any], cache: bool) -> tup
                 return df["doc_id"].to_numpy(), np.stack(df["embedding"].to_numpy()).astype(np.float32)
         except Exception:  # noqa: BLE001 - a damaged cache is recomputed, never fatal
             pass
-    docs = store.sql("SELECT doc_id, text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]])
+    docs = store.sql("SELECT doc_id, text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info.corpus_id])
     emb = get_embedder().embed([str(t or "") for t in docs["text"].to_list()])
     if cache:
         try:
@@ -64,7 +65,7 @@ def dense_doc_embeddings(store: Store, info: dict[str, Any], cache: bool) -> tup
     return docs["doc_id"].to_numpy(), emb
 
 
-def dense_ranking(store: Store, info: dict[str, Any], query: str, k: int, cache: bool) -> pl.DataFrame:
+def dense_ranking(store: Store, info: CorpusInfo, query: str, k: int, cache: bool) -> pl.DataFrame:
     """The ``k`` documents most similar to ``query`` by MiniLM cosine (search --mode dense)."""
     from ..embed import get_embedder
 

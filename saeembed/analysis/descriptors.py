@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -31,6 +31,7 @@ from ..labels.ctfidf import distinctive_words
 from ..memo import Memo
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 DESCRIPTOR_TOP = 100  # top documents per latent averaged into its descriptor (chosen on the dev tasks)
@@ -60,20 +61,20 @@ class Descriptors:
         return (self.unit @ query_vec.astype(np.float32)).astype(np.float64)
 
 
-def _stamp(info: Any, top: int) -> str:
+def _stamp(info: CorpusInfo, top: int) -> str:
     from ..embed import DEFAULT_EMBEDDER
 
-    parts = (f"v{VERSION}", info["corpus_id"], info["n_docs"], info["created_at"], info["sae"], top, DEFAULT_EMBEDDER)
+    parts = (f"v{VERSION}", info.corpus_id, info.n_docs, info.created_at, info.sae, top, DEFAULT_EMBEDDER)
     return "|".join(map(str, parts))
 
 
-def _sidecar(store: Store, info: Any) -> Path:
+def _sidecar(store: Store, info: CorpusInfo) -> Path:
     from .dense import sidecar_name
 
     return Path(str(store.path) + ".descriptors") / f"{sidecar_name(info)}.npz"
 
 
-def corpus_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
+def corpus_descriptors(store: Store, info: CorpusInfo, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
     """The descriptors of every latent that fires in at least ``MIN_DOCS`` documents of the corpus.
 
     Read from the sidecar when it matches the corpus, else computed (one pass over the corpus'
@@ -84,7 +85,7 @@ def corpus_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cache
     return _MEMO.get_or_build(key, lambda: _load_or_compute(store, info, top, stamp, cache))
 
 
-def _load_or_compute(store: Store, info: Any, top: int, stamp: str, cache: bool) -> Descriptors:
+def _load_or_compute(store: Store, info: CorpusInfo, top: int, stamp: str, cache: bool) -> Descriptors:
     side = _sidecar(store, info)
     if cache and side.exists():
         try:
@@ -109,11 +110,11 @@ def _load_or_compute(store: Store, info: Any, top: int, stamp: str, cache: bool)
     return desc
 
 
-def compute_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
+def compute_descriptors(store: Store, info: CorpusInfo, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
     """Compute descriptors from the corpus' activations and MiniLM document embeddings (no cache)."""
     from .dense import aligned_doc_embeddings
 
-    mat, doc_ids = store.embeddings(info["name"])
+    mat, doc_ids = store.embeddings(info.name)
     emb = aligned_doc_embeddings(store, info, doc_ids, cache)
     mean = emb.mean(axis=0) if len(emb) else np.zeros(emb.shape[1], np.float32)
     csc = mat.tocsc()
@@ -135,17 +136,17 @@ def compute_descriptors(store: Store, info: Any, top: int = DESCRIPTOR_TOP, cach
 
 
 
-def _descriptor_texts(store: Store, info: Any, tops: list[np.ndarray], n_words: int = 4) -> list[str]:
+def _descriptor_texts(store: Store, info: CorpusInfo, tops: list[np.ndarray], n_words: int = 4) -> list[str]:
     """Distinctive words of each latent's top documents in the corpus (see :func:`distinctive_words`)."""
-    docs = store.sql("SELECT text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info["corpus_id"]])
+    docs = store.sql("SELECT text FROM documents WHERE corpus_id = ? ORDER BY doc_id", [info.corpus_id])
     return distinctive_words(docs["text"].to_list(), tops, n_words)
 
 
-def descriptor_labels(store: Store, info: Any, top: int = DESCRIPTOR_TOP) -> pl.DataFrame:
+def descriptor_labels(store: Store, info: CorpusInfo, top: int = DESCRIPTOR_TOP) -> pl.DataFrame:
     """The descriptors as label rows (feature_id, label, label_source ``descriptor``, density,
     description): for ``saeembed labels`` / ``features`` to show next to the other sources."""
     desc = corpus_descriptors(store, info, top)
-    n = max(int(info["n_docs"]), 1)
+    n = max(int(info.n_docs), 1)
     return pl.DataFrame({"feature_id": desc.feature_ids.astype(np.int32), "label": desc.texts,
                          "label_source": [DESCRIPTOR_LABEL_SOURCE] * len(desc.texts),
                          "density": desc.n_present / n,

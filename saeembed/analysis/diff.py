@@ -56,13 +56,13 @@ TESTS = {"none": "z", "length": "logistic", "length-cmh": "cmh"}  # the test of 
 LOGISTIC_MERGE = 4
 
 
-def feature_counts(store: Store, info: dict[str, Any], threshold: float = 0.0) -> np.ndarray:
+def feature_counts(store: Store, info: CorpusInfo, threshold: float = 0.0) -> np.ndarray:
     """Documents of one corpus in which each latent is present, as a dense [d_sae] array: from the
     corpus' latent statistics at threshold 0 (no scan), else one SQL aggregate."""
     if threshold == 0:
-        return present_counts(corpus_stats(store, info, ["n_present"]), int(info["d_sae"]))
-    df = run_query(store, "feature_doc_counts", {"lo": info["lo"], "hi": info["hi"], "threshold": float(threshold)})
-    out = np.zeros(int(info["d_sae"]), dtype=np.int64)
+        return present_counts(corpus_stats(store, info, ["n_present"]), int(info.d_sae))
+    df = run_query(store, "feature_doc_counts", {"lo": info.lo, "hi": info.hi, "threshold": float(threshold)})
+    out = np.zeros(int(info.d_sae), dtype=np.int64)
     out[df["feature_id"].to_numpy().astype(np.int64)] = df["n_present"].to_numpy()
     return out
 
@@ -344,7 +344,7 @@ def _shared_strata(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], 
     for c in corpora:
         kept = lengths[c]
         if threshold != 0:
-            kept = replace(kept, latents=latent_counts(st.con, infos[c], threshold))
+            kept = replace(kept, latents=latent_counts(st.con, int(infos[c].corpus_id), threshold))
         present = kept.present(d_sae, first, n_cells * merge)
         docs, mean_log = kept.on(first, n_cells * merge)
         if merge > 1:
@@ -397,7 +397,7 @@ def _pair_strata(st: Store, ia: CorpusInfo, ib: CorpusInfo, rows_a: np.ndarray, 
     """(stratum, log length ratio A/B) of every pair: strata of the ratio, a quarter octave wide."""
     def tokens(info: CorpusInfo, rows: np.ndarray) -> np.ndarray:
         df = st.con.execute("SELECT row_idx, n_tokens FROM documents WHERE corpus_id = ?",
-                            [info["corpus_id"]]).fetchnumpy()
+                            [info.corpus_id]).fetchnumpy()
         by_row = np.zeros(int(df["row_idx"].max()) + 1, np.float64)
         by_row[df["row_idx"]] = np.maximum(df["n_tokens"], 1)
         return by_row[rows]

@@ -49,6 +49,7 @@ from .score_latents import latent_score_correlations, standardised_projection
 
 if TYPE_CHECKING:
     from ..llm import LLM
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 N_CATEGORIES = 12  # categories kept: the names answered most often
@@ -163,7 +164,7 @@ def facet_profile(emb: np.ndarray, categories: list[str], query: str | None) -> 
     return profile
 
 
-def select_facets(store: Store, info: dict[str, Any], categories: list[str], query: str | None, n: int,
+def select_facets(store: Store, info: CorpusInfo, categories: list[str], query: str | None, n: int,
                   shares: Any, doc_ids: np.ndarray, profile: np.ndarray | None = None) -> Facets:
     """The ``n`` latents of the corpus that follow the categories' profile most (see the module docstring);
     ``shares``/``doc_ids``: :func:`~.axis.axis_matrix`. ``profile`` [docs, categories]: a dense score to

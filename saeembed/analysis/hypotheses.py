@@ -34,6 +34,7 @@ from .diff import two_proportion_test
 
 if TYPE_CHECKING:
     from ..llm import LLM
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 SCHEMA = {"target": pl.String, "other": pl.String, "hypothesis": pl.String, "features": pl.List(pl.Int32),
@@ -91,13 +92,13 @@ def _clip(text: str, n: int = 400) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
-def _sample_docs(store: Store, info: dict[str, Any], exclude: set[int], n: int, seed: int,
+def _sample_docs(store: Store, info: CorpusInfo, exclude: set[int], n: int, seed: int,
                  feature: int | None = None) -> list[int]:
     """Up to ``n`` doc ids of a corpus spread by hash, skipping ``exclude`` (and, given ``feature``,
     documents where that latent is present)."""
     not_active = ("AND doc_id NOT IN (SELECT doc_id FROM activations WHERE doc_id BETWEEN ? AND ? "
                   "AND feature_id = ? AND value > 0)") if feature is not None else ""
-    params: list[Any] = [info["corpus_id"]] + ([info["lo"], info["hi"], feature] if feature is not None else [])
+    params: list[Any] = [info.corpus_id] + ([info.lo, info.hi, feature] if feature is not None else [])
     ids = store.sql(f"SELECT doc_id FROM documents WHERE corpus_id = ? {not_active} "
                     f"ORDER BY hash(doc_id + {int(seed)}), doc_id LIMIT {int(n + len(exclude))}", params)
     return [int(d) for d in ids["doc_id"].to_list() if int(d) not in exclude][:n]

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import UserError
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
     from .grounding import Grounding
     from .topics import CorpusTopics
@@ -65,14 +66,14 @@ class SteerData:
     """What steering and its check read of one corpus, each computed at most once per call: square-rooted
     token shares and doc ids (:func:`~.axis.axis_matrix`), MiniLM embeddings, the corpus' topics."""
 
-    def __init__(self, store: Store, info: dict[str, Any]) -> None:
+    def __init__(self, store: Store, info: CorpusInfo) -> None:
         self.store, self.info = store, info
 
     @cached_property
     def matrix(self) -> tuple[Any, np.ndarray]:
         from .axis import axis_matrix
 
-        return axis_matrix(self.store, self.info["name"])
+        return axis_matrix(self.store, self.info.name)
 
     @property
     def shares(self) -> Any:
@@ -96,7 +97,7 @@ class SteerData:
     def check(self, proposal: tuple[str, str] | list[str], phrase: str | None) -> Grounding:
         from .grounding import check
 
-        key = (str(self.store.path), self.info["corpus_id"], self.info["n_docs"], str(self.info["created_at"]))
+        key = (str(self.store.path), self.info.corpus_id, self.info.n_docs, str(self.info.created_at))
         return check(self.shares, self.emb, self.topics().labels, proposal, phrase, corpus_key=key)
 
 
@@ -127,7 +128,7 @@ def _written(data: SteerData, proposal: tuple[str, str] | list[str], phrase: str
     return Selection("facets", categories=list(proposal), phrase=phrase, source=source, grounding=why)
 
 
-def cluster_selection(store: Store, info: dict[str, Any], method: str, query: str | None = None,
+def cluster_selection(store: Store, info: CorpusInfo, method: str, query: str | None = None,
                       steer_ok: bool = True, data: SteerData | None = None, k: int | None = None) -> Selection:
     """The selection ``cluster`` uses for ``query`` (see the module docstring).
 
@@ -200,12 +201,12 @@ def cluster_selection(store: Store, info: dict[str, Any], method: str, query: st
     return fallback
 
 
-def _fallback(store: Store, info: dict[str, Any], method: str) -> Selection:
+def _fallback(store: Store, info: CorpusInfo, method: str) -> Selection:
     """Labels when the corpus' SAE has any in this store, else the descriptor rule."""
     from .select import resolve_method
 
     labelled = store.con.execute("SELECT 1 FROM features WHERE sae = ? AND label IS NOT NULL LIMIT 1",
-                                 [info["sae"]]).fetchall()
+                                 [info.sae]).fetchall()
     return Selection("labels" if labelled else resolve_method(method, info))
 
 

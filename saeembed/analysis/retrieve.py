@@ -42,6 +42,7 @@ from .options import TEMPERATURE, SearchOptions
 from .select import select_features
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 MODES = ("sae", "dense", "hybrid", "example")
@@ -58,7 +59,7 @@ def rank_weights(n: int, temperature: float = TEMPERATURE) -> np.ndarray:
     return np.exp(-r / (max(n, 1) * temperature))
 
 
-def score_documents(store: Store, info: dict[str, Any], feature_ids: list[int], weights: list[float],
+def score_documents(store: Store, info: CorpusInfo, feature_ids: list[int], weights: list[float],
                     k: int) -> pl.DataFrame:
     """(doc_id, score, top_feature, contributions) of the best ``k`` documents for weighted latents.
 
@@ -74,12 +75,12 @@ def score_documents(store: Store, info: dict[str, Any], feature_ids: list[int], 
     scales = [(int(f), float(w) / max(p90[int(f)], 1e-12)) for f, w in zip(feature_ids, weights) if int(f) in p90]
     if not scales:  # none of the latents fires in this corpus
         return empty
-    res = run_query(store, "search_sae", {"lo": info["lo"], "hi": info["hi"], "features": [f for f, _ in scales],
+    res = run_query(store, "search_sae", {"lo": info.lo, "hi": info.hi, "features": [f for f, _ in scales],
                                           "scales": [w for _, w in scales], "k": int(k), "explain": EXPLAIN_MAX})
     return res.cast({"top_feature": pl.Int32, "contributions": pl.List(CONTRIBUTION)}) if res.height else empty
 
 
-def encode_query(store: Store, info: dict[str, Any], text: str,
+def encode_query(store: Store, info: CorpusInfo, text: str,
                  max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Max-pooled latents (ids, values) of ``text`` read exactly as the corpus was encoded.
 
@@ -91,10 +92,10 @@ def encode_query(store: Store, info: dict[str, Any], text: str,
     from ..models import corpus_models
     from ..reader import pad_batch
 
-    path = store.con.execute("SELECT path FROM saes WHERE sae = ?", [info["sae"]]).fetchall()
+    path = store.con.execute("SELECT path FROM saes WHERE sae = ?", [info.sae]).fetchall()
     if not path or not path[0][0]:
         raise UserError(f"the store does not record where SAE {info['sae']!r} lives; --mode example needs it")
-    rdr, sae = corpus_models(info["reader"], info["layer"], info.get("config"), path[0][0])
+    rdr, sae = corpus_models(info.reader, info.layer, info.config, path[0][0])
     windows = rdr.windows(text, 0)
     n_tokens = sum(w.n_pooled for w in windows)
     if max_tokens is not None and n_tokens > max_tokens:
@@ -111,7 +112,7 @@ def encode_query(store: Store, info: dict[str, Any], text: str,
     return nz.astype(np.int64), pooled.numpy()[nz].astype(np.float64)
 
 
-def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = True,
+def example_weights(store: Store, info: CorpusInfo, text: str, idf: bool = True,
                     max_tokens: int | None = None) -> tuple[list[int], list[float]]:
     """Latent weights of a query-by-example text: its max-pooled activation over the corpus' p90
     (the same normalisation the documents get), times the latent's IDF ``log((N + 1) / (n_i + 1))``.
@@ -126,7 +127,7 @@ def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = T
     stats = corpus_stats(store, info, ["n_present", "p90"], fids.tolist())
     p90 = dict(zip(stats["feature_id"].to_list(), stats["p90"].to_list()))
     present = dict(zip(stats["feature_id"].to_list(), stats["n_present"].to_list()))
-    n = float(info["n_docs"])
+    n = float(info.n_docs)
     out_f, out_w = [], []
     for f, v in zip(fids.tolist(), vals.tolist()):
         if f in p90:
@@ -166,14 +167,14 @@ def fuse(sae: pl.DataFrame, dense: pl.DataFrame | None = None, k: int = 10, rrf_
             .with_columns(pl.col(c).cast(pl.Int64) for c in ranked))
 
 
-def fuse_partner(store: Store, info: Any, partner: str) -> Any:
+def fuse_partner(store: Store, info: CorpusInfo, partner: str) -> Any:
     """The partner corpus' registry row, after checking it holds this corpus' documents."""
-    if partner == info["name"]:
+    if partner == info.name:
         raise UserError(f"--fuse {partner}: a corpus cannot be fused with itself; name a corpus holding the same "
                         "documents encoded with another SAE (e.g. `--sae doc`)")
     other = corpus_info(store, partner)
     mine, theirs = info.settings.get("corpus_fingerprint"), other.settings.get("corpus_fingerprint")
-    if (mine and theirs and mine != theirs) or other["n_docs"] != info["n_docs"]:
+    if (mine and theirs and mine != theirs) or other["n_docs"] != info.n_docs:
         raise UserError(f"--fuse {partner}: corpus {partner!r} does not hold the same documents as {info['name']!r}; "
                         f"encode the same input file again, e.g. `saeembed encode FILE --name {info['name']}-doc "
                         "--sae doc`, and fuse with that")
@@ -186,20 +187,20 @@ def rank_column(partner: str) -> str:
     return f"corpus_{column}" if column in ("sae_rank", "dense_rank") else column
 
 
-def _ranking(store: Store, info: Any, query: str, o: SearchOptions, depth: int) -> pl.DataFrame:
+def _ranking(store: Store, info: CorpusInfo, query: str, o: SearchOptions, depth: int) -> pl.DataFrame:
     """This corpus' own ranking in sae/example mode (hybrid adds dense to it later)."""
     if o.mode == "example":
         fids, weights = example_weights(store, info, query, idf=o.idf, max_tokens=o.max_example_tokens)
         return score_documents(store, info, fids, weights, depth)  # an example's own length is its query
-    sel = select_features(store, query, info["sae"], k=o.n_features, method=o.select, info=info,
+    sel = select_features(store, query, info.sae, k=o.n_features, method=o.select, info=info,
                           alternative="use --mode example or --mode dense").head(o.n_features)
     w = rank_weights(sel.height, o.temperature)
     ranked = score_documents(store, info, sel["feature_id"].to_list(), w.tolist(),
-                             int(info["n_docs"]) if o.length_adjust else depth)
+                             int(info.n_docs) if o.length_adjust else depth)
     return length_adjusted(store, info, ranked, depth) if o.length_adjust else ranked
 
 
-def length_adjusted(store: Store, info: Any, res: pl.DataFrame, depth: int) -> pl.DataFrame:
+def length_adjusted(store: Store, info: CorpusInfo, res: pl.DataFrame, depth: int) -> pl.DataFrame:
     """The best ``depth`` documents by ``score = sae_score − length_baseline``: the latent score less
     what a document of its length scores on average (least squares of the latent score on log token
     count over every document of the corpus; a document no selected latent fires in scores 0).
@@ -212,7 +213,7 @@ def length_adjusted(store: Store, info: Any, res: pl.DataFrame, depth: int) -> p
     style tasks) but not on the held-out ones (0.421 → 0.425 property, 0.426 → 0.401 style, where
     the property asked for is itself partly length: "verbose", "written by an LLM").
     """
-    docs = store.sql("SELECT doc_id, n_tokens FROM documents WHERE corpus_id = ?", [info["corpus_id"]])
+    docs = store.sql("SELECT doc_id, n_tokens FROM documents WHERE corpus_id = ?", [info.corpus_id])
     full = docs.join(res.select("doc_id", "score"), on="doc_id", how="left").with_columns(
         pl.col("score").fill_null(0.0))
     x = np.log1p(full["n_tokens"].fill_null(0).to_numpy().astype(np.float64))
@@ -224,10 +225,11 @@ def length_adjusted(store: Store, info: Any, res: pl.DataFrame, depth: int) -> p
             .sort(["score", "doc_id"], descending=[True, False]).head(depth))
 
 
-def _partner_ranking(store: Store, info: Any, other: Any, query: str, o: SearchOptions, depth: int) -> pl.DataFrame:
+def _partner_ranking(store: Store, info: CorpusInfo, other: CorpusInfo, query: str, o: SearchOptions,
+                     depth: int) -> pl.DataFrame:
     """The partner's ranking with its doc ids mapped to this corpus' (the same input row)."""
     res = _ranking(store, other, query, o, depth)
-    return res.select((pl.lit(int(info["lo"]), pl.Int64) | (pl.col("doc_id") & ROW_MASK)).alias("doc_id"))
+    return res.select((pl.lit(int(info.lo), pl.Int64) | (pl.col("doc_id") & ROW_MASK)).alias("doc_id"))
 
 
 @reads_store
@@ -272,7 +274,7 @@ def search(store: Store | str | Path, corpus: str, query: str, options: SearchOp
     cols = ["rank", "doc_id", "row_idx", "score"] + [c for c in ("sae_score", "length_baseline", "sae_rank",
                                                                  "dense_rank", *others) if c in res.columns]
     if "top_feature" in res.columns:
-        res = explain(st, info["sae"], res)
+        res = explain(st, info.sae, res)
         cols += ["top_feature", "top_label", "explanation", "contributions"]
     return res.select(cols + ["text"])
 

@@ -32,6 +32,7 @@ from ..errors import UserError
 from .options import PER_PHRASE
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
     from .descriptors import Descriptors
 
@@ -47,12 +48,12 @@ def split_phrases(query: str) -> list[str]:
     return phrases
 
 
-def resolve_method(method: str, info: Any | None) -> str:
+def resolve_method(method: str, info: CorpusInfo | None) -> str:
     """``auto`` → ``descriptors`` for a corpus of at least ``AUTO_MIN_DOCS`` documents, else ``labels``."""
     if method not in SELECT_METHODS:
         raise UserError(f"unknown selection {method!r}; use one of {', '.join(SELECT_METHODS)}")
     if method == "auto":
-        return "descriptors" if info is not None and int(info["n_docs"]) >= AUTO_MIN_DOCS else "labels"
+        return "descriptors" if info is not None and int(info.n_docs) >= AUTO_MIN_DOCS else "labels"
     if method == "descriptors" and info is None:
         raise UserError("descriptor selection needs a corpus")
     return method
@@ -60,7 +61,7 @@ def resolve_method(method: str, info: Any | None) -> str:
 
 def select_features(store: Store, query: str, sae: str, k: int = PER_PHRASE,
                     alternative: str = "pass --features instead", method: str = "labels",
-                    info: Any | None = None) -> pl.DataFrame:
+                    info: CorpusInfo | None = None) -> pl.DataFrame:
     """Latents matching any keyphrase of ``query``: the top ``k`` per phrase, united.
 
     ``method``: ``labels``, ``descriptors`` (needs ``info``, the corpus) or ``auto`` (see the module
@@ -118,20 +119,20 @@ def _z(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / max(float(x.std()), 1e-12)
 
 
-def _label_scores(store: Store, phrase: str, info: Any, feature_ids: np.ndarray) -> np.ndarray | None:
+def _label_scores(store: Store, phrase: str, info: CorpusInfo, feature_ids: np.ndarray) -> np.ndarray | None:
     """:func:`~saeembed.labels.search_features` score of every latent in ``feature_ids`` (None when the
     SAE has no labels in this store)."""
     from ..labels import search_features
 
-    hits = search_features(store, phrase, k=int(info["d_sae"]), sae=info["sae"])
+    hits = search_features(store, phrase, k=int(info.d_sae), sae=info.sae)
     if hits.height == 0:
         return None
-    full = np.full(int(info["d_sae"]), float(hits["score"].min()))
+    full = np.full(int(info.d_sae), float(hits["score"].min()))
     full[hits["feature_id"].to_numpy().astype(np.int64)] = hits["score"].to_numpy()
     return full[feature_ids]
 
 
-def _select_by_descriptors(store: Store, query: str, info: Any, k: int,
+def _select_by_descriptors(store: Store, query: str, info: CorpusInfo, k: int,
                            label_weight: float | None = None) -> pl.DataFrame:
     """The top ``k`` latents per phrase by descriptor score (fused with the label score when the SAE
     has labels: ``z(descriptor score) + label_weight × z(label score)``, z = standardised over the
@@ -159,7 +160,7 @@ def _select_by_descriptors(store: Store, query: str, info: Any, k: int,
     res = (pl.concat(parts).sort(["score", "feature_id"], descending=[True, False])
            .unique("feature_id", keep="first", maintain_order=True)
            .with_columns(pl.int_range(0, pl.len()).alias("rank")))
-    labels = feature_labels(store, info["sae"], res["feature_id"].to_list())
+    labels = feature_labels(store, info.sae, res["feature_id"].to_list())
     res = res.join(labels.with_columns(pl.col("feature_id").cast(pl.Int32)), on="feature_id", how="left")
     return res.sort("rank").select("feature_id", "label", "phrase", "score", "rank")
 

@@ -20,13 +20,14 @@ with. Computed once per corpus and process (a few seconds for thousands of docum
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..memo import Memo
 
 if TYPE_CHECKING:
+    from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
 N_TOPICS = 8  # topics per corpus (more when more clusters are asked for); chosen on the evaluation's dev corpora
@@ -71,14 +72,14 @@ def compute_topics(emb: np.ndarray, texts: list[str], n_topics: int, seed: int =
     return CorpusTopics(labels, centres, names)
 
 
-def corpus_topics(store: Store, info: dict[str, Any], doc_ids: np.ndarray, emb: np.ndarray,
+def corpus_topics(store: Store, info: CorpusInfo, doc_ids: np.ndarray, emb: np.ndarray,
                   n_topics: int = N_TOPICS) -> CorpusTopics:
     """The topics of the corpus ``info`` whose documents ``doc_ids`` have the MiniLM embeddings ``emb``
     (from :func:`~saeembed.analysis.retrieve.aligned_doc_embeddings`); built once per process."""
-    key = (str(store.path), info["corpus_id"], info["n_docs"], str(info["created_at"]), n_topics)
+    key = (str(store.path), info.corpus_id, info.n_docs, str(info.created_at), n_topics)
 
     def build() -> CorpusTopics:
-        docs = store.sql("SELECT doc_id, text FROM documents WHERE corpus_id = ?", [info["corpus_id"]])
+        docs = store.sql("SELECT doc_id, text FROM documents WHERE corpus_id = ?", [info.corpus_id])
         texts = dict(zip(docs["doc_id"].to_list(), docs["text"].to_list()))
         return compute_topics(emb, [str(texts.get(int(d)) or "") for d in doc_ids], n_topics)
 

@@ -56,8 +56,8 @@ def map_points(store: Store, df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: i
     row_of = {int(d): i for i, d in enumerate(ids.tolist())}
     rows = np.fromiter((row_of[int(d)] for d in acts["doc_id"]), dtype=np.int64, count=len(acts["doc_id"]))
     x = sparse.csr_matrix((acts["value"].astype(np.float32), (rows, acts["feature_id"].astype(np.int64))),
-                          shape=(len(ids), int(info["d_sae"])))
-    xy = project_vectors(idf_weighted(x, feature_counts(store, info), int(info["n_docs"])), seed)
+                          shape=(len(ids), int(info.d_sae)))
+    xy = project_vectors(idf_weighted(x, feature_counts(store, info), int(info.n_docs)), seed)
     texts = store.sql("SELECT doc_id, left(text, 100) AS text FROM documents WHERE doc_id IN "
                       "(SELECT unnest(?::BIGINT[]))", [ids.tolist()])
     return (pl.DataFrame({"doc_id": ids, "cluster": labs, "x": xy[:, 0], "y": xy[:, 1]})

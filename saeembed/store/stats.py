@@ -25,6 +25,7 @@ from ..memo import Memo
 if TYPE_CHECKING:
     import duckdb
 
+    from .corpusinfo import CorpusInfo
     from .handle import Store
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def write(con: duckdb.DuckDBPyConnection, corpus_id: int, stats: pl.DataFrame) -
     con.execute("INSERT INTO corpus_stats (corpus_id) VALUES (?)", [int(corpus_id)])
 
 
-def corpus_stats(store: Store, info: Any, columns: Sequence[str] | None = None,
+def corpus_stats(store: Store, info: CorpusInfo, columns: Sequence[str] | None = None,
                  feature_ids: Sequence[int] | None = None) -> pl.DataFrame:
     """feature_id, n_present, p90, max_value, top_docs of one corpus (latents that fire at least once).
 
@@ -109,7 +110,7 @@ def corpus_stats(store: Store, info: Any, columns: Sequence[str] | None = None,
     return part.select(cols)
 
 
-def kept_statistics(store: Store, info: Any, marker: str, read: Callable[[duckdb.DuckDBPyConnection, int], T],
+def kept_statistics(store: Store, info: CorpusInfo, marker: str, read: Callable[[duckdb.DuckDBPyConnection, int], T],
                     compute: Callable[[duckdb.DuckDBPyConnection, Any], T],
                     write: Callable[[duckdb.DuckDBPyConnection, int, T], None]) -> tuple[T, bool]:
     """Statistics of one corpus kept at ingest: ``(read(...), True)`` when the ``marker`` table has the
@@ -120,10 +121,10 @@ def kept_statistics(store: Store, info: Any, marker: str, read: Callable[[duckdb
     holds the file) and written when the store is free.
     """
     con = store.con
-    cid = int(info["corpus_id"])
+    cid = int(info.corpus_id)
     if _complete(con, marker, cid):
         return read(con, cid), True
-    key = (marker, str(store.path), cid, str(info.get("created_at")))
+    key = (marker, str(store.path), cid, str(info.created_at))
     computed = _COMPUTED.get_or_build(key, lambda: compute(con, info))
     # skipped while another process holds the store (the next writer computes them)
     store.write_after_reading(lambda w: _keep(w, marker, cid, lambda c: write(c, cid, computed)),

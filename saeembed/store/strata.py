@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ..ids import corpus_range
 from .stats import kept_statistics
 
 if TYPE_CHECKING:
     import duckdb
 
+    from .corpusinfo import CorpusInfo
     from .handle import Store
 
 BINS_PER_OCTAVE = 4
@@ -105,12 +107,13 @@ def _summary(con: duckdb.DuckDBPyConnection, corpus_id: int) -> pl.DataFrame:
                                                         "per_octave": BINS_PER_OCTAVE}).pl()
 
 
-def latent_counts(con: duckdb.DuckDBPyConnection, info: Any, threshold: float = 0.0) -> dict[str, np.ndarray]:
+def latent_counts(con: duckdb.DuckDBPyConnection, corpus_id: int, threshold: float = 0.0) -> dict[str, np.ndarray]:
     """feature_id, stratum, n_present of one corpus at ``threshold`` (one scan of its activations)."""
     from .queries import load_query
 
+    lo, hi = corpus_range(int(corpus_id))
     return _arrays(con.sql(load_query("latent_length_strata"), params={
-        "corpus": int(info["corpus_id"]), "lo": int(info["lo"]), "hi": int(info["hi"]),
+        "corpus": int(corpus_id), "lo": int(lo), "hi": int(hi),
         "per_octave": BINS_PER_OCTAVE, "threshold": float(threshold)}).to_arrow_table())
 
 
@@ -122,12 +125,12 @@ def _arrays(fetched: Any) -> dict[str, np.ndarray]:
             "n_present": fetched.column("n_present").to_numpy().astype(np.int64, copy=False)}
 
 
-def compute(con: duckdb.DuckDBPyConnection, info: Any) -> CorpusLengths:
+def compute(con: duckdb.DuckDBPyConnection, corpus_id: int) -> CorpusLengths:
     """The length strata of one corpus, from its documents and activations."""
-    strata = _summary(con, info["corpus_id"])
+    strata = _summary(con, corpus_id)
     total = con.execute("SELECT count(*), avg(n_tokens), median(n_tokens) FROM documents WHERE corpus_id = ?",
-                        [int(info["corpus_id"])]).fetchall()[0]
-    return _assemble(total, strata, latent_counts(con, info))
+                        [int(corpus_id)]).fetchall()[0]
+    return _assemble(total, strata, latent_counts(con, corpus_id))
 
 
 def _assemble(total: tuple, strata: pl.DataFrame, latents: dict[str, np.ndarray]) -> CorpusLengths:
@@ -157,10 +160,7 @@ def write(con: duckdb.DuckDBPyConnection, corpus_id: int, lengths: CorpusLengths
 
 def keep_strata(con: duckdb.DuckDBPyConnection, corpus_id: int) -> None:
     """Compute and write one corpus' strata at ingest (inside the caller's transaction)."""
-    from ..ids import corpus_range
-
-    lo, hi = corpus_range(int(corpus_id))
-    write(con, corpus_id, compute(con, {"corpus_id": int(corpus_id), "lo": lo, "hi": hi}))
+    write(con, corpus_id, compute(con, int(corpus_id)))
 
 
 def _read(con: duckdb.DuckDBPyConnection, corpus_id: int) -> CorpusLengths:
@@ -173,10 +173,11 @@ def _read(con: duckdb.DuckDBPyConnection, corpus_id: int) -> CorpusLengths:
     return _assemble(total, strata, _arrays(latents))
 
 
-def corpus_lengths(store: Store, info: Any) -> CorpusLengths:
+def corpus_lengths(store: Store, info: CorpusInfo) -> CorpusLengths:
     """The corpus' length strata: read from the tables, or (a corpus stored before them) computed from
     its documents and activations on first use and kept."""
-    lengths, _ = kept_statistics(store, info, "corpus_lengths", _read, compute, write)
+    lengths, _ = kept_statistics(store, info, "corpus_lengths", _read, lambda con, i: compute(con, int(i.corpus_id)),
+                                 write)
     return lengths
 
 
