@@ -11,7 +11,7 @@ import polars as pl
 from .charts import cluster_latents_chart, cluster_map
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
-from .tokens import Highlighter
+from .tokens import Highlighter, shade_legend
 
 if TYPE_CHECKING:
     from ..api import Store
@@ -65,12 +65,12 @@ def map_points(store: Store, df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: i
 
 
 def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Links = NO_LINKS,
-                    seed: int = 0) -> Section:
+                    seed: int = 0, shade: bool = False) -> Section:
     """Each central document is shaded for the first of its cluster's distinctive latents that fires
     in it (a distinctive latent is more frequent in the cluster, not present in every member)."""
     central = {r["cluster"]: (r["central_docs"][:examples], r["top_features"]) for r in df.iter_rows(named=True)}
     hl = Highlighter(store, [d for ds, _ in central.values() for d in ds],
-                     [f for _, fs in central.values() for f in fs])
+                     [f for _, fs in central.values() for f in fs], shade=shade)
     labels = {f: lab for r in df.iter_rows(named=True) for f, lab in zip(r["top_features"], r["top_labels"])}
 
     def view(cluster: int, doc_id: int, window: int = 60):
@@ -98,16 +98,11 @@ def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Li
                                 cluster_map(map_points(store, df, seed=seed))))
     charts.append(ChartView("Distinctive latents", "share inside minus share outside each cluster",
                             cluster_latents_chart(df)))
-    r0 = df.row(0, named=True)
-    from ..analysis.cluster import selected_by
+    from ..analysis.cluster import cluster_summary
 
-    n_docs = int(df["size"].sum())
-    how = selected_by(r0.get('selection'), r0.get('poles') or r0.get('facets'))
-    lines = [f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents{how}, "
-             f"{n_docs} documents "
-             "(cluster −1: documents without any selected latent, or HDBSCAN noise)."]
+    lines = [cluster_summary(df) + "."]
     return Section("Clusters", lines, charts, [("Clusters", table)], groups,
-                   ["shade: the first of the cluster's distinctive latents that fires in the document"])
+                   [shade_legend(shade, "the first of the cluster's distinctive latents that fires in the document")])
 
 
 __all__ = ["cluster_section", "map_points"]

@@ -9,7 +9,7 @@ import polars as pl
 from .charts import diff_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
-from .tokens import Highlighter
+from .tokens import Highlighter, shade_legend
 
 if TYPE_CHECKING:
     from ..api import Store
@@ -19,7 +19,8 @@ TABLE_COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_o
 SNIPPET_TOKENS = 10
 
 
-def _summary(df: pl.DataFrame) -> list[str]:
+def summary_lines(df: pl.DataFrame) -> list[str]:
+    """One line per target: the corpora compared, how many latents passed, the test (table caption, report)."""
     lines = []
     for target in dict.fromkeys(df["target"].to_list()):
         grp = df.filter(pl.col("target") == target)
@@ -31,14 +32,14 @@ def _summary(df: pl.DataFrame) -> list[str]:
 
 
 def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows: int = 10,
-                 links: Links = NO_LINKS) -> Section:
+                 links: Links = NO_LINKS, shade: bool = False) -> Section:
     """Chart of the top latents per target, the full table, and the top rows' example documents
     (both sides) with the latent's tokens shaded."""
     head = df.filter(pl.col("rank") <= example_rows) if df.height else df
     pairs = [(d, r["feature_id"]) for r in head.iter_rows(named=True)
              for d in r["examples_target"][:examples] + r["examples_other"][:examples]]
     first = [r["examples_target"][0] for r in df.iter_rows(named=True) if r["examples_target"]]
-    hl = Highlighter(store, [d for d, _ in pairs], [f for _, f in pairs], plain_ids=first)
+    hl = Highlighter(store, [d for d, _ in pairs], [f for _, f in pairs], plain_ids=first, shade=shade)
     highlighted = {(r["target"], r["feature_id"]) for r in head.iter_rows(named=True)}
 
     def snippet(r: dict):
@@ -63,8 +64,8 @@ def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows
         groups.append(ExampleGroup(title, exs, links.latent(r["feature_id"])))
     charts = [ChartView("Frequency per corpus", "share of documents where each latent fires, with 95% Wilson "
                         "intervals (top 25 per target)", diff_chart(df))] if df.height else []
-    return Section("Dataset diff", _summary(df), charts, [("Latents", table)], groups,
-                   ["shade: activation of the latent on that token"])
+    return Section("Dataset diff", summary_lines(df), charts, [("Latents", table)], groups,
+                   [shade_legend(shade, "the latent")])
 
 
-__all__ = ["diff_section"]
+__all__ = ["diff_section", "summary_lines"]

@@ -1,10 +1,14 @@
-"""Documents with the tokens where latents fire, shaded by strength, for reports and the browser.
+"""Documents with the tokens where latents fire marked, for reports and the browser.
 
-Token activations are recomputed by :func:`saeembed.highlight.token_activations` (the corpus'
-own reader and SAE, one forward per document). Strength is the activation over the largest
-activation of that latent among the documents fetched together, so the examples of one latent
-are comparable with each other. When recomputation is impossible (SAE moved, model missing)
-the plain text is shown and the view says so: an example is never lost for want of a highlight.
+By default a view is read from the store (:mod:`saeembed.peaks`): each latent's strongest token is
+shaded by its activation, its first firing token lightly marked, with no forward at all. ``shade``
+(``--shade``) shades every token by its activation instead, recomputed by
+:func:`saeembed.highlight.token_activations` (the corpus' own reader and SAE, batched across the
+documents of a view and cached in the process); corpora stored without token positions take that
+path too. Strength is the activation over the largest activation of that latent among the
+documents fetched together, so the examples of one latent are comparable with each other. When
+recomputation is impossible (SAE moved, model missing) the plain text is shown and the view says
+so: an example is never lost for want of a highlight.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..errors import UserError
 
 if TYPE_CHECKING:
     from ..api import Store
+    from ..peaks import Peak
 
 WINDOW_TOKENS = 60  # tokens kept on each side of the strongest one
 PLAIN_CHARS = 400
@@ -62,15 +67,17 @@ def cached_token_activations(store: Store, doc_ids: list[int], feature_ids: list
 
 @dataclass(frozen=True)
 class Segment:
-    """A run of text; ``strengths``/``values`` per latent of the view (all 0 for unmarked text)."""
+    """A run of text; ``strengths``/``values`` per latent of the view (all 0 for unmarked text);
+    ``hint`` says what a mark means where the activation alone does not."""
 
     text: str
     strengths: tuple[float, ...]
     values: tuple[float, ...]
+    hint: str = ""
 
     @property
     def marked(self) -> bool:
-        return any(v > 0 for v in self.values)
+        return any(v > 0 for v in self.values) or any(v > 0 for v in self.strengths)
 
 
 @dataclass(frozen=True)
@@ -137,18 +144,77 @@ def _view(doc_id: int, features: tuple[int, ...], grp: pl.DataFrame, scale: dict
     return DocView(doc_id, features, tuple(segs), True, lo > 0, hi < len(tokens))
 
 
+def shade_legend(shade: bool, whose: str) -> str:
+    """What the colour of a mark means, for ``whose`` latent ("the latent", "the document's top latent")."""
+    if shade:
+        return f"shade: activation of {whose} on that token"
+    return f"shade: strongest token of {whose} (light: the first token where it fires; --shade shades every token)"
+
+
+FIRST_STRENGTH = 0.2  # the first firing token's light mark (its own activation is not stored)
+
+
+def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None], scale: dict[int, float],
+                 window: int) -> DocView:
+    """The document clipped to ``window`` tokens around the first latent's strongest token, each
+    latent's strongest token shaded and its first firing token lightly marked."""
+    doc = next((p.doc for p in peaks if p is not None), None)
+    if doc is None or doc.starts is None or not doc.n_tokens:
+        return _plain(doc_id, features, doc.text if doc else "")
+    n, zero = doc.n_tokens, tuple(0.0 for _ in features)
+    center = peaks[0].peak_pos if peaks[0] is not None and peaks[0].peak_pos is not None else 0
+    lo, hi = max(0, center - window), min(n, center + window + 1)
+    a, b = doc.span(lo)[0], doc.span(hi - 1)[1]
+    marks: dict[tuple[int, int], tuple[list[float], list[float], list[str]]] = {}
+    for j, (f, p) in enumerate(zip(features, peaks)):
+        if p is None or p.peak_pos is None:
+            continue
+        top = scale.get(f, 0.0)
+        kinds = [(p.peak, round(min(1.0, p.value / top), 2) if top > 0 else 1.0, round(p.value, 3),
+                  f"latent {f}: activation {p.value:.3g}, its strongest of {p.n_active} firing tokens")]
+        if p.first_pos != p.peak_pos:
+            kinds.append((p.first, FIRST_STRENGTH, 0.0, f"latent {f}: the first token where it fires"))
+        for span, strength, value, hint in kinds:
+            if span is None or span[0] >= span[1] or not (a <= span[0] and span[1] <= b):
+                continue
+            st, vals, hints = marks.setdefault(span, ([0.0] * len(features), [0.0] * len(features), []))
+            st[j], vals[j] = max(st[j], strength), max(vals[j], value)
+            hints.append(hint)
+    segs: list[Segment] = []
+    at = a
+    for (s, e), (st, vals, hints) in sorted(marks.items()):
+        if s < at:  # two latents' marks overlapping on a split character: keep the first
+            continue
+        body = doc.text[s:e]
+        s += len(body) - len(body.lstrip())  # leading space outside the mark, so a marked word reads as a word
+        if at < s:
+            segs.append(Segment(doc.text[at:s], zero, zero))
+        segs.append(Segment(doc.text[s:e], tuple(st), tuple(vals), "; ".join(hints)))
+        at = e
+    if at < b:
+        segs.append(Segment(doc.text[at:b], zero, zero))
+    return DocView(doc_id, features, tuple(segs), True, lo > 0, hi < n)
+
+
 class Highlighter:
-    """Token activations of a set of documents for a set of latents, computed once (one batch of
-    forwards), from which any number of views (latents, window) are cut."""
+    """Views of a set of documents for a set of latents, read in one go (stored positions, or with
+    ``shade`` one batch of forwards), from which any number of views (latents, window) are cut."""
 
     def __init__(self, store: Store, doc_ids: Iterable[int], feature_ids: Iterable[int],
-                 plain_ids: Iterable[int] = ()) -> None:
+                 plain_ids: Iterable[int] = (), shade: bool = False) -> None:
+        from ..peaks import note_reader_fallback, read_peaks, split_by_positions
+
         self.doc_ids = sorted({int(d) for d in doc_ids})
         feats = sorted({int(f) for f in feature_ids})
+        stored, by_reader = ([], self.doc_ids) if shade else split_by_positions(store, self.doc_ids)
+        self._stored = set(stored)
+        self._peaks = read_peaks(store, [(d, f) for d in stored for f in feats]) if stored and feats else {}
         self.tokens: pl.DataFrame | None = None
-        if self.doc_ids and feats:
+        if by_reader and feats:
+            if not shade:
+                note_reader_fallback(store, by_reader)
             try:
-                self.tokens = cached_token_activations(store, self.doc_ids, feats)
+                self.tokens = cached_token_activations(store, by_reader, feats)
             except (UserError, OSError, ImportError):
                 self.tokens = None  # plain text below
         self._texts = _texts(store, sorted(set(self.doc_ids) | {int(d) for d in plain_ids}))
@@ -156,11 +222,16 @@ class Highlighter:
                                                                                  "feature_id": pl.Int32,
                                                                                  "activation": pl.Float32})
         self._scale = dict(toks.group_by("feature_id").agg(pl.col("activation").max()).iter_rows())
+        for (_, f), p in self._peaks.items():
+            self._scale[f] = max(self._scale.get(f, 0.0), p.value)
         self._by_doc = {int(k[0]): g for k, g in toks.group_by("doc_id")}
 
     def view(self, doc_id: int, features: Iterable[int], window: int = WINDOW_TOKENS) -> DocView:
         """The document clipped to ``window`` tokens around the first latent's strongest token."""
         fs = tuple(int(f) for f in features)
+        if int(doc_id) in self._stored and fs:
+            return _stored_view(int(doc_id), fs, [self._peaks.get((int(doc_id), f)) for f in fs], self._scale,
+                                window)
         grp = self._by_doc.get(int(doc_id))
         if grp is None or not grp.height or not fs:
             return self.plain(doc_id, fs)
@@ -168,6 +239,9 @@ class Highlighter:
 
     def first_firing(self, doc_id: int, features: Iterable[int]) -> int | None:
         """The first of ``features`` that fires somewhere in the document (None: none does)."""
+        if int(doc_id) in self._stored:
+            return next((int(f) for f in features
+                         if (p := self._peaks.get((int(doc_id), int(f)))) is not None and p.value > 0), None)
         grp = self._by_doc.get(int(doc_id))
         if grp is None:
             return None
@@ -179,12 +253,12 @@ class Highlighter:
 
 
 def doc_views(store: Store, wanted: Iterable[tuple[int, tuple[int, ...]]],
-              window: int = WINDOW_TOKENS) -> dict[tuple[int, tuple[int, ...]], DocView]:
+              window: int = WINDOW_TOKENS, shade: bool = False) -> dict[tuple[int, tuple[int, ...]], DocView]:
     """(doc_id, latents) → the document with those latents' tokens shaded (first latent: colour 1,
     second: colour 2)."""
     wanted = list(dict.fromkeys((int(d), tuple(int(f) for f in fs)) for d, fs in wanted))
-    hl = Highlighter(store, [d for d, _ in wanted], [f for _, fs in wanted for f in fs])
+    hl = Highlighter(store, [d for d, _ in wanted], [f for _, fs in wanted for f in fs], shade=shade)
     return {(d, fs): hl.view(d, fs, window) for d, fs in wanted}
 
 
-__all__ = ["DocView", "Segment", "Highlighter", "doc_views", "WINDOW_TOKENS"]
+__all__ = ["DocView", "Segment", "Highlighter", "doc_views", "shade_legend", "WINDOW_TOKENS"]
