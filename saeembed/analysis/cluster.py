@@ -155,6 +155,17 @@ def selected_by(selection: str | None, detail: str | None = None) -> str:
     return f" selected by {selection}" if selection in ("labels", "descriptors") else ""
 
 
+def cluster_summary(df: pl.DataFrame) -> str:
+    """The line heading a clustering: how many clusters, by which method, on which latents, of how
+    many documents (shared by the terminal table and the report)."""
+    if df.height == 0:
+        return "no clusters"
+    r0 = df.row(0, named=True)
+    how = selected_by(r0.get("selection"), r0.get("poles") or r0.get("facets"))
+    return (f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents{how}, {int(df['size'].sum())} "
+            "documents (cluster -1: documents without any selected latent, or HDBSCAN noise)")
+
+
 def coverage_count(mat, share: float) -> int:
     """Fewest leading columns of ``mat`` (documents × latents, latents in score order) such that at least
     ``share`` of the documents have one of them; all columns when no prefix covers that many."""
