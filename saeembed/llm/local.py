@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ..errors import UserError
+from ..quiet import quiet_model_loading
 from .types import Completion, Messages
 
 
@@ -26,7 +27,8 @@ class LocalChat:
         self.device = pick_device(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(load_from)
-            self.lm = AutoModelForCausalLM.from_pretrained(load_from, dtype="auto").to(self.device).eval()
+            with quiet_model_loading():
+                self.lm = AutoModelForCausalLM.from_pretrained(load_from, dtype="auto").to(self.device).eval()
         except OSError as exc:
             raise UserError(f"cannot load local LLM {name!r} ({str(exc).splitlines()[0][:120]}); pass a local "
                             "model directory or a cached hub id to --llm-model") from None
