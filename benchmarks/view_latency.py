@@ -1,0 +1,233 @@
+"""How long users wait for answers: cold CLI commands, tables vs JSON, an HTML report, the encode bar.
+
+    python benchmarks/view_latency.py --out DIR [--repeat 3] [--only encode,views,storage,oldstore]
+
+Builds (once, reused on later runs) ``DIR/views.duckdb`` with the shipped reader and SAE through the
+CLI: two GoEmotions corpora of 150 comments (short documents) and two of 160 AlpacaEval answers
+(long documents, ≈440 and ≈180 tokens), the latter read straight from the long-format file with
+``--where "generator = '...'"``. Every timing is a fresh ``python -m saeembed`` process (cold start
+included, as a user types it), best of ``--repeat``, with the 1-minute load average next to it; on
+a shared machine compare ratios measured in the same run, not absolute seconds.
+
+- ``encode``: the encode of each corpus; seconds from the process start and from the "encoding ..."
+  line (models loaded, work starts) until the bar first moves, and the whole run.
+- ``views``: ``diff`` and ``search`` as a table vs ``--format json`` (the table marks example
+  snippets from the stored token positions); a 30-row HTML diff report of the long answers
+  (``--top 15`` per side, 3 example documents on each side of the first 10 rows of each side).
+- ``oldstore``: the same table and HTML commands on a copy of the store with the positions removed,
+  as a store written before they were kept: its highlights re-run the reader (the path every view
+  took before), for the before/after ratio in the same run.
+- ``storage``: bytes per non-zero of the activations with and without ``peak_pos``/``first_pos``,
+  and of the documents' token spans, from DuckDB files holding only those rows (same order, after a
+  checkpoint).
+
+Results go to ``DIR/view_latency.json`` and a table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+ALPACA = SHARED / "alpacaeval_model_outputs" / "data.parquet"
+GOEMOTIONS = SHARED / "goemotions" / "data.parquet"
+CORPORA = {  # name → (file, extra encode arguments)
+    "ge_a": ("ge_a.parquet", []),
+    "ge_b": ("ge_b.parquet", []),
+    "alp_llama": (str(ALPACA), ["--where", "generator = 'llama-2-70b-chat-hf'", "--limit", "160"]),
+    "alp_gpt": (str(ALPACA), ["--where", "generator = 'gpt-3.5-turbo-1106'", "--limit", "160"]),
+}
+VIEWS = [  # (label, arguments after the command name; the store is added)
+    ("diff short", ["diff", "ge_a", "ge_b", "--fdr", "1", "--min-diff", "0.03"]),
+    ("diff long", ["diff", "alp_llama", "alp_gpt", "--top", "15"]),
+    ("search short", ["search", "ge_a", "gratitude, thanks"]),
+    ("search long", ["search", "alp_llama", "apologising, refusing to answer"]),
+]
+HTML_REPORT = ["diff", "alp_llama", "alp_gpt", "--top", "15", "--format", "html"]
+_BAR = re.compile(r"encoding:\s+\d+%\|[^|]*\|\s*([\d.]+)([kMG]?)/")
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def saeembed(*args: str, stdout: int | None = subprocess.DEVNULL) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "saeembed", *args], env=env(), stdout=stdout,
+                          stderr=subprocess.PIPE, text=True)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"saeembed {' '.join(args)} failed: {proc.stderr[-1500:]}")
+    return took, proc
+
+
+def best(args: list[str], repeat: int) -> dict:
+    times, loads = [], []
+    for _ in range(repeat):
+        loads.append(load())
+        times.append(saeembed(*args)[0])
+    return {"s": round(min(times), 2), "all_s": [round(t, 2) for t in times], "load": round(sum(loads) / len(loads), 1)}
+
+
+def prepare_inputs(out: Path) -> None:
+    import polars as pl
+
+    src = GOEMOTIONS if GOEMOTIONS.exists() else REPO / "datasets" / "goemotions" / "sample.parquet"
+    ge = pl.read_parquet(src).select("id", "text")
+    ge.slice(0, 150).write_parquet(out / "ge_a.parquet")
+    ge.slice(150, 150).write_parquet(out / "ge_b.parquet")
+
+
+def encode(out: Path, store: Path, name: str) -> dict:
+    """Encode one corpus through the CLI, timing when the bar first moves (read from stderr as it comes)."""
+    file, extra = CORPORA[name]
+    path = file if os.path.isabs(file) else str(out / file)
+    cmd = [sys.executable, "-m", "saeembed", "encode", path, "--store", str(store), "--name", name, *extra]
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    buf = ""
+
+    def read() -> None:
+        nonlocal buf
+        while chunk := proc.stderr.read1(4096).decode("utf-8", "replace"):  # type: ignore[union-attr]
+            buf += chunk
+            now = time.perf_counter() - t0
+            if "work" not in marks and "encoding " in buf and "documents of" in buf:
+                marks["work"] = now
+            if "moved" not in marks and any(float(n) > 0 for n, _ in _BAR.findall(buf)):
+                marks["moved"] = now
+            if "estimate" not in marks and "estimated size on disk" in buf:
+                marks["estimate"] = now
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    proc.wait()
+    reader.join()
+    total = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"encode {name} failed: {buf[-1500:]}")
+    summary = [ln for ln in re.split(r"[\r\n]", buf) if ln.startswith("stored ")]
+    nan = float("nan")
+    return {"total_s": round(total, 1), "work_starts_s": round(marks.get("work", nan), 1),
+            "bar_moves_s": round(marks.get("moved", nan), 1),
+            "bar_moves_after_work_starts_s": round(marks.get("moved", nan) - marks.get("work", nan), 1),
+            "estimate_s": round(marks.get("estimate", nan), 1), "summary": summary[-1] if summary else "",
+            "load": round(load(), 1)}
+
+
+def views(store: Path, out: Path, repeat: int) -> dict:
+    res = {}
+    for label, args in VIEWS:
+        s = ["--store", str(store)]
+        table = best([*args, *s], repeat)
+        js = best([*args, *s, "--format", "json"], repeat)
+        res[label] = {"table": table, "json": js, "table_over_json": round(table["s"] / js["s"], 2)}
+    res["html report (30 rows, long)"] = best([*HTML_REPORT, "--store", str(store), "--output",
+                                               str(out / "report.html")], repeat)
+    return res
+
+
+def without_positions(store: Path, copy: Path) -> Path:
+    """A copy of the store as one written before positions were kept (the columns gone, flag off)."""
+    import duckdb
+
+    for p in (copy, Path(f"{copy}.wal")):
+        p.unlink(missing_ok=True)
+    shutil.copy(store, copy)
+    con = duckdb.connect(str(copy))
+    for table, col in (("activations", "peak_pos"), ("activations", "first_pos"), ("documents", "token_starts"),
+                       ("documents", "token_ends")):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
+    con.execute("UPDATE corpora SET config = json_merge_patch(config, '{\"token_positions\": false}')")
+    con.execute("CHECKPOINT")
+    con.close()
+    return copy
+
+
+def old_store(store: Path, out: Path, repeat: int) -> dict:
+    old = without_positions(store, out / "old.duckdb")
+    res = {}
+    for label, args in VIEWS[:2]:
+        res[label] = {"table": best([*args, "--store", str(old)], repeat)}
+    res["html report (30 rows, long)"] = best([*HTML_REPORT, "--store", str(old), "--output",
+                                               str(out / "report_old.html")], repeat)
+    return res
+
+
+def storage(store: Path, out: Path) -> dict:
+    """Bytes per non-zero: the activations table alone, with and without the position columns."""
+    import duckdb
+
+    src = duckdb.connect(str(store), read_only=True)
+    nnz = src.execute("SELECT count(*) FROM activations").fetchall()[0][0]
+    tokens = src.execute("SELECT sum(n_tokens) FROM documents").fetchall()[0][0]
+    src.close()
+    sizes = {}
+    for variant, cols, table in (
+        ("without", "doc_id, feature_id, value, total, n_active", "activations"),
+        ("with", "doc_id, feature_id, value, total, n_active, peak_pos, first_pos", "activations"),
+        ("spans", "doc_id, token_starts, token_ends", "documents"),
+    ):
+        path = out / f"size_{variant}.duckdb"
+        path.unlink(missing_ok=True)
+        con = duckdb.connect(str(path))
+        con.execute(f"ATTACH '{store}' AS src (READ_ONLY)")
+        con.execute(f"CREATE TABLE t AS SELECT {cols} FROM src.{table} ORDER BY doc_id >> 32"
+                    + (", feature_id, doc_id" if table == "activations" else ", doc_id"))
+        con.execute("DETACH src")
+        con.execute("CHECKPOINT")
+        used = con.execute("SELECT used_blocks * block_size FROM pragma_database_size()").fetchall()[0][0]
+        con.close()
+        sizes[variant] = int(used)
+        path.unlink(missing_ok=True)
+    return {"nonzeros": int(nnz), "content_tokens": int(tokens),
+            "bytes_per_nonzero_without_positions": round(sizes["without"] / nnz, 2),
+            "bytes_per_nonzero_with_positions": round(sizes["with"] / nnz, 2),
+            "token_span_bytes_per_nonzero": round(sizes["spans"] / nnz, 2),
+            "bytes_per_nonzero_in_all": round((sizes["with"] + sizes["spans"]) / nnz, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", default="encode,views,oldstore,storage")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = args.out / "views.duckdb"
+    results_file = args.out / "view_latency.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    only = set(args.only.split(","))
+    if "encode" in only or not store.exists():
+        prepare_inputs(args.out)
+        for p in (store, Path(f"{store}.wal")):
+            p.unlink(missing_ok=True)
+        results["encode"] = {name: encode(args.out, store, name) for name in CORPORA}
+    if "views" in only:
+        results["views"] = views(store, args.out, args.repeat)
+    if "oldstore" in only:
+        results["old_store"] = old_store(store, args.out, args.repeat)
+    if "storage" in only:
+        results["storage"] = storage(store, args.out)
+    results["cpus"] = os.cpu_count()
+    results_file.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
