@@ -1,4 +1,4 @@
-"""Does *asking* the reader about a property steer a clustering to it? (a lever of issue 9 that failed)
+"""Does *asking* the reader about a property steer a clustering to it? (measured: it does not)
 
     python scripts/prompted_states_probe.py --corpus /path/to/eval.corpora/amazon.parquet
 

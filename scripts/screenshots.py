@@ -1,4 +1,4 @@
-"""Regenerate the README's screenshots of the reports and the browser (docs/img/*.png).
+"""Regenerate the docs' screenshots of the reports and the browser (docs/img/*.png).
 
     python scripts/screenshots.py --store demo.duckdb      # the README quick-start store
 

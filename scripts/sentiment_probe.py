@@ -1,4 +1,4 @@
-"""How much sentiment an SAE's latents carry on the evaluation's Amazon reviews (the README's probe figures).
+"""How much sentiment an SAE's latents carry on the evaluation's Amazon reviews (docs/evaluation.md).
 
     python scripts/sentiment_probe.py --store /path/to/eval.duckdb        # the default SAE
     python scripts/sentiment_probe.py --store /path/to/eval_doc.duckdb    # the document-level SAE

@@ -22,6 +22,17 @@ DATASETS = REPO / "datasets"
 GOEMOTIONS_SAMPLE = DATASETS / "goemotions" / "sample.parquet"  # 1,500 labelled comments, Apache-2.0
 
 
+# Fixtures that load the shipped SmolLM2 reader (seconds to minutes): every test that uses one of them,
+# directly or through another fixture, is marked ``slow``, so ``pytest -m "not slow"`` is a fast loop.
+READER_FIXTURES = {"smollm2_reader", "real_store", "faces_store"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if READER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def shared_dataset(name: str) -> Path:
     """A corpus from ../shared/datasets (tests skip cleanly where it is absent)."""
     path = SHARED / name / "data.parquet"

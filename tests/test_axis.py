@@ -1,4 +1,4 @@
-"""Axis queries (issue 9): "sentiment" / "positive vs negative" cluster along two opposite ends.
+"""Axis queries: "sentiment" / "positive vs negative" cluster along two opposite ends.
 
 Real reader, real SAE, real corpora (``real_store``'s 400 GoEmotions comments, shipped in
 ``datasets/``; the Amazon reviews where ../shared exists). Ground truth scores the result only.

@@ -1,4 +1,4 @@
-"""The CLI and Python API contract after the restructure (issue 12): options defined once, every flag
+"""The CLI and Python API contract: options defined once, every flag
 that existed keeps working, help is complete, outputs are machine-readable, data can come from
 memory or stdin, labels and SAEs can be exported in formats other tools load.
 """

@@ -1,4 +1,4 @@
-"""Corpus descriptors (issue 9): computed from the store, cached once, and steering the analyses.
+"""Corpus descriptors: computed from the store, cached once, and steering the analyses.
 
 Real model, real SAE, real corpora (``real_store``'s Amazon reviews: 50 per domain × sentiment).
 Ground-truth labels are read only to score the results, never to select latents.

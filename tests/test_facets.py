@@ -1,4 +1,4 @@
-"""Facet queries (issue 9): "product category" / "emotion" cluster along the query's categories.
+"""Facet queries: "product category" / "emotion" cluster along the query's categories.
 
 Real reader, real SAE, real corpora (``real_store``'s 400 GoEmotions comments, shipped in
 ``datasets/``; the Amazon reviews where ../shared exists). Ground truth scores the result only.

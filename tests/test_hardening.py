@@ -1,4 +1,4 @@
-"""Regression tests for the hostile-input audit (issue 14): every failure a user can cause is one
+"""Hostile input: every failure a user can cause is one
 line, a non-zero exit and an unchanged store; nothing outside the store's work folder is ever
 deleted; no user string is expanded as a glob; no pickle is executed.
 """

@@ -26,7 +26,7 @@ and the clustering along them is twice as aligned with sentiment as the score it
 Measured on the evaluation's Amazon reviews (token SAE, dev rows, k = 2 / 4): 0.21 / 0.22 NMI with
 sentiment, domain NMI ≈ 0.01; settings (both phrasings, n = 100, 1-D k-means, square-rooted
 shares) were chosen there among 3 phrasings × 4 widths × 3 partitions × 5 transforms of the shares;
-README: Evaluation reports the held-out rows.
+docs/evaluation.md reports the held-out rows.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ score per category instead of one per pole:
    coordinates gives the clusters.
 
 Measured by the evaluation harness (token SAE, NMI with the property named, k = 2 / 4, held-out odd
-rows; settings were fixed on the even rows; README, Evaluation): Amazon "product category" with the
+rows; settings were fixed on the even rows; docs/evaluation.md): Amazon "product category" with the
 product domain 0.51 / 0.56 (label selection 0.01 / 0.14, all latents 0.06 / 0.29); AG News "news
 category" with the news category 0.38 / 0.43 (labels 0.01 / 0.05); GoEmotions "emotion" with the
 sentiment group of the emotions 0.11 / 0.12 (labels 0.01 / 0.02). What it costs: a categorical query

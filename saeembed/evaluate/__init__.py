@@ -3,7 +3,7 @@
     python -m saeembed.evaluate [--store eval.duckdb] [--docs 1000] [--only retrieval,clustering,...]
                                 [--out benchmarks/results]
 
-Every number in the README's evaluation section comes from this package. Corpora are read from
+Every number on the docs site's evaluation page (docs/evaluation.md) comes from this package. Corpora are read from
 ``../shared/datasets`` (research-licensed, not shipped) or ``--data DIR``; they are encoded once
 into ``--store`` (resumable) and reused by every task. Tables are printed as Markdown and written
 to ``--out`` with a JSON twin, so a re-run shows exactly what changed.

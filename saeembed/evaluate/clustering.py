@@ -13,11 +13,11 @@ from .steering import assignments_by_row, ground_truth
 
 # ------------------------------------------------------------------------------- clustering ----
 CLUSTER_QUERIES = {"sentiment": "sentiment", "product category": "product category"}
-SELECTIONS = ("labels", "descriptors")  # labels: the state before issue 9 (and auto's rule for non-axis queries)
+SELECTIONS = ("labels", "descriptors")  # labels: the paper's selection (and auto's rule for other queries)
 # the document-level SAE has 512 latents, so the default 100 per phrase is a fifth of them; rows at other
 # widths (k = 4 only) show whether more selected latents steer, or only approach the unfiltered clustering
 DOC_PER_PHRASE = (25, 200, 300)
-# issue 9's selection rule (--coverage, never fewer than the 100 per phrase) and the handling of documents
+# the selection rule of --coverage (never fewer than the 100 per phrase) and the handling of documents
 # without a selected latent (--unplaced nearest), both SAEs, k = 2 and 4
 COVERAGE_ROWS = ((f"coverage {1.0}", {"coverage": 1.0}), (f"coverage {0.99}", {"coverage": 0.99}),
                  ("100 per phrase, unplaced nearest", {"unplaced": "nearest"}))

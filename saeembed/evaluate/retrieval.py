@@ -24,7 +24,7 @@ def full_ranking(ranked: list[int], all_ids: np.ndarray, rng: np.random.Generato
 
 
 # (column, search mode, latent selection): "sae-labels" is the paper's label-similarity selection
-# with the shipped offline labels (the state before issue 9), "sae" the default (auto → descriptors).
+# with the shipped offline labels (the paper's selection), "sae" the default (auto → descriptors).
 METHODS = (("sae-labels", "sae", "labels"), ("sae", "sae", "auto"), ("dense", "dense", "auto"),
            ("hybrid-labels", "hybrid", "labels"), ("hybrid", "hybrid", "auto"))
 # the document-level SAE (``--sae doc``, its corpora stored as ``<name>_doc``): the same two selections,

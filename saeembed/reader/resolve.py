@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,8 +39,10 @@ def is_doc_reader(spec: str | None) -> bool:
 
 
 def cache_dir() -> Path:
-    """Where converted readers live (``SAEEMBED_CACHE`` or ``~/.cache/saeembed``)."""
-    return Path(os.environ.get("SAEEMBED_CACHE", Path.home() / ".cache" / "saeembed"))
+    """Where converted readers live: the one cache root of :mod:`saeembed.paths`."""
+    from ..paths import cache_root
+
+    return cache_root()
 
 
 def _smollm2_wheel_dir() -> Path | None:

@@ -70,7 +70,7 @@ def lock_wait_seconds(wait: float | None = None) -> float:
         raise UserError(f"SAEEMBED_WAIT={env!r} is not a number of seconds; set it to e.g. 60") from None
 
 
-def _open_waiting(path: Path, read_only: bool, config: dict[str, Any], wait: float) -> duckdb.DuckDBPyConnection:
+def open_waiting(path: Path, read_only: bool, config: dict[str, Any], wait: float) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, retried while another process holds a conflicting lock, for at most ``wait`` s.
 
     Why: DuckDB allows one writer, or many readers, per file across processes. A second writer (or a
@@ -113,7 +113,7 @@ def connect(path: str | Path, read_only: bool = False, external_access: bool = T
         config["enable_external_access"] = False
     if not exists:
         return _create(path, config)
-    con = _open_waiting(path, read_only, config, lock_wait_seconds(wait))
+    con = open_waiting(path, read_only, config, lock_wait_seconds(wait))
     if not read_only:
         for schema in ALL_SCHEMAS:
             con.execute(schema)

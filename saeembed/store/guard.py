@@ -37,11 +37,11 @@ def _registered(store: Path) -> list[tuple[Path, list[Path]]]:
     store yet)."""
     import duckdb
 
-    from .connection import _open_waiting, check_store_file, lock_wait_seconds
+    from .connection import check_store_file, lock_wait_seconds, open_waiting
 
     if not check_store_file(store):
         return []
-    con = _open_waiting(store, True, {}, lock_wait_seconds())
+    con = open_waiting(store, True, {}, lock_wait_seconds())
     try:
         has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'parquet_corpora'").fetchall()[0][0]
         rows = con.execute("SELECT location, files FROM parquet_corpora").fetchall() if has else []
