@@ -283,7 +283,7 @@ def _matching(df: pl.DataFrame, where: str, what: str) -> pl.DataFrame:
     if len(keep) == 0:
         raise UserError(f"--where {where!r} matches none of the {df.height} rows of {what}; check the condition "
                         "and the values in those columns")
-    return df.filter(pl.col("row_idx").is_in(pl.Series(keep).cast(df.schema["row_idx"])))
+    return df.filter(pl.col("row_idx").is_in(keep.tolist()))
 
 
 def _without_empty(df: pl.DataFrame, col: str, kind: str, where: str, drop_empty: bool) -> pl.DataFrame:

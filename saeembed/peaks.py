@@ -144,17 +144,21 @@ def read_peaks(store: Store, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int
 
 def marked_text(peak: Peak) -> str:
     """The document's text with its strongest token wrapped in ``<<`` ``>>`` (its leading whitespace
-    outside the marks, as :func:`saeembed.highlight.render` writes a marked run)."""
-    if peak.peak is None:
+    outside the marks, as :func:`saeembed.highlight.render` writes a marked run, unless the token is
+    only whitespace)."""
+    if peak.peak is None or peak.peak[0] >= peak.peak[1]:
         return peak.text
-    s, e = peak.peak
-    body = peak.text[s:e]
-    lead = len(body) - len(body.lstrip())
-    s += lead
-    if s >= e:
-        return peak.text
+    s, e = mark_span(peak.text, *peak.peak)
     return f"{peak.text[:s]}<<{peak.text[s:e]}>>{peak.text[e:]}"
 
 
-__all__ = ["Peak", "StoredDoc", "read_peaks", "stored_documents", "marked_text", "split_by_positions",
+def mark_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """The part of a token's span to mark: without its leading whitespace, so a marked word reads as
+    a word; the whole span when the token is only whitespace."""
+    body = text[start:end]
+    lead = len(body) - len(body.lstrip())
+    return (start + lead, end) if lead < len(body) else (start, end)
+
+
+__all__ = ["Peak", "StoredDoc", "read_peaks", "stored_documents", "marked_text", "mark_span", "split_by_positions",
            "corpora_with_positions", "note_reader_fallback"]

@@ -175,7 +175,8 @@ def table(df: pl.DataFrame, max_rows: int = 50, max_width: int = 60, width: int 
     numeric = [df.schema[c].is_numeric() for c in cols]
     natural = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
     widths = [n if num else min(n, max(max_width, len(c))) for n, num, c in zip(natural, numeric, cols)]
-    widths = _fit(widths, [not num for num in numeric], width or table_width())
+    total = width or table_width()
+    widths = _fit(widths, [not num for num in numeric], total)
     widths = [max(w, len(c)) if num else w for w, num, c in zip(widths, numeric, cols)]
 
     def lines(cells: list[str]) -> list[str]:
@@ -184,7 +185,9 @@ def table(df: pl.DataFrame, max_rows: int = 50, max_width: int = 60, width: int 
         return ["  ".join((p[k] if k < len(p) else "").rjust(w) if num else (p[k] if k < len(p) else "").ljust(w)
                           for p, w, num in zip(parts, widths, numeric)).rstrip() for k in range(height)]
 
-    out = list(caption or [])
+    import textwrap
+
+    out = [wrapped for line in caption or [] for wrapped in textwrap.wrap(line, total) or [""]]
     out += lines([c[:w] if len(c) > w else c for c, w in zip(cols, widths)]) + lines(["-" * w for w in widths])
     for r in rows:
         out += lines(r)

@@ -21,7 +21,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TOKENS_PER_CHAR = 0.25  # until a shard is tokenised: a typical English BPE ratio
-BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tokens{postfix} [{elapsed}<{remaining}, {rate_fmt}]"
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} tokens{postfix} [{elapsed}<{remaining}, {rate_fmt}]"
 
 
 def doc_chars(corpus: Any) -> np.ndarray:

@@ -124,7 +124,7 @@ def _segments(tokens: list[str], acts: np.ndarray, scale: np.ndarray) -> list[Se
             out.append(Segment("".join(plain), zero, zero))
             plain = []
         strengths = tuple(round(float(min(1.0, v / s)), 2) if s > 0 and v > 0 else 0.0 for v, s in zip(row, scale))
-        out.append(Segment(tok, strengths, tuple(round(float(v), 3) for v in row)))
+        out.append(Segment(tok, strengths, tuple(float(f"{v:.3g}") for v in row)))
     if plain:
         out.append(Segment("".join(plain), zero, zero))
     return out
@@ -158,6 +158,8 @@ def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None
                  window: int) -> DocView:
     """The document clipped to ``window`` tokens around the first latent's strongest token, each
     latent's strongest token shaded and its first firing token lightly marked."""
+    from ..peaks import mark_span
+
     doc = next((p.doc for p in peaks if p is not None), None)
     if doc is None or doc.starts is None or not doc.n_tokens:
         return _plain(doc_id, features, doc.text if doc else "")
@@ -170,7 +172,7 @@ def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None
         if p is None or p.peak_pos is None:
             continue
         top = scale.get(f, 0.0)
-        kinds = [(p.peak, round(min(1.0, p.value / top), 2) if top > 0 else 1.0, round(p.value, 3),
+        kinds = [(p.peak, round(min(1.0, p.value / top), 2) if top > 0 else 1.0, float(f"{p.value:.3g}"),
                   f"latent {f}: activation {p.value:.3g}, its strongest of {p.n_active} firing tokens")]
         if p.first_pos != p.peak_pos:
             kinds.append((p.first, FIRST_STRENGTH, 0.0, f"latent {f}: the first token where it fires"))
@@ -185,8 +187,7 @@ def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None
     for (s, e), (st, vals, hints) in sorted(marks.items()):
         if s < at:  # two latents' marks overlapping on a split character: keep the first
             continue
-        body = doc.text[s:e]
-        s += len(body) - len(body.lstrip())  # leading space outside the mark, so a marked word reads as a word
+        s, e = mark_span(doc.text, s, e)
         if at < s:
             segs.append(Segment(doc.text[at:s], zero, zero))
         segs.append(Segment(doc.text[s:e], tuple(st), tuple(vals), "; ".join(hints)))
