@@ -1,6 +1,7 @@
 """How long users wait for answers: cold CLI commands, tables vs JSON, an HTML report, the encode bar.
 
-    python benchmarks/view_latency.py --out DIR [--repeat 3] [--only encode,views,storage,oldstore]
+    python benchmarks/view_latency.py --out DIR [--repeat 3] [--only encode,firstmove,views,oldstore,storage]
+                                      [--data DIR]
 
 Builds (once, reused on later runs) ``DIR/views.duckdb`` with the shipped reader and SAE through the
 CLI: two GoEmotions corpora of 150 comments (short documents) and two of 160 AlpacaEval answers
@@ -10,9 +11,11 @@ included, as a user types it), best of ``--repeat``, with the 1-minute load aver
 a shared machine compare ratios measured in the same run, not absolute seconds.
 
 - ``encode``: the encode of each corpus; seconds from the process start and from the "encoding ..."
-  line (models loaded, work starts) until the bar first moves, and the whole run.
+  line (models loaded, work starts) until the bar first moves, and the whole run. ``firstmove``: the
+  same for the long answers, stopped once the bar has moved and the size estimate is out.
 - ``views``: ``diff`` and ``search`` as a table vs ``--format json`` (the table marks example
-  snippets from the stored token positions); a 30-row HTML diff report of the long answers
+  snippets from the stored token positions), after one untimed run that builds the per-corpus caches
+  (search's descriptors, computed once per corpus); a 30-row HTML diff report of the long answers
   (``--top 15`` per side, 3 example documents on each side of the first 10 rows of each side).
 - ``oldstore``: the same table and HTML commands on a copy of the store with the positions removed,
   as a store written before they were kept: its highlights re-run the reader (the path every view
@@ -38,14 +41,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
-ALPACA = SHARED / "alpacaeval_model_outputs" / "data.parquet"
-GOEMOTIONS = SHARED / "goemotions" / "data.parquet"
+ALPACA = "alpacaeval_model_outputs/data.parquet"  # under --data
 CORPORA = {  # name → (file, extra encode arguments)
     "ge_a": ("ge_a.parquet", []),
     "ge_b": ("ge_b.parquet", []),
-    "alp_llama": (str(ALPACA), ["--where", "generator = 'llama-2-70b-chat-hf'", "--limit", "160"]),
-    "alp_gpt": (str(ALPACA), ["--where", "generator = 'gpt-3.5-turbo-1106'", "--limit", "160"]),
+    "alp_llama": (ALPACA, ["--where", "generator = 'llama-2-70b-chat-hf'", "--limit", "160"]),
+    "alp_gpt": (ALPACA, ["--where", "generator = 'gpt-3.5-turbo-1106'", "--limit", "160"]),
 }
 VIEWS = [  # (label, arguments after the command name; the store is added)
     ("diff short", ["diff", "ge_a", "ge_b", "--fdr", "1", "--min-diff", "0.03"]),
@@ -83,19 +84,21 @@ def best(args: list[str], repeat: int) -> dict:
     return {"s": round(min(times), 2), "all_s": [round(t, 2) for t in times], "load": round(sum(loads) / len(loads), 1)}
 
 
-def prepare_inputs(out: Path) -> None:
+def prepare_inputs(out: Path, data: Path) -> None:
     import polars as pl
 
-    src = GOEMOTIONS if GOEMOTIONS.exists() else REPO / "datasets" / "goemotions" / "sample.parquet"
+    src = data / "goemotions" / "data.parquet"
+    src = src if src.exists() else REPO / "datasets" / "goemotions" / "sample.parquet"
     ge = pl.read_parquet(src).select("id", "text")
     ge.slice(0, 150).write_parquet(out / "ge_a.parquet")
     ge.slice(150, 150).write_parquet(out / "ge_b.parquet")
 
 
-def encode(out: Path, store: Path, name: str) -> dict:
-    """Encode one corpus through the CLI, timing when the bar first moves (read from stderr as it comes)."""
+def encode(out: Path, data: Path, store: Path, name: str, stop_when_moved: bool = False) -> dict:
+    """Encode one corpus through the CLI, timing when the bar first moves (read from stderr as it comes);
+    ``stop_when_moved``: end the encode there (the ``firstmove`` measurement)."""
     file, extra = CORPORA[name]
-    path = file if os.path.isabs(file) else str(out / file)
+    path = str(data / file) if "/" in file else str(out / file)
     cmd = [sys.executable, "-m", "saeembed", "encode", path, "--store", str(store), "--name", name, *extra]
     marks: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -113,13 +116,16 @@ def encode(out: Path, store: Path, name: str) -> dict:
                 marks["moved"] = now
             if "estimate" not in marks and "estimated size on disk" in buf:
                 marks["estimate"] = now
+            if stop_when_moved and "moved" in marks and "estimate" in marks:
+                proc.terminate()
+                return
 
     reader = threading.Thread(target=read)
     reader.start()
     proc.wait()
     reader.join()
     total = time.perf_counter() - t0
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not stop_when_moved:
         raise SystemExit(f"encode {name} failed: {buf[-1500:]}")
     summary = [ln for ln in re.split(r"[\r\n]", buf) if ln.startswith("stored ")]
     nan = float("nan")
@@ -134,6 +140,7 @@ def views(store: Path, out: Path, repeat: int) -> dict:
     res = {}
     for label, args in VIEWS:
         s = ["--store", str(store)]
+        saeembed(*args, *s, "--format", "json")  # untimed: builds the per-corpus caches (descriptors) once
         table = best([*args, *s], repeat)
         js = best([*args, *s, "--format", "json"], repeat)
         res[label] = {"table": table, "json": js, "table_over_json": round(table["s"] / js["s"], 2)}
@@ -207,6 +214,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", default="encode,views,oldstore,storage")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets",
+                    help="folder of the shared datasets (AlpacaEval, GoEmotions)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "views.duckdb"
@@ -214,10 +223,18 @@ def main() -> None:
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     only = set(args.only.split(","))
     if "encode" in only or not store.exists():
-        prepare_inputs(args.out)
+        prepare_inputs(args.out, args.data)
         for p in (store, Path(f"{store}.wal")):
             p.unlink(missing_ok=True)
-        results["encode"] = {name: encode(args.out, store, name) for name in CORPORA}
+        results["encode"] = {name: encode(args.out, args.data, store, name) for name in CORPORA}
+    if "firstmove" in only:  # the long answers, stopped once the bar has moved: a short, repeatable check
+        scratch = args.out / "firstmove.duckdb"
+        runs = []
+        for _ in range(args.repeat):
+            shutil.rmtree(f"{scratch}.work", ignore_errors=True)
+            runs.append(encode(args.out, args.data, scratch, "alp_llama", stop_when_moved=True))
+        results["first_move"] = runs
+        shutil.rmtree(f"{scratch}.work", ignore_errors=True)
     if "views" in only:
         results["views"] = views(store, args.out, args.repeat)
     if "oldstore" in only:

@@ -1,7 +1,7 @@
 """Values as a reader wants them in a table cell: the one formatting of terminal and HTML tables.
 
-Why one place: the terminal table printed full-precision floats and Python list reprs while the
-HTML table rounded and joined; both now show the same text for the same value.
+Why one place: the terminal and the HTML tables show the same text for the same value (rounded
+figures, joined lists, never a Python repr), and a change of format reaches both.
 """
 
 from __future__ import annotations

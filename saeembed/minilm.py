@@ -1,8 +1,8 @@
 """MiniLM's forward in NumPy, for the handful of texts a query embeds: no torch, no transformers.
 
-Why: a search embeds one or a few phrases, and importing torch and transformers to do so was most of
-a cold ``saeembed search`` (4.6 s of start-up on a quiet machine, 20-40 s on a loaded 2-core one);
-the forward of a short phrase itself takes milliseconds. This module reads the same files the torch
+Why: a search embeds one or a few phrases, and importing torch and transformers for that costs most
+of a cold ``saeembed search`` (4.6 s of start-up on a quiet machine, 20-40 s on a loaded 2-core one),
+while the forward of a short phrase itself takes milliseconds. This module reads the same files the torch
 path loads (``tokenizer.json`` through the ``tokenizers`` library, ``model.safetensors`` through
 ``safetensors.numpy``) and computes the same BERT encoder (absolute positions, exact GELU, post-layer
 norm) in float32; :class:`saeembed.embed.TextEmbedder` uses it for up to

@@ -1,8 +1,8 @@
 """Loading a model without the loader's own chatter: no "Loading weights" bar, no warnings.
 
-Why: transformers draws its progress bar on the terminal while a model loads; it ends without a
-newline and glued itself to the next line of a table. saeembed's own progress (the encode bar)
-and messages are the ones that matter, always on stderr.
+Why: transformers draws a progress bar while a model loads; it ends without a newline, so on a
+terminal it glues itself to the next line a command prints (the first row of a table).
+saeembed's own progress (the encode bar) and messages are the ones that matter, always on stderr.
 """
 
 from __future__ import annotations

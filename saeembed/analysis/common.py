@@ -146,9 +146,9 @@ def highlighted_examples(store: Store, pairs: list[tuple[int, int]], max_chars: 
         note_reader_fallback(store, by_reader)
     doc_ids = sorted({d for d, _ in rest})
     try:
-        from ..highlight import render, token_activations
+        from ..highlight import cached_token_activations, render
 
-        toks = token_activations(store, doc_ids, sorted({f for _, f in rest}))
+        toks = cached_token_activations(store, doc_ids, sorted({f for _, f in rest}))
         for d, f in rest:
             out[(d, f)] = _clip(render(toks, d, f, style="markers"), max_chars)
     except (UserError, OSError, ImportError):

@@ -13,10 +13,7 @@ so: an example is never lost for want of a highlight.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
@@ -30,41 +27,6 @@ if TYPE_CHECKING:
 
 WINDOW_TOKENS = 60  # tokens kept on each side of the strongest one
 PLAIN_CHARS = 400
-CACHE_PAIRS = 20_000  # (document, latent) token rows kept per process
-
-_CACHE: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-
-
-def _store_key(store: Store) -> tuple:
-    """The store file and its last write: any write (a new encode, new labels) starts a new cache."""
-    path = Path(store.path)
-    stamps = tuple(q.stat().st_mtime_ns if q.exists() else 0 for q in (path, path.with_name(path.name + ".wal")))
-    return (str(path.resolve()), stamps)
-
-
-def cached_token_activations(store: Store, doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
-    """:func:`saeembed.highlight.token_activations`, recomputing only (document, latent) pairs not
-    seen before in this process: a browser page reloaded, or a report and a page showing the same
-    documents, cost no new forward."""
-    from ..highlight import TOKEN_SCHEMA, token_activations
-
-    key = _store_key(store)
-    with _CACHE_LOCK:
-        missing = [(d, f) for d in doc_ids for f in feature_ids if (key, d, f) not in _CACHE]
-    if missing:
-        new = token_activations(store, sorted({d for d, _ in missing}), sorted({f for _, f in missing}))
-        groups = {(int(d), int(f)): g for (d, f), g in new.group_by("doc_id", "feature_id")}
-        with _CACHE_LOCK:
-            for d, f in missing:
-                _CACHE[(key, d, f)] = groups.get((d, f), pl.DataFrame(schema=TOKEN_SCHEMA))
-            while len(_CACHE) > CACHE_PAIRS:
-                _CACHE.popitem(last=False)
-    with _CACHE_LOCK:
-        parts = [_CACHE[(key, d, f)] for d in doc_ids for f in feature_ids if (key, d, f) in _CACHE]
-    return pl.concat(parts) if parts else pl.DataFrame(schema=TOKEN_SCHEMA)
-
-
 @dataclass(frozen=True)
 class Segment:
     """A run of text; ``strengths``/``values`` per latent of the view (all 0 for unmarked text);
@@ -151,7 +113,7 @@ def shade_legend(shade: bool, whose: str) -> str:
     return f"shade: strongest token of {whose} (light: the first token where it fires; --shade shades every token)"
 
 
-FIRST_STRENGTH = 0.2  # the first firing token's light mark (its own activation is not stored)
+FIRST_SHADE = 0.35  # the first firing token's mark, relative to the strongest token's (its activation is not stored)
 
 
 def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None], scale: dict[int, float],
@@ -172,10 +134,12 @@ def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None
         if p is None or p.peak_pos is None:
             continue
         top = scale.get(f, 0.0)
-        kinds = [(p.peak, round(min(1.0, p.value / top), 2) if top > 0 else 1.0, float(f"{p.value:.3g}"),
+        strength = max(0.01, round(min(1.0, p.value / top), 2) if top > 0 else 1.0)
+        kinds = [(p.peak, strength, float(f"{p.value:.3g}"),
                   f"latent {f}: activation {p.value:.3g}, its strongest of {p.n_active} firing tokens")]
         if p.first_pos != p.peak_pos:
-            kinds.append((p.first, FIRST_STRENGTH, 0.0, f"latent {f}: the first token where it fires"))
+            kinds.append((p.first, max(0.01, round(strength * FIRST_SHADE, 2)), 0.0,
+                          f"latent {f}: the first token where it fires"))
         for span, strength, value, hint in kinds:
             if span is None or span[0] >= span[1] or not (a <= span[0] and span[1] <= b):
                 continue
@@ -215,6 +179,8 @@ class Highlighter:
             if not shade:
                 note_reader_fallback(store, by_reader)
             try:
+                from ..highlight import cached_token_activations
+
                 self.tokens = cached_token_activations(store, by_reader, feats)
             except (UserError, OSError, ImportError):
                 self.tokens = None  # plain text below
@@ -231,8 +197,10 @@ class Highlighter:
         """The document clipped to ``window`` tokens around the first latent's strongest token."""
         fs = tuple(int(f) for f in features)
         if int(doc_id) in self._stored and fs:
-            return _stored_view(int(doc_id), fs, [self._peaks.get((int(doc_id), f)) for f in fs], self._scale,
-                                window)
+            peaks = [self._peaks.get((int(doc_id), f)) for f in fs]
+            if all(p is None for p in peaks):  # latents this highlighter did not read
+                return self.plain(doc_id, fs)
+            return _stored_view(int(doc_id), fs, peaks, self._scale, window)
         grp = self._by_doc.get(int(doc_id))
         if grp is None or not grp.height or not fs:
             return self.plain(doc_id, fs)
