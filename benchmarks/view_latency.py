@@ -7,8 +7,10 @@ Builds (once, reused on later runs) ``DIR/views.duckdb`` with the shipped reader
 CLI: two GoEmotions corpora of 150 comments (short documents) and two of 160 AlpacaEval answers
 (long documents, ≈440 and ≈180 tokens), the latter read straight from the long-format file with
 ``--where "generator = '...'"``. Every timing is a fresh ``python -m saeembed`` process (cold start
-included, as a user types it), best of ``--repeat``, with the 1-minute load average next to it; on
-a shared machine compare ratios measured in the same run, not absolute seconds.
+included, as a user types it), best of ``--repeat``, with its CPU seconds and the 1-minute load
+average next to it; on a shared machine compare ratios measured in the same run, not absolute
+seconds (CPU seconds stand in for a quiet machine's wall time: the commands run on one core, apart
+from the reader's forwards).
 
 - ``encode``: the encode of each corpus; seconds from the process start and from the "encoding ..."
   line (models loaded, work starts) until the bar first moves, and the whole run. ``firstmove``: the
@@ -16,15 +18,15 @@ a shared machine compare ratios measured in the same run, not absolute seconds.
 - ``views``: ``diff`` and ``search`` as a table vs ``--format json`` (the table marks example
   snippets from the stored token positions), after one untimed run that builds the per-corpus caches
   (search's descriptors, computed once per corpus); a 30-row HTML diff report of the long answers
-  (``--top 15`` per side, 3 example documents on each side of the first 10 rows of each side).
+  (``--top 30``; 3 example documents on each side of the first 10 rows of each target).
 - ``oldstore``: the same table and HTML commands on a copy of the store with the positions removed,
-  as a store written before they were kept: its highlights re-run the reader (the path every view
-  took before), for the before/after ratio in the same run.
-- ``storage``: bytes per non-zero of the activations with and without ``peak_pos``/``first_pos``,
-  and of the documents' token spans, from DuckDB files holding only those rows (same order, after a
-  checkpoint).
+  as an older saeembed wrote stores: their highlights re-run the reader, so the ratio of the two
+  paths is measured in the same run.
+- ``storage``: bytes per non-zero of the activations with and without ``peak_pos``, and of the
+  documents' ``token_ends``, from DuckDB files holding only those rows (same order, after a
+  checkpoint), for all four corpora and for the long answers alone.
 
-Results go to ``DIR/view_latency.json`` and a table to stdout.
+Results accumulate in ``DIR/view_latency.json`` (keyed by part) and are printed as JSON.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ VIEWS = [  # (label, arguments after the command name; the store is added)
     ("search short", ["search", "ge_a", "gratitude, thanks"]),
     ("search long", ["search", "alp_llama", "apologising, refusing to answer"]),
 ]
-HTML_REPORT = ["diff", "alp_llama", "alp_gpt", "--top", "15", "--format", "html"]
+HTML_REPORT = ["diff", "alp_llama", "alp_gpt", "--top", "30", "--format", "html"]  # 30 rows (the report says)
 _BAR = re.compile(r"encoding:\s+\d+%\|[^|]*\|\s*([\d.]+)([kMG]?)/")
 
 
@@ -66,22 +68,37 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def saeembed(*args: str, stdout: int | None = subprocess.DEVNULL) -> tuple[float, subprocess.CompletedProcess]:
-    t0 = time.perf_counter()
+def children_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def saeembed(*args: str, stdout: int | None = subprocess.DEVNULL) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds of the process and its threads, the finished process)."""
+    t0, c0 = time.perf_counter(), children_cpu()
     proc = subprocess.run([sys.executable, "-m", "saeembed", *args], env=env(), stdout=stdout,
                           stderr=subprocess.PIPE, text=True)
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, children_cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f"saeembed {' '.join(args)} failed: {proc.stderr[-1500:]}")
-    return took, proc
+    return took, cpu, proc
 
 
 def best(args: list[str], repeat: int) -> dict:
-    times, loads = [], []
+    """Best wall time of ``repeat`` cold runs, with their CPU seconds (a quiet-machine proxy: on a
+    loaded machine wall time is mostly waiting for a core) and the load average."""
+    times, cpus, loads, note = [], [], [], ""
     for _ in range(repeat):
         loads.append(load())
-        times.append(saeembed(*args)[0])
-    return {"s": round(min(times), 2), "all_s": [round(t, 2) for t in times], "load": round(sum(loads) / len(loads), 1)}
+        took, cpu, proc = saeembed(*args)
+        times.append(took)
+        cpus.append(cpu)
+        note = next((ln for ln in proc.stderr.splitlines() if ln.startswith("wrote ")), note)
+    out = {"s": round(min(times), 2), "cpu_s": round(min(cpus), 2), "all_s": [round(t, 2) for t in times],
+           "load": round(sum(loads) / len(loads), 1)}
+    return {**out, "note": note} if note else out
 
 
 def prepare_inputs(out: Path, data: Path) -> None:
@@ -143,7 +160,8 @@ def views(store: Path, out: Path, repeat: int) -> dict:
         saeembed(*args, *s, "--format", "json")  # untimed: builds the per-corpus caches (descriptors) once
         table = best([*args, *s], repeat)
         js = best([*args, *s, "--format", "json"], repeat)
-        res[label] = {"table": table, "json": js, "table_over_json": round(table["s"] / js["s"], 2)}
+        res[label] = {"table": table, "json": js, "table_over_json": round(table["s"] / js["s"], 2),
+                      "table_over_json_cpu": round(table["cpu_s"] / js["cpu_s"], 2)}
     res["html report (30 rows, long)"] = best([*HTML_REPORT, "--store", str(store), "--output",
                                                str(out / "report.html")], repeat)
     return res
@@ -157,8 +175,7 @@ def without_positions(store: Path, copy: Path) -> Path:
         p.unlink(missing_ok=True)
     shutil.copy(store, copy)
     con = duckdb.connect(str(copy))
-    for table, col in (("activations", "peak_pos"), ("activations", "first_pos"), ("documents", "token_starts"),
-                       ("documents", "token_ends")):
+    for table, col in (("activations", "peak_pos"), ("documents", "token_ends")):
         con.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
     con.execute("UPDATE corpora SET config = json_merge_patch(config, '{\"token_positions\": false}')")
     con.execute("CHECKPOINT")
@@ -177,36 +194,43 @@ def old_store(store: Path, out: Path, repeat: int) -> dict:
 
 
 def storage(store: Path, out: Path) -> dict:
-    """Bytes per non-zero: the activations table alone, with and without the position columns."""
+    """Bytes per non-zero: the activations alone, with and without the position column, and the token ends."""
     import duckdb
 
-    src = duckdb.connect(str(store), read_only=True)
-    nnz = src.execute("SELECT count(*) FROM activations").fetchall()[0][0]
-    tokens = src.execute("SELECT sum(n_tokens) FROM documents").fetchall()[0][0]
-    src.close()
-    sizes = {}
-    for variant, cols, table in (
-        ("without", "doc_id, feature_id, value, total, n_active", "activations"),
-        ("with", "doc_id, feature_id, value, total, n_active, peak_pos, first_pos", "activations"),
-        ("spans", "doc_id, token_starts, token_ends", "documents"),
-    ):
-        path = out / f"size_{variant}.duckdb"
-        path.unlink(missing_ok=True)
-        con = duckdb.connect(str(path))
-        con.execute(f"ATTACH '{store}' AS src (READ_ONLY)")
-        con.execute(f"CREATE TABLE t AS SELECT {cols} FROM src.{table} ORDER BY doc_id >> 32"
-                    + (", feature_id, doc_id" if table == "activations" else ", doc_id"))
-        con.execute("DETACH src")
-        con.execute("CHECKPOINT")
-        used = con.execute("SELECT used_blocks * block_size FROM pragma_database_size()").fetchall()[0][0]
-        con.close()
-        sizes[variant] = int(used)
-        path.unlink(missing_ok=True)
-    return {"nonzeros": int(nnz), "content_tokens": int(tokens),
-            "bytes_per_nonzero_without_positions": round(sizes["without"] / nnz, 2),
-            "bytes_per_nonzero_with_positions": round(sizes["with"] / nnz, 2),
-            "token_span_bytes_per_nonzero": round(sizes["spans"] / nnz, 2),
-            "bytes_per_nonzero_in_all": round((sizes["with"] + sizes["spans"]) / nnz, 2)}
+    out_rows = {}
+    for part, corpora in (("all", None), ("long answers", ("alp_llama", "alp_gpt"))):
+        src = duckdb.connect(str(store), read_only=True)
+        ids = [r[0] for r in src.execute("SELECT corpus_id FROM corpora" + (
+            " WHERE name IN (SELECT unnest(?::VARCHAR[]))" if corpora else ""), [list(corpora)] if corpora else
+            []).fetchall()]
+        src.close()
+        where = f"doc_id >> 32 IN ({', '.join(map(str, ids))})"
+        sizes, nnz = {}, 0
+        for variant, cols, table in (
+            ("without", "doc_id, feature_id, value, total, n_active", "activations"),
+            ("with", "doc_id, feature_id, value, total, n_active, peak_pos", "activations"),
+            ("token_ends", "doc_id, token_ends", "documents"),
+        ):
+            path = out / f"size_{variant}.duckdb"
+            path.unlink(missing_ok=True)
+            con = duckdb.connect(str(path))
+            con.execute(f"ATTACH '{store}' AS src (READ_ONLY)")
+            con.execute(f"CREATE TABLE t AS SELECT {cols} FROM src.{table} WHERE {where} ORDER BY doc_id >> 32"
+                        + (", feature_id, doc_id" if table == "activations" else ", doc_id"))
+            con.execute("DETACH src")
+            con.execute("CHECKPOINT")
+            used = con.execute("SELECT used_blocks * block_size FROM pragma_database_size()").fetchall()[0][0]
+            if table == "activations":
+                nnz = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
+            con.close()
+            sizes[variant] = int(used)
+            path.unlink(missing_ok=True)
+        out_rows[part] = {"nonzeros": int(nnz),
+                          "bytes_per_nonzero_without_positions": round(sizes["without"] / nnz, 2),
+                          "bytes_per_nonzero_with_peak_pos": round(sizes["with"] / nnz, 2),
+                          "token_ends_bytes_per_nonzero": round(sizes["token_ends"] / nnz, 2),
+                          "bytes_per_nonzero_in_all": round((sizes["with"] + sizes["token_ends"]) / nnz, 2)}
+    return out_rows
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS parquet_corpora (
 FILE_SIZE = "256MB"  # per Parquet file; DuckDB starts a new file past this size
 ROW_GROUP = 122_880  # DuckDB's default row group: the unit its statistics prune
 COLUMNS = "doc_id, feature_id, value, total, n_active"
-POSITION_COLUMNS = ("peak_pos", "first_pos")  # NULL for corpora stored before they were kept
+POSITION_COLUMNS = ("peak_pos",)  # NULL for corpora stored before it was kept
 _GLOB = re.compile(r"[*?\[\]{}]")
 
 
@@ -68,7 +68,7 @@ def location_for(store_path: str | Path, parquet_dir: str | None) -> Path:
 def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, shards: Any, store_path: str | Path,
                     parquet_dir: str | None, positions: bool = True) -> list[str]:
     """Write the corpus' activations (registered as the relation ``shards``: row_idx, feature_id, value,
-    total, n_active and, with ``positions``, peak_pos, first_pos) as sorted Parquet files, register
+    total, n_active and, with ``positions``, peak_pos) as sorted Parquet files, register
     them and compute the corpus' latent statistics from them; inside the caller's transaction.
     Returns the files."""
     from .stats import compute as compute_stats
@@ -80,7 +80,7 @@ def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, sh
     tmp = where / f".{final.name}.tmp"
     con.register("_keep_shards", shards)
     try:
-        pos = ", peak_pos::INTEGER AS peak_pos, first_pos::INTEGER AS first_pos" if positions else ""
+        pos = ", peak_pos::INTEGER AS peak_pos" if positions else ""
         con.execute(f"""COPY (SELECT ({int(lo)}::BIGINT | row_idx)::BIGINT AS doc_id, feature_id::INTEGER AS feature_id,
                                      value::FLOAT AS value, total::FLOAT AS total, n_active::INTEGER AS n_active{pos}
                               FROM _keep_shards ORDER BY feature_id, row_idx)

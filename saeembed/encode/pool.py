@@ -16,17 +16,15 @@ import torch
 from ..sae import SparseAutoencoder
 
 ACT_SCHEMA = {"row_idx": pl.Int64, "feature_id": pl.Int32, "value": pl.Float32,
-              "total": pl.Float32, "n_active": pl.Int32, "peak_pos": pl.Int32, "first_pos": pl.Int32}
+              "total": pl.Float32, "n_active": pl.Int32, "peak_pos": pl.Int32}
 _NO_POS = torch.iinfo(torch.int32).max
 
 
-def _note_positions(peak: torch.Tensor, first: torch.Tensor, vmax: torch.Tensor, flat_idx: torch.Tensor,
-                    v: torch.Tensor, pos: torch.Tensor) -> None:
-    """Fold one chunk's firing (row, latent) entries into the first position of each row's maximum
-    (``peak``) and the first position where it fires at all (``first``); call once ``vmax`` is final."""
-    fired = v > 0
-    first.scatter_reduce_(0, flat_idx[fired], pos[fired], "amin", include_self=True)
-    at_max = fired & (v == vmax.view(-1)[flat_idx])
+def _note_peaks(peak: torch.Tensor, vmax: torch.Tensor, flat_idx: torch.Tensor, v: torch.Tensor,
+                pos: torch.Tensor) -> None:
+    """Fold one chunk's (row, latent) entries into the first position of each row's maximum; call
+    once ``vmax`` is final."""
+    at_max = (v > 0) & (v == vmax.view(-1)[flat_idx])
     peak.scatter_reduce_(0, flat_idx[at_max], pos[at_max], "amin", include_self=True)
 
 
@@ -36,16 +34,14 @@ def pool_windows(sae: SparseAutoencoder, hidden: torch.Tensor, pool: torch.Tenso
 
     Works in row groups and token chunks so memory stays bounded even for 65k-wide SAEs.
     Returns arrays ``row`` (window index in the batch), ``feature_id``, ``value`` (max),
-    ``total`` (sum), ``n_active`` (tokens where the latent fired), ``peak`` (the window's first pooled
-    token where the latent reaches ``value``) and ``first`` (its first pooled token where it fires);
-    positions count the window's pooled tokens from 0.
+    ``total`` (sum), ``n_active`` (tokens where the latent fired) and ``peak`` (the window's first
+    pooled token where the latent reaches ``value``, counting its pooled tokens from 0).
     """
     pool = pool.to(hidden.device)
     d_sae = sae.d_sae
     rows_per_group = max(1, (1 << 22) // d_sae)
     tokens_per_chunk = max(64, (1 << 24) // d_sae)
-    out: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "feature_id", "value", "total", "n_active", "peak",
-                                                        "first")}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "feature_id", "value", "total", "n_active", "peak")}
     lengths = pool.sum(1)
     for g0 in range(0, hidden.shape[0], rows_per_group):
         h = hidden[g0:g0 + rows_per_group]
@@ -82,9 +78,8 @@ def pool_windows(sae: SparseAutoencoder, hidden: torch.Tensor, pool: torch.Tenso
             tok, lat = (a > 0).nonzero(as_tuple=True)
             entries.append((s[tok] * d_sae + lat, a[tok, lat], p[tok]))
         peak = torch.full((n_rows * d_sae,), _NO_POS, device=h.device, dtype=torch.int32)
-        first = torch.full_like(peak, _NO_POS)
         for flat_idx, v, p in entries:
-            _note_positions(peak, first, vmax, flat_idx, v, p)
+            _note_peaks(peak, vmax, flat_idx, v, p)
         nz = vmax.nonzero(as_tuple=True)
         nz_flat = nz[0] * d_sae + nz[1]
         out["row"].append((nz[0] + g0).cpu().numpy().astype(np.int64))
@@ -93,21 +88,19 @@ def pool_windows(sae: SparseAutoencoder, hidden: torch.Tensor, pool: torch.Tenso
         out["total"].append(vsum[nz].cpu().numpy())
         out["n_active"].append(vcnt[nz].cpu().numpy().astype(np.int32))
         out["peak"].append(peak[nz_flat].cpu().numpy())
-        out["first"].append(first[nz_flat].cpu().numpy())
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
 
 def combine_windows(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """Windows of one document → one row per (document, latent): max of maxima, sums of sums, the
-    first position of the maximum, the first position where the latent fires."""
+    first position of the maximum."""
     if not parts:
         return pl.DataFrame(schema=ACT_SCHEMA)
     df = pl.concat(parts)
     at_max = pl.col("peak_pos").filter(pl.col("value") == pl.col("value").max()).min()
     return (
         df.group_by("row_idx", "feature_id")
-        .agg(pl.col("value").max(), pl.col("total").sum(), pl.col("n_active").sum(), at_max,
-             pl.col("first_pos").min())
+        .agg(pl.col("value").max(), pl.col("total").sum(), pl.col("n_active").sum(), at_max)
         .sort("row_idx", "feature_id")
         .cast(ACT_SCHEMA)
     )

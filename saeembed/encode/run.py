@@ -28,8 +28,7 @@ from .pool import ACT_SCHEMA, combine_windows, pool_windows
 from .workdir import act_path, docs_path
 
 log = logging.getLogger(__name__)
-DOCS_SCHEMA = {"row_idx": pl.Int64, "n_tokens": pl.Int64, "token_starts": pl.List(pl.Int32),
-               "token_ends": pl.List(pl.Int32)}
+DOCS_SCHEMA = {"row_idx": pl.Int64, "n_tokens": pl.Int64, "token_ends": pl.List(pl.Int32)}
 
 
 @dataclass
@@ -41,18 +40,16 @@ class ShardWork:
     windows: list[Window]
     batches: list[tuple[list[Window], torch.Tensor, torch.Tensor, torch.Tensor]]
     n_tokens: np.ndarray  # pooled tokens per document
-    spans: list[tuple[list[int], list[int]] | None] | None = None  # per document: Reader.token_spans
+    token_ends: list[list[int] | None] | None = None  # per document: Reader.token_ends
 
     @property
     def total_tokens(self) -> int:
         return int(sum(len(w.ids) for w in self.windows))
 
     def docs_frame(self) -> pl.DataFrame:
-        """The shard's per-document file: row_idx, n_tokens and each pooled token's character span."""
-        spans = self.spans or [None] * len(self.row_idx)
-        return pl.DataFrame({"row_idx": self.row_idx.astype(np.int64), "n_tokens": self.n_tokens,
-                             "token_starts": [sp[0] if sp else None for sp in spans],
-                             "token_ends": [sp[1] if sp else None for sp in spans]},
+        """The shard's per-document file: row_idx, n_tokens and where each pooled token ends in the text."""
+        ends = self.token_ends or [None] * len(self.row_idx)
+        return pl.DataFrame({"row_idx": self.row_idx.astype(np.int64), "n_tokens": self.n_tokens, "token_ends": ends},
                             schema=DOCS_SCHEMA)
 
 
@@ -107,10 +104,10 @@ def tokenise_shard(reader: Reader, corpus: Corpus, shard: int, shard_docs: int, 
         n_tokens[w.doc] += w.n_pooled
     batches = [(b, *pad_batch(b, reader.pad_id)) for b in shard_batches(windows, batch_tokens)]
     row_idx = corpus.docs["row_idx"][rows].to_numpy()
-    spans = [reader.token_spans(d) for d in docs]
-    # a span list that does not cover exactly the pooled tokens would mark the wrong text: keep none
-    spans = [sp if sp is not None and len(sp[0]) == n else None for sp, n in zip(spans, n_tokens.tolist())]
-    return ShardWork(shard, row_idx, windows, batches, n_tokens, spans)
+    ends = [reader.token_ends(d) for d in docs]
+    # ends that do not cover exactly the pooled tokens would mark the wrong text: keep none
+    ends = [e if e is not None and len(e) == n else None for e, n in zip(ends, n_tokens.tolist())]
+    return ShardWork(shard, row_idx, windows, batches, n_tokens, ends)
 
 
 def prefetch(fn: Callable[[int], ShardWork], shards: list[int], depth: int = 2) -> Iterator[ShardWork]:
@@ -161,7 +158,7 @@ def encode_shard(reader: Reader, sae: SparseAutoencoder, work: ShardWork,
             "row_idx": work.row_idx[doc_of_row[rows]] if len(rows) else np.zeros(0, np.int64),
             "feature_id": res["feature_id"], "value": res["value"],
             "total": res["total"], "n_active": res["n_active"],
-            "peak_pos": res["peak"] + offset_of_row[rows], "first_pos": res["first"] + offset_of_row[rows],
+            "peak_pos": res["peak"] + offset_of_row[rows],
         }, schema=ACT_SCHEMA))
         if on_batch:
             np.subtract.at(left, doc_of_row, 1)

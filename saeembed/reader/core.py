@@ -314,35 +314,33 @@ class Reader:
         out.append((self._encode_plain(rest), False))
         return out
 
-    def token_spans(self, doc: str | list[dict]) -> tuple[list[int], list[int]] | None:
-        """Character span ``[starts[i], ends[i])`` of each pooled token in :func:`saeembed.corpus.document_text` of the
-        document, or None where tokens have no place in the text (pooled template tokens, a tokenizer
-        without offsets).
+    def token_ends(self, doc: str | list[dict]) -> list[int] | None:
+        """Where each pooled token ends in :func:`saeembed.corpus.document_text` of the document (token
+        ``i`` covers ``[ends[i - 1], ends[i])``, the first from 0), or None where tokens have no place in
+        the text (pooled template tokens, a tokenizer without offsets).
 
         Why stored at encode: a view marks where a latent fires from the stored token position and
-        these spans, with no tokenizer or forward. A token is given the text that decoding the
-        tokens up to it adds (as :func:`saeembed.highlight.token_activations` shows tokens): the
-        spans of one message tile it, and a character split over several byte-level tokens belongs
-        to the token that completes it (the ones before get an empty span).
+        these ends, with no tokenizer or forward. A token is given the text that decoding the tokens
+        up to it adds (as :func:`saeembed.highlight.token_activations` shows tokens), so the tokens
+        tile the text: whitespace a tokenizer skips, and the line between two messages, go to the
+        next token, and a character split over several byte-level tokens belongs to the token that
+        completes it (the ones before it end where they start).
         """
         if self.include_special or not getattr(self.tokenizer, "is_fast", False):
             return None
         messages = doc if isinstance(doc, list) else [{"role": "assistant", "content": doc}]
-        starts: list[int] = []
         ends: list[int] = []
-        base = 0
+        base = at = 0
         for m in messages:
             content = m["content"]
             enc = self.tokenizer(content, add_special_tokens=False, return_offsets_mapping=True)
-            kept = [(s, e) for t, (s, e) in zip(enc["input_ids"], enc["offset_mapping"]) if t not in self.special_ids]
-            at = base + (kept[0][0] if kept else 0)
-            for i, (_, e) in enumerate(kept):
-                end = at if i + 1 < len(kept) and kept[i + 1][0] < e else max(base + e, at)
-                starts.append(at)
-                ends.append(end)
-                at = end
+            kept = [e for t, (_, e) in zip(enc["input_ids"], enc["offset_mapping"]) if t not in self.special_ids]
+            starts = [s for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"]) if t not in self.special_ids]
+            for i, e in enumerate(kept):
+                at = at if i + 1 < len(kept) and starts[i + 1] < e else max(base + e, at)
+                ends.append(at)
             base += len(content) + len(MESSAGE_SEPARATOR)
-        return starts, ends
+        return ends
 
     def windows(self, doc: str | list[dict], doc_idx: int) -> list[Window]:
         """Split a document into windows of at most ``self.window`` tokens.

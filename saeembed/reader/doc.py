@@ -107,7 +107,7 @@ class DocReader(Reader):
         """A chat document is embedded as its messages' contents, one per line."""
         return document_text(doc)
 
-    def token_spans(self, doc: str | list[dict]) -> None:
+    def token_ends(self, doc: str | list[dict]) -> None:
         """None: one vector describes the whole document, so no token marks where a latent fires."""
         return None
 

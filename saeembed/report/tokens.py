@@ -1,7 +1,7 @@
 """Documents with the tokens where latents fire marked, for reports and the browser.
 
 By default a view is read from the store (:mod:`saeembed.peaks`): each latent's strongest token is
-shaded by its activation, its first firing token lightly marked, with no forward at all. ``shade``
+shaded by its activation, with no forward at all. ``shade``
 (``--shade``) shades every token by its activation instead, recomputed by
 :func:`saeembed.highlight.token_activations` (the corpus' own reader and SAE, batched across the
 documents of a view and cached in the process); corpora stored without token positions take that
@@ -110,20 +110,17 @@ def shade_legend(shade: bool, whose: str) -> str:
     """What the colour of a mark means, for ``whose`` latent ("the latent", "the document's top latent")."""
     if shade:
         return f"shade: activation of {whose} on that token"
-    return f"shade: strongest token of {whose} (light: the first token where it fires; --shade shades every token)"
-
-
-FIRST_SHADE = 0.35  # the first firing token's mark, relative to the strongest token's (its activation is not stored)
+    return f"shade: strongest token of {whose} (--shade shades every token)"
 
 
 def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None], scale: dict[int, float],
                  window: int) -> DocView:
     """The document clipped to ``window`` tokens around the first latent's strongest token, each
-    latent's strongest token shaded and its first firing token lightly marked."""
+    latent's strongest token shaded by its activation."""
     from ..peaks import mark_span
 
     doc = next((p.doc for p in peaks if p is not None), None)
-    if doc is None or doc.starts is None or not doc.n_tokens:
+    if doc is None or doc.ends is None or not doc.n_tokens:
         return _plain(doc_id, features, doc.text if doc else "")
     n, zero = doc.n_tokens, tuple(0.0 for _ in features)
     center = peaks[0].peak_pos if peaks[0] is not None and peaks[0].peak_pos is not None else 0
@@ -131,25 +128,18 @@ def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None
     a, b = doc.span(lo)[0], doc.span(hi - 1)[1]
     marks: dict[tuple[int, int], tuple[list[float], list[float], list[str]]] = {}
     for j, (f, p) in enumerate(zip(features, peaks)):
-        if p is None or p.peak_pos is None:
+        span = p.peak if p is not None else None
+        if span is None or span[0] >= span[1] or not (a <= span[0] and span[1] <= b):
             continue
         top = scale.get(f, 0.0)
-        strength = max(0.01, round(min(1.0, p.value / top), 2) if top > 0 else 1.0)
-        kinds = [(p.peak, strength, float(f"{p.value:.3g}"),
-                  f"latent {f}: activation {p.value:.3g}, its strongest of {p.n_active} firing tokens")]
-        if p.first_pos != p.peak_pos:
-            kinds.append((p.first, max(0.01, round(strength * FIRST_SHADE, 2)), 0.0,
-                          f"latent {f}: the first token where it fires"))
-        for span, strength, value, hint in kinds:
-            if span is None or span[0] >= span[1] or not (a <= span[0] and span[1] <= b):
-                continue
-            st, vals, hints = marks.setdefault(span, ([0.0] * len(features), [0.0] * len(features), []))
-            st[j], vals[j] = max(st[j], strength), max(vals[j], value)
-            hints.append(hint)
+        st, vals, hints = marks.setdefault(span, ([0.0] * len(features), [0.0] * len(features), []))
+        st[j] = max(0.01, round(min(1.0, p.value / top), 2) if top > 0 else 1.0)
+        vals[j] = float(f"{p.value:.3g}")
+        hints.append(f"latent {f}: activation {p.value:.3g}, its strongest of {p.n_active} firing tokens")
     segs: list[Segment] = []
     at = a
     for (s, e), (st, vals, hints) in sorted(marks.items()):
-        if s < at:  # two latents' marks overlapping on a split character: keep the first
+        if s < at:  # two latents' strongest tokens overlapping on a split character: keep the first
             continue
         s, e = mark_span(doc.text, s, e)
         if at < s:

@@ -26,7 +26,6 @@ CREATE TABLE IF NOT EXISTS documents (
     text TEXT,
     n_tokens INTEGER,
     meta JSON,
-    token_starts INTEGER[],
     token_ends INTEGER[]
 );
 CREATE TABLE IF NOT EXISTS saes (
@@ -56,18 +55,15 @@ CREATE TABLE IF NOT EXISTS activations (
     value FLOAT NOT NULL,
     total FLOAT,
     n_active INTEGER,
-    peak_pos INTEGER,
-    first_pos INTEGER
+    peak_pos INTEGER
 );
 """
 
 # Columns later versions added, for stores created before them (run by every writing connection;
 # a no-op once present). Rows of corpora stored before have NULL there.
 MIGRATIONS = """
-ALTER TABLE documents ADD COLUMN IF NOT EXISTS token_starts INTEGER[];
 ALTER TABLE documents ADD COLUMN IF NOT EXISTS token_ends INTEGER[];
 ALTER TABLE activations ADD COLUMN IF NOT EXISTS peak_pos INTEGER;
-ALTER TABLE activations ADD COLUMN IF NOT EXISTS first_pos INTEGER;
 """
 
 # every table of a store: the catalog above, per-corpus latent statistics, Parquet-kept activations

@@ -49,12 +49,12 @@ def register_sae(con: duckdb.DuckDBPyConnection, sae_id: str, info: dict[str, An
         con.unregister("_labels")
 
 
-TOKEN_POSITIONS = "token_positions"  # corpora.config key: whether peak_pos/first_pos and token spans were stored
+TOKEN_POSITIONS = "token_positions"  # corpora.config key: whether peak_pos and token_ends were stored
 
 
 def shards_have_positions(files: list[str], filesystem: Any = None) -> bool:
-    """Whether every activation shard carries peak_pos and first_pos (shards an older version left
-    in a work folder, resumed, do not)."""
+    """Whether every activation shard carries peak_pos (shards an older version left in a work folder,
+    resumed, do not)."""
     import pyarrow.parquet as pq
 
     return bool(files) and all("peak_pos" in pq.read_schema(str(f), filesystem=filesystem).names for f in files)
@@ -83,9 +83,9 @@ def ingest_corpus(
 ) -> int:
     """Insert one corpus (registry row, documents, activations) inside the caller's transaction.
 
-    ``documents`` has row_idx, text, n_tokens, meta (and token_starts, token_ends where known);
-    ``activation_files`` are Parquet shards with row_idx, feature_id, value, total, n_active and
-    peak_pos, first_pos (on ``filesystem``, a pyarrow filesystem, when given). Shards without the
+    ``documents`` has row_idx, text, n_tokens, meta (and token_ends where known); ``activation_files``
+    are Parquet shards with row_idx, feature_id, value, total, n_active and peak_pos (on
+    ``filesystem``, a pyarrow filesystem, when given). Shards without the
     positions (written by an older version, resumed) store the corpus without them, and its config
     says so (``token_positions``). ``keep="parquet"`` keeps the activations as sorted Parquet files
     registered with the store instead of copying them into it (:mod:`saeembed.layout`).
@@ -93,12 +93,12 @@ def ingest_corpus(
     corpus_id = next_corpus_id(con)
     lo, _ = corpus_range(corpus_id)
     positions = shards_have_positions(activation_files, filesystem)
+    if "token_ends" not in documents.columns or not positions:
+        documents = documents.with_columns(pl.lit(None, pl.List(pl.Int32)).alias("token_ends"))
     docs = documents.with_columns(
         (pl.lit(lo, dtype=pl.Int64) + pl.col("row_idx")).alias("doc_id"),
         pl.lit(corpus_id, dtype=pl.Int32).alias("corpus_id"),
-        *[pl.lit(None, pl.List(pl.Int32)).alias(c) for c in ("token_starts", "token_ends")
-          if c not in documents.columns or not positions],
-    ).select("doc_id", "corpus_id", "row_idx", "text", "n_tokens", "meta", "token_starts", "token_ends")
+    ).select("doc_id", "corpus_id", "row_idx", "text", "n_tokens", "meta", "token_ends")
     con.execute(
         "INSERT INTO corpora (corpus_id, name, source, n_docs, reader, layer, sae, pooling, n_tokens, config) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -131,7 +131,7 @@ def ingest_corpus(
 
         con.register("_shards", pads.dataset([str(f) for f in activation_files], format="parquet",
                                              filesystem=filesystem))
-        cols = "feature_id, value, total, n_active" + (", peak_pos, first_pos" if positions else "")
+        cols = "feature_id, value, total, n_active" + (", peak_pos" if positions else "")
         con.execute(
             f"""INSERT INTO activations (doc_id, {cols})
                 SELECT {int(lo)}::BIGINT | row_idx, {cols}
