@@ -125,18 +125,26 @@ class Store:
         with self.reading():
             return self._reader().embeddings(corpus, pooling)
 
-    def drop(self, corpus: str) -> list[str]:
+    def drop(self, corpus: str, parquet_dir: str | None = None, keep_files: bool = False) -> list[str]:
         """Delete a corpus and its documents and activations, in one transaction. A Parquet-kept
         corpus' registration goes in the same transaction and its files are deleted after it
-        commits; returns the deleted files (empty for a corpus kept in DuckDB)."""
-        from .layout import delete_files, files_of
+        commits; returns the deleted files (empty for a corpus kept in DuckDB).
+
+        Only files named as saeembed names them inside ``parquet_dir`` (the ``--parquet-dir`` the
+        corpus was encoded with, default ``STORE.parquet``) are deleted: a store handed over may list
+        any path, so any other registration is refused before anything changes. ``keep_files``
+        drops the corpus and deletes no file.
+        """
+        from .layout import check_deletable, delete_files, files_of, location_for
 
         self.close()
         con = store_mod.connect(self.path)
         try:
             reader = store_mod.StoreReader(con)
             info = reader.corpus(corpus)
-            location, files = files_of(con, info["corpus_id"])
+            location, registered = files_of(con, info["corpus_id"])
+            files = [] if location is None or keep_files else check_deletable(
+                corpus, info["corpus_id"], location, registered, location_for(self.path, parquet_dir))
             with store_mod.transaction(con):
                 cid = info["corpus_id"]
                 con.execute("DELETE FROM parquet_corpora WHERE corpus_id = ?", [cid])
@@ -147,9 +155,7 @@ class Store:
                 con.execute("DELETE FROM corpora WHERE corpus_id = ?", [cid])
         finally:
             con.close()
-        if location is not None:
-            delete_files(location, files)
-        return files
+        return delete_files(location, files) if location is not None and not keep_files else []
 
 
 F = TypeVar("F", bound=Callable[..., Any])

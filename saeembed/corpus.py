@@ -22,6 +22,9 @@ from .errors import UserError
 FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "json", ".txt": "txt"}
 DEFAULT_TEXT_COLUMNS = ("text", "document", "content", "output", "response", "body")
+# never text: binary data or a broken export, and C tools, terminals and some CSV readers cut strings
+# at it (PostgreSQL refuses it in text for the same reason), so documents holding one are refused
+NUL = "\x00"
 
 
 @dataclass
@@ -86,17 +89,58 @@ def _check_surrogates(path: Path, text: str) -> None:
         fail(*pending)
 
 
+def _check_json_records(where: Path, text: str, lines: bool) -> dict[str, str]:
+    """Check JSON (lines) record by record and return {field: where it first holds a non-string}.
+
+    Why: polars parses a whole file at once and reports a malformed line without its number, and it
+    silently turns a field holding strings on some rows and numbers, booleans or lists on others into
+    text ('5', 'true', '["x"]'); :func:`read_corpus` refuses that for the documents' field. Python's
+    parser costs far less than reading the documents does.
+    """
+    found: dict[str, str] = {}
+
+    def note(record: Any, pos: str) -> None:
+        if not isinstance(record, dict):
+            raise UserError(f"{where} {pos} is not a JSON object; write one object per document")
+        for key, value in record.items():
+            if value is not None and not isinstance(value, str) and key not in found:
+                found[key] = f"{pos} holds {json.dumps(value)[:40]}"
+
+    if lines:
+        for i, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{where} line {i} is not JSON ({exc.msg}); fix or remove that line") from None
+                note(record, f"line {i}")
+    else:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); fix the file") from None
+        for i, record in enumerate(obj if isinstance(obj, list) else [obj]):
+            note(record, f"row {i}")
+    return found
+
+
 def _read_text_files(path: Path) -> pl.DataFrame:
-    files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+    entries = sorted(path.rglob("*.txt"))
+    odd = next((p for p in entries if not p.is_file() and not p.is_dir()), None)
+    if odd is not None:  # a pipe would block the read, a broken link would vanish from the corpus unseen
+        raise UserError(f"{odd} in the corpus folder is not a regular file (a pipe, device or broken link?); "
+                        "remove it or move it out of the folder")
+    files = [p for p in entries if p.is_file()]
     if not files:
         raise UserError(f"directory {path} holds no .txt files; pass a file or a folder of .txt documents")
     texts = [_decode_utf8(f, f.read_bytes()) for f in files]
     return pl.DataFrame({"text": texts, "path": [str(f.relative_to(path)) for f in files]})
 
 
-def _read_frame(path: Path) -> pl.DataFrame:
+def _read_frame(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
+    """The file as a frame, plus (JSON only) where each field first holds a non-string value."""
     if path.is_dir():
-        return _read_text_files(path)
+        return _read_text_files(path), {}
     if not path.is_file():
         raise UserError(f"{path} is not a regular file (a pipe or device?); save the corpus to a file and pass that")
     fmt = FORMATS.get(path.suffix.lower())
@@ -107,18 +151,18 @@ def _read_frame(path: Path) -> pl.DataFrame:
         )
     try:
         if fmt == "parquet":
-            return pl.read_parquet(path, glob=False)
+            return pl.read_parquet(path, glob=False), {}
         data = path.read_bytes()
         text = _decode_utf8(path, data)
+        if fmt in ("csv", "tsv"):
+            return pl.read_csv(io.BytesIO(data), separator="\t" if fmt == "tsv" else ",",
+                               infer_schema_length=10000), {}
         if fmt in ("jsonl", "json"):
             _check_surrogates(path, text)
-        if fmt in ("csv", "tsv"):
-            return pl.read_csv(io.BytesIO(data), separator="\t" if fmt == "tsv" else ",", infer_schema_length=10000)
-        if fmt == "jsonl":
-            return pl.read_ndjson(io.BytesIO(data))
-        if fmt == "json":
-            return pl.read_json(io.BytesIO(data))
-        return pl.DataFrame({"text": text.splitlines()}, schema={"text": pl.String})
+            non_strings = _check_json_records(path, text, lines=fmt == "jsonl")
+            read = pl.read_ndjson if fmt == "jsonl" else pl.read_json
+            return read(io.BytesIO(data)), non_strings
+        return pl.DataFrame({"text": text.splitlines()}, schema={"text": pl.String}), {}
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - polars raises many types; the message is what matters
@@ -132,7 +176,7 @@ def _normalise_messages(value: object, row: int) -> str:
             value = json.loads(value)
         except json.JSONDecodeError:
             raise UserError(f"row {row}: messages column is not JSON; store a list of "
-                            "{{role, content}} objects") from None
+                            "{role, content} objects") from None
     if hasattr(value, "to_list"):
         value = value.to_list()
     if not isinstance(value, list) or not value or not all(
@@ -141,6 +185,9 @@ def _normalise_messages(value: object, row: int) -> str:
     ):
         raise UserError(f"row {row}: messages must be a non-empty list of {{role, content}} strings; "
                         "fix the row or drop it")
+    if any(NUL in m["content"] for m in value):
+        raise UserError(f"row {row}: a message holds a NUL character (U+0000), which is not text; remove it or "
+                        "the row")
     return json.dumps([{"role": m["role"], "content": m["content"]} for m in value], ensure_ascii=False)
 
 
@@ -149,7 +196,7 @@ MESSAGE_SEPARATOR = "\n"  # between the contents of a chat document's messages i
 
 def document_text(doc: str | list[dict]) -> str:
     """The text a document is shown as: itself, or a chat's message contents one per line (what
-    stored token spans index into and what a document-level reader embeds)."""
+    stored token ends index into and what a document-level reader embeds)."""
     if isinstance(doc, str):
         return doc
     return MESSAGE_SEPARATOR.join(str(m.get("content", "")) for m in doc)
@@ -159,7 +206,7 @@ STDIN = "-"
 MEMORY_PREFIX = "python:"  # ``source`` of corpora handed over in memory, e.g. python:polars.DataFrame
 
 
-def _read_stdin() -> pl.DataFrame:
+def _read_stdin() -> tuple[pl.DataFrame, dict[str, str]]:
     """JSON lines from standard input (``saeembed encode - ...``), checked like a .jsonl file."""
     data = sys.stdin.buffer.read()
     where = Path("<stdin>")
@@ -167,11 +214,20 @@ def _read_stdin() -> pl.DataFrame:
     _check_surrogates(where, text)
     if not text.strip():
         raise UserError("standard input is empty; pipe JSON lines into saeembed encode -")
+    non_strings = _check_json_records(where, text, lines=True)
     try:
-        return pl.read_ndjson(io.BytesIO(data))
+        return pl.read_ndjson(io.BytesIO(data)), non_strings
     except Exception as exc:  # noqa: BLE001 - polars raises many types; the message is what matters
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot parse standard input as JSON lines: {first}; pipe one JSON object per line") from None
+
+
+def _surrogate_error(exc: UnicodeEncodeError, where: str) -> UserError:
+    """Python strings may hold lone UTF-16 surrogates (``"\ud800"``), which are not characters and
+    have no UTF-8 form; say which text holds one instead of failing deep inside polars."""
+    text, at = str(exc.object), exc.start
+    return UserError(f"a text in {where} holds a lone UTF-16 surrogate (\\u{ord(text[at]):04x} in "
+                     f"{text[max(at - 20, 0):at + 20]!r}), which is not a character; fix or remove it")
 
 
 def _frame_from_memory(data: Any) -> tuple[pl.DataFrame, str] | None:
@@ -183,12 +239,18 @@ def _frame_from_memory(data: Any) -> tuple[pl.DataFrame, str] | None:
     if isinstance(data, (list, tuple)):
         if not all(isinstance(t, str) for t in data) and not all(isinstance(t, dict) for t in data):
             raise UserError("a list corpus must hold strings (one document each) or dicts (one row each)")
-        frame = pl.DataFrame({"text": list(data)}, schema={"text": pl.String}) if all(
-            isinstance(t, str) for t in data) else pl.DataFrame(list(data))
+        try:
+            frame = pl.DataFrame({"text": list(data)}, schema={"text": pl.String}) if all(
+                isinstance(t, str) for t in data) else pl.DataFrame(list(data))
+        except UnicodeEncodeError as exc:
+            raise _surrogate_error(exc, "the list") from None
         return frame, f"{MEMORY_PREFIX}list"
     kind = f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
     if kind == "pandas.DataFrame":
-        return pl.from_pandas(data), f"{MEMORY_PREFIX}{kind}"
+        try:
+            return pl.from_pandas(data), f"{MEMORY_PREFIX}{kind}"
+        except UnicodeEncodeError as exc:
+            raise _surrogate_error(exc, "the DataFrame") from None
     if kind.startswith("datasets.") and hasattr(data, "to_polars"):
         return data.to_polars(), f"{MEMORY_PREFIX}datasets.Dataset"
     if isinstance(data, (str, Path)):
@@ -215,18 +277,20 @@ def describe_source(source: str) -> str:
 CorpusSource = str | Path | pl.DataFrame | list | Any
 
 
-def _load(source: CorpusSource) -> tuple[pl.DataFrame, str, str]:
-    """(frame, source label recorded with the corpus, name used in messages)."""
+def _load(source: CorpusSource) -> tuple[pl.DataFrame, str, str, dict[str, str]]:
+    """(frame, source label recorded with the corpus, name used in messages, JSON non-strings)."""
     in_memory = _frame_from_memory(source)
     if in_memory is not None:
         df, label = in_memory
-        return df, label, label
+        return df, label, label, {}
     if str(source) == STDIN:
-        return _read_stdin(), "<stdin>", "standard input"
+        df, non_strings = _read_stdin()
+        return df, "<stdin>", "standard input", non_strings
     path = Path(source)
     if not path.exists():
         raise UserError(f"corpus file {path} not found; check the path")
-    return _read_frame(path), str(path.resolve()), path.name
+    df, non_strings = _read_frame(path)
+    return df, str(path.resolve()), path.name, non_strings
 
 
 def _body_column(df: pl.DataFrame, where: str, text_col: str | None, messages_col: str | None) -> tuple[str, str]:
@@ -328,11 +392,14 @@ def read_corpus(
     (DuckDB, over the source's columns; a long-format file holding several corpora is split this
     way); ``limit`` then keeps the first N of them. ``row_idx`` stays the row in the source.
     """
-    df, label, what = _load(source)
+    df, label, what, non_strings = _load(source)
     if df.height == 0:
         raise UserError(f"corpus {describe_source(label)} has no rows; pass at least one document")
     n_source = df.height
     col, kind = _body_column(df, what, text_col, messages_col)
+    if kind == "text" and col in non_strings:
+        raise UserError(f"{what} {non_strings[col]} as {col!r}, which is not a JSON string; documents must be "
+                        "text: quote it, or fix or remove that row")
     df = df.with_row_index("row_idx")
     if where is not None:
         df = _matching(df, where, what)
@@ -341,6 +408,11 @@ def read_corpus(
             raise UserError(f"--limit must be at least 1 (got {limit}); leave it out to encode every row")
         df = df.head(limit)
     df = _without_empty(df, col, kind, what, drop_empty)
+    if kind == "text":
+        nul = df.filter(pl.col(col).str.contains(NUL, literal=True))["row_idx"]
+        if len(nul):
+            raise UserError(f"{len(nul)} document(s) of {what} hold a NUL character (U+0000), which is not text "
+                            f"(first at row {nul[0]}); remove the NULs (e.g. tr -d '\\000') or those rows")
     meta_cols = [c for c in df.columns if c not in ("row_idx", col)]
     if meta_cols:
         meta = df.select(pl.struct(meta_cols).struct.json_encode().alias("meta"))["meta"]

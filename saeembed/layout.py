@@ -12,6 +12,14 @@ registered files, so analyses, ``sql`` and the Python API read both kinds the sa
 ``sql`` command external access stays disabled except for exactly the registered files
 (``allowed_paths``) and the configuration is locked. ``drop`` removes the registration and deletes
 the corpus' files and folder.
+
+The registration is data in a file someone may have handed over, so it is never trusted as a list
+of paths: a read connection uses only files named as this module names them
+(``<name>-c<id>-<hex>/data_N.parquet``) that look like whole Parquet files (magic bytes and footer,
+two small reads each); ``drop`` deletes only such files inside the Parquet folder the user names
+(``--parquet-dir``, default ``STORE.parquet``). A corpus whose registration or files fail these
+checks is left out of the ``activations`` view (``corpora`` and ``sql`` warn about it); using it by
+name is one line naming the fix, and every other corpus keeps working.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import logging
 import os
 import re
 import shutil
+import stat
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +53,9 @@ ROW_GROUP = 122_880  # DuckDB's default row group: the unit its statistics prune
 COLUMNS = "doc_id, feature_id, value, total, n_active"
 POSITION_COLUMNS = ("peak_pos",)  # NULL for corpora stored before it was kept
 _GLOB = re.compile(r"[*?\[\]{}]")
+_DATA_FILE = re.compile(r"data_\d+\.parquet")  # DuckDB's names for the files of one COPY ... FILE_SIZE_BYTES
+PARQUET_MAGIC = b"PAR1"
+FOLDER_PATTERN = "<name>-c<corpus id>-<8 hex digits>/data_N.parquet"
 
 
 def _sql_str(s: str) -> str:
@@ -135,24 +148,119 @@ def _view(con: Any, files: list[str], include_table: bool = True) -> None:
     con.execute("CREATE OR REPLACE TEMP VIEW activations AS " + " UNION ALL ".join(parts))
 
 
-def registered_files(con: Any) -> list[str]:
-    has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'parquet_corpora' "
-                      "AND table_schema = 'main' AND table_catalog = current_database()").fetchall()[0][0]
-    if not has:
+def _has_registry(con: Any) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'parquet_corpora' "
+                            "AND table_schema = 'main' AND table_catalog = current_database()").fetchall()[0][0])
+
+
+def registration_problem(name: str | None, corpus_id: int, location: Any, files: Any,
+                         root: Path | None = None) -> str | None:
+    """Why a registration does not name files this module wrote for that corpus, or None.
+
+    Checked: the folder is absolute, free of glob characters (DuckDB would expand them), named
+    ``<name>-c<id>-<hex>``, and (with ``root``) lies directly in ``root`` after resolving links and
+    ``..``; every listed file is ``data_N.parquet`` directly in that folder.
+    """
+    try:
+        listed = json.loads(files)
+    except (TypeError, ValueError):
+        listed = None
+    if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+        return "its registration does not hold a list of file paths"
+    folder_name = re.escape(str(name)) + rf"-c{int(corpus_id)}-[0-9a-f]{{8}}"
+    loc = Path(str(location))
+    if (name is None or not loc.is_absolute() or _GLOB.search(str(loc))
+            or not re.fullmatch(folder_name, loc.name)):
+        return f"its registered folder {location} is not one saeembed names ({FOLDER_PATTERN})"
+    if root is not None and loc.resolve().parent != Path(root).resolve():
+        return f"its registered folder {location} does not lie in the Parquet folder {root}"
+    for f in listed:
+        if Path(f).parent != loc or not _DATA_FILE.fullmatch(Path(f).name):
+            return f"its registration lists {f}, which is not one of its {loc.name}/data_N.parquet files"
+    return None
+
+
+def file_problem(path: str) -> str | None:
+    """Why ``path`` is not a whole Parquet file (missing, empty, truncated, not Parquet), or None.
+
+    Cheap on purpose (a stat and two reads of 4 and 8 bytes): it runs for every registered file
+    whenever a read connection opens. A Parquet file starts and ends with ``PAR1`` and its last 8
+    bytes hold the footer's length, so a truncated file fails it.
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if st.st_size == 0:
+            return "empty"
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(max(st.st_size - 8, 0))
+            tail = fh.read(8)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    footer = int.from_bytes(tail[:4], "little") if len(tail) == 8 else -1
+    if head != PARQUET_MAGIC or tail[4:] != PARQUET_MAGIC or not 0 < footer <= st.st_size - 12:
+        return "truncated or not a Parquet file"
+    return None
+
+
+def _registrations(con: Any) -> list[tuple[int, str | None, Any, Any]]:
+    if not _has_registry(con):
         return []
-    return [f for (files,) in con.execute("SELECT files FROM parquet_corpora ORDER BY corpus_id").fetchall()
-            for f in json.loads(files)]
+    return con.execute("SELECT p.corpus_id, c.name, p.location, p.files FROM parquet_corpora p "
+                       "LEFT JOIN corpora c USING (corpus_id) ORDER BY p.corpus_id").fetchall()
+
+
+def readable_files(con: Any) -> tuple[list[str], dict[int, str]]:
+    """(files a read connection may use, {corpus_id: why that corpus cannot be read})."""
+    usable: list[str] = []
+    problems: dict[int, str] = {}
+    for corpus_id, name, location, files in _registrations(con):
+        shown = repr(name) if name is not None else f"#{corpus_id}"
+        why = registration_problem(name, corpus_id, location, files)
+        if why:
+            problems[corpus_id] = (f"corpus {shown} cannot be read: {why}; drop it and leave the listed files "
+                                   f"alone (saeembed drop {name} --keep-files)")
+            continue
+        listed = json.loads(files)
+        bad = next(((f, p) for f in listed if (p := file_problem(f))), None)
+        if bad:
+            problems[corpus_id] = (f"corpus {shown} cannot be read: its Parquet file {bad[0]} is {bad[1]}; "
+                                   f"drop it (saeembed drop {name}) or re-encode it")
+            continue
+        usable.extend(listed)
+    return usable, problems
+
+
+# the unreadable corpora of each open read connection (DuckDB connections take no attributes)
+_UNREADABLE: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def check_readable(con: Any, corpus_id: int) -> None:
+    """Raise the one line of a corpus that this connection had to leave out, when it is used."""
+    problem = _UNREADABLE.get(con, {}).get(int(corpus_id))
+    if problem:
+        raise UserError(problem)
+
+
+def unreadable_corpora(con: Any) -> dict[int, str]:
+    """{corpus_id: one line} of the corpora this read connection left out of ``activations``."""
+    return dict(_UNREADABLE.get(con, {}))
 
 
 def attach(con: Any, external_access: bool) -> None:
     """Give a read-only connection the ``activations`` view over table + registered files; without
-    external access, only the registered files may be read and the configuration is locked."""
-    files = registered_files(con)
-    if files:
-        missing = [f for f in files if not os.path.exists(f)]
-        if missing:
-            raise UserError(f"{len(missing)} Parquet file(s) of a Parquet-kept corpus are missing (first: "
-                            f"{missing[0]}); restore them, or drop the corpus")
+    external access, only the registered files may be read and the configuration is locked.
+
+    A corpus whose registration or files fail the checks is left out, so one damaged corpus never
+    breaks the others; :func:`check_readable` refuses it by name, and the ``corpora`` and ``sql``
+    commands warn about it (:func:`unreadable_corpora`).
+    """
+    files, problems = readable_files(con)
+    _UNREADABLE[con] = problems
     if not external_access:
         if files:
             con.execute("SET allowed_paths = $p", {"p": files})
@@ -177,21 +285,48 @@ def _private_spill_folder() -> str:
     return folder
 
 
-def files_of(con: Any, corpus_id: int) -> tuple[str | None, list[str]]:
-    if not registered_files(con):
-        return None, []
+def files_of(con: Any, corpus_id: int) -> tuple[str | None, Any]:
+    """(location, files as registered: JSON text) of a Parquet-kept corpus; (None, None) otherwise."""
+    if not _has_registry(con):
+        return None, None
     rows = con.execute("SELECT location, files FROM parquet_corpora WHERE corpus_id = ?", [int(corpus_id)]).fetchall()
-    return (rows[0][0], json.loads(rows[0][1])) if rows else (None, [])
+    return (rows[0][0], rows[0][1]) if rows else (None, None)
 
 
-def delete_files(location: str, files: list[str]) -> None:
-    """Delete a dropped corpus' files (only the registered ones) and its folder once empty."""
+def check_deletable(name: str, corpus_id: int, location: Any, files: Any, root: Path) -> list[str]:
+    """The registered files of a corpus that ``drop`` may delete; refuses (one line, before anything
+    is deleted) a registration that names anything but this module's files inside ``root``."""
+    why = registration_problem(name, corpus_id, location, files, root)
+    if why:
+        raise UserError(f"refusing to delete the files of corpus {name!r}: {why}. If it was encoded with "
+                        "--parquet-dir DIR, pass the same --parquet-dir; or pass --keep-files to drop the corpus "
+                        "and leave every file alone")
+    return json.loads(files)
+
+
+def delete_files(location: str, files: list[str]) -> list[str]:
+    """Delete a dropped corpus' files (only those :func:`check_deletable` passed) and its folder
+    once empty; returns the files deleted (a file already gone is reported, not counted)."""
+    deleted, missing = [], 0
     for f in files:
-        Path(f).unlink(missing_ok=True)
+        try:
+            Path(f).unlink()
+            deleted.append(f)
+        except FileNotFoundError:
+            missing += 1
+        except OSError as exc:
+            log.warning("kept %s: %s", f, exc.strerror or exc)
+    if missing:
+        log.warning("%d of the corpus' %d Parquet file(s) were already missing", missing, len(files))
     try:
         Path(location).rmdir()
+    except FileNotFoundError:
+        pass
     except OSError:
         log.warning("kept %s: it holds files saeembed did not write", location)
+    return deleted
 
 
-__all__ = ["SCHEMA", "keep_as_parquet", "attach", "registered_files", "files_of", "delete_files", "location_for"]
+__all__ = ["SCHEMA", "keep_as_parquet", "attach", "files_of", "delete_files", "location_for",
+           "registration_problem", "file_problem", "readable_files", "check_readable", "unreadable_corpora",
+           "check_deletable", "FOLDER_PATTERN"]

@@ -59,16 +59,17 @@ def chromium() -> str | None:
     return exe
 
 
-def load_in_chromium(url: str, screenshot: Path | None = None) -> tuple[str, list[str]]:
+def load_in_chromium(url: str, screenshot: Path | None = None, flags: tuple[str, ...] = ()) -> tuple[str, list[str]]:
     """(DOM after scripts ran, console messages) of ``url`` in headless Chromium; with
-    ``screenshot``, a second run writes a PNG there."""
+    ``screenshot``, a second run writes a PNG there; ``flags`` are extra Chromium flags."""
     exe = chromium()
     with tempfile.TemporaryDirectory() as profile:
-        run = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+        run = subprocess.run([exe, *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}", "--dump-dom", url],
                              capture_output=True, text=True, timeout=120)
         console = [ln for ln in run.stderr.splitlines() if ":CONSOLE" in ln]
         if screenshot is not None:
-            subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={screenshot}", url],
+            subprocess.run([exe, *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}", f"--screenshot={screenshot}",
+                            url],
                            capture_output=True, text=True, timeout=120, check=True)
     assert run.returncode == 0, run.stderr[-2000:]
     return run.stdout, console

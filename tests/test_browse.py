@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -35,11 +36,12 @@ def server(faces_store: Path):
     srv.server_close()
 
 
-def _request(server: tuple[str, int], path: str, method: str = "GET", body: bytes | None = None
-             ) -> tuple[int, str]:
+def _request(server: tuple[str, int], path: str, method: str = "GET", body: bytes | None = None,
+             host: str | None = None) -> tuple[int, str]:
+    """A real HTTP request; ``host`` replaces the ``Host`` header (what a DNS-rebinding page sends)."""
     conn = http.client.HTTPConnection(*server, timeout=300)
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers={} if host is None else {"Host": host})
         resp = conn.getresponse()
         return resp.status, resp.read().decode("utf-8", "replace")
     finally:
@@ -47,17 +49,19 @@ def _request(server: tuple[str, int], path: str, method: str = "GET", body: byte
 
 
 @pytest.fixture(scope="module")
-def ids(faces_store: Path) -> dict[str, int]:
-    """A latent that fires in the GoEmotions corpus and a document where it fires most."""
+def ids(faces_store: Path) -> dict[str, Any]:
+    """A latent that fires in the GoEmotions corpus, a document where it fires most, and the first
+    40 characters of that document's text."""
     st = open_store(faces_store)
     row = st.sql("""SELECT feature_id, arg_max(doc_id, value) AS doc_id FROM activations a
                     JOIN features f USING (feature_id) WHERE doc_id >> 32 = 1 AND f.label IS NOT NULL
                     GROUP BY feature_id ORDER BY count(*) DESC, feature_id LIMIT 1""").row(0, named=True)
+    text = st.sql("SELECT text FROM documents WHERE doc_id = ?", [int(row["doc_id"])])["text"][0][:40]
     st.close()
-    return {"feature": int(row["feature_id"]), "doc": int(row["doc_id"])}
+    return {"feature": int(row["feature_id"]), "doc": int(row["doc_id"]), "text": text}
 
 
-def test_every_page_answers(server: tuple[str, int], ids: dict[str, int]) -> None:
+def test_every_page_answers(server: tuple[str, int], ids: dict[str, Any]) -> None:
     f, d = ids["feature"], ids["doc"]
     pages = {"/": ["ge", "pos", "neg", "Corpora"],
              "/features": ["Latents", 'href="/latent/0"'],
@@ -120,9 +124,67 @@ def test_binds_only_this_machine_unless_asked(faces_store: Path) -> None:
     for host in ("0.0.0.0", "192.168.1.5", "example.org", "::"):
         with pytest.raises(UserError, match="--allow-remote"):
             check_host(host)
-    assert check_host("0.0.0.0", allow_remote=True) == "0.0.0.0"
-    res = CliRunner().invoke(main, ["browse", "--store", str(faces_store), "--host", "0.0.0.0"])
-    assert res.exit_code == 2 and "--allow-remote" in res.stderr
+    assert check_host("0.0.0.0", allow_remote=["lab.example.org"]) == "0.0.0.0"
+    for args in (["--host", "0.0.0.0"], ["--host", "0.0.0.0", "--allow-remote"]):  # the names are not optional
+        res = CliRunner().invoke(main, ["browse", "--store", str(faces_store), *args])
+        assert res.exit_code == 2 and "--allow-remote" in res.stderr, args
+
+
+def test_requests_for_other_host_names_are_refused(server: tuple[str, int], ids: dict[str, Any]) -> None:
+    """DNS rebinding: a page on evil.example makes its name resolve to 127.0.0.1 and reads the local
+    server; its requests still say ``Host: evil.example``, and get 403 without a document in them."""
+    port = server[1]
+    doc = f"/doc/{ids['doc']}"
+    text = ids["text"]
+    for host in (f"evil.example:{port}", "evil.example", f"localhost.evil.example:{port}", f"127.0.0.1.nip.io:{port}",
+                 "", f"[::2]:{port}"):
+        for path in ("/", doc, "/search?corpus=ge&q=thanks", "/assets/vega.js"):
+            status, body = _request(server, path, host=host)
+            assert status == 403 and "allow-remote" in body and text not in html.unescape(body), (host, path, status)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "127.0.0.1"):
+        status, body = _request(server, doc, host=host)
+        assert status == 200 and text in html.unescape(body), (host, status)
+
+
+def test_allow_remote_answers_exactly_the_names_it_was_given(faces_store: Path, ids: dict[str, Any]) -> None:
+    srv = make_server(faces_store, "127.0.0.1", 0, allow_remote=["lab.example.org", "Box.Lan"])
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        where = (srv.host, srv.port)
+        for host, want in (("lab.example.org", 200), (f"box.lan:{srv.port}", 200), ("localhost", 200),
+                           ("sub.lab.example.org", 403), ("example.org", 403), ("evil.example", 403)):
+            assert _request(where, "/", host=host)[0] == want, host
+        # the same through a real browser whose resolver sends both names to this server
+        rules = ("--host-resolver-rules=MAP lab.example.org 127.0.0.1, MAP evil.example 127.0.0.1",)
+        dom, _ = load_in_chromium(f"http://lab.example.org:{srv.port}/doc/{ids['doc']}", flags=rules)
+        assert f"Document {ids['doc']}" in dom and "Strongest latents" in dom
+        dom, _ = load_in_chromium(f"http://evil.example:{srv.port}/doc/{ids['doc']}", flags=rules)
+        assert "403" in dom and "--allow-remote evil.example" in dom and "Strongest latents" not in dom
+        assert ids["text"] not in html.unescape(dom)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_queries_are_bounded_per_request(server: tuple[str, int]) -> None:
+    from saeembed.browse.app import MAX_QUERY_CHARS
+    from saeembed.browse.routes import EXAMPLE_TOKENS, MAX_PHRASES
+
+    long = quote(", ".join(["thanks"] * (MAX_QUERY_CHARS // 6)))
+    for path in (f"/search?corpus=ge&q={long}", f"/features?q={long}", f"/search?corpus=ge&mode=example&q={long}"):
+        status, body = _request(server, path)
+        assert status == 400 and f"at most {MAX_QUERY_CHARS}" in body, path
+    # under the character bound but over the token bound: rare characters cost several tokens each
+    rare = quote("\U0001d518\U0001d51e\U0001d52b" * (MAX_QUERY_CHARS // 3 - 1))
+    status, body = _request(server, f"/search?corpus=ge&mode=example&q={rare}")
+    assert status == 400 and f"at most {EXAMPLE_TOKENS}" in html.unescape(body), body[-300:]
+    status, body = _request(server, "/search?corpus=ge&mode=example&k=3&q=" + quote("Thanks so much, " * 30))
+    assert status == 200 and "Ranked documents" in body
+    phrases = ", ".join(f"topic {i}" for i in range(MAX_PHRASES + 1))
+    for mode in ("sae", "hybrid"):
+        status, body = _request(server, f"/search?corpus=ge&mode={mode}&q={quote(phrases)}")
+        assert status == 400 and f"at most {MAX_PHRASES}" in body, mode
 
 
 def test_browse_command_serves_until_stopped(faces_store: Path) -> None:
@@ -147,7 +209,7 @@ def test_browse_command_serves_until_stopped(faces_store: Path) -> None:
         assert proc.wait(timeout=30) == 0
 
 
-def test_pages_load_in_headless_chromium(server: tuple[str, int], ids: dict[str, int], tmp_path: Path) -> None:
+def test_pages_load_in_headless_chromium(server: tuple[str, int], ids: dict[str, Any], tmp_path: Path) -> None:
     base = f"http://{server[0]}:{server[1]}"
     for i, path in enumerate(["/", f"/latent/{ids['feature']}", "/diff?a=neg&b=pos&fdr=1&top=10"]):
         shot = tmp_path / f"page{i}.png" if i == 1 else None

@@ -25,18 +25,8 @@ from saeembed.corpus import read_corpus
 from saeembed.encode.workdir import work_dir
 from saeembed.errors import UserError
 from saeembed.names import check_corpus_name, default_corpus_name
+from tests.cli_support import cli, one_line_error
 from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(main, list(args))
-    return res.exit_code, res.stdout, res.stderr
-
-
-def one_line_error(code: int, err: str) -> str:
-    assert code == 2, err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    return err
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -361,3 +351,122 @@ def test_llm_endpoints_that_refuse_or_stay_silent_fail_fast(tmp_path):
         for c in accepted:
             c.close()
         silent.close()
+
+
+# ----------------------------------------------------------------- read-only file systems --
+@pytest.fixture()
+def read_only(tmp_path):
+    """Make a folder read-only for this process: a read-only bind mount as root (root ignores
+    permissions), no write permission otherwise; skipped where neither can be arranged."""
+    made: list[Path] = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+        elif subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("cannot bind-mount here (no CAP_SYS_ADMIN); run as a normal user to test permissions")
+        else:
+            made.append(folder)
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True, capture_output=True)
+        return folder
+
+    yield make
+    for folder in made:
+        subprocess.run(["umount", str(folder)], check=True, capture_output=True)
+
+
+def test_encode_on_a_read_only_file_system_is_one_line_and_writes_nothing(tmp_path, ge10, models, read_only):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    existing = ro / "s.duckdb"
+    assert encode(ge10, existing, models, "--name", "a")[0] == 0
+    before = tree(ro)
+    read_only(ro)
+    into_ro_folder = ["--keep", "parquet", "--parquet-dir", str(ro / "pq")]
+    for store, extra in ((ro / "new.duckdb", []), (existing, []), (tmp_path / "w.duckdb", into_ro_folder)):
+        code, _, err = encode(ge10, store, models, "--name", "b", *extra)
+        assert code == 2 and "Traceback" not in err, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error: ") and ("read-only" in last or "not writable" in last), err
+    assert tree(ro) == before and not (tmp_path / "w.duckdb").exists()
+    assert saeembed.open_store(existing).corpora()["name"].to_list() == ["a"]
+
+
+def test_file_system_errors_of_any_command_are_one_line():
+    import errno
+
+    from saeembed.cli.base import file_system_error
+
+    assert "permission denied: /x/s.duckdb" in file_system_error(PermissionError(errno.EACCES, "Permission denied",
+                                                                                 "/x/s.duckdb"))
+    assert "read-only" in file_system_error(OSError(errno.EROFS, "Read-only file system", "/x"))
+    assert "no space left" in file_system_error(OSError(errno.ENOSPC, "No space left on device", "/x"))
+    assert file_system_error(FileNotFoundError(errno.ENOENT, "No such file", "/x")) is None  # a bug, not the disk
+
+
+# ------------------------------------------------------------------------ label contents --
+def test_label_import_refuses_labels_that_are_not_text(tmp_path, ge10, models):
+    store = tmp_path / "s.duckdb"
+    assert encode(ge10, store, models, "--name", "a")[0] == 0
+    before = saeembed.open_store(store).sql("SELECT count(*) AS n FROM features")["n"][0]
+    bad = {"null.json": '{"3": null}', "nan.json": '{"3": NaN}', "number.json": '{"3": 5}',
+           "bool.json": '{"3": true}', "list.json": '{"3": ["a", "b"]}', "nested.json": '{"3": {"label": 5}}',
+           "description.json": '{"3": {"label": "fine", "description": 7}}',
+           "np.jsonl": '{"modelId": "m", "layer": "2-x", "index": "3", "description": null}\n'}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        err = one_line_error(*_code_err(cli("labels", "import", str(tmp_path / name), "--store", str(store))))
+        assert "is not text" in err, (name, err)
+    assert saeembed.open_store(store).sql("SELECT count(*) AS n FROM features")["n"][0] == before
+    (tmp_path / "ok.json").write_text('{"3": " polite thanks ", "4": {"label": "anger", "description": null}}')
+    assert cli("labels", "import", str(tmp_path / "ok.json"), "--store", str(store))[0] == 0
+    got = saeembed.open_store(store).sql("SELECT feature_id, label FROM features WHERE label_source = 'json:ok' "
+                                         "ORDER BY 1")
+    assert got.rows() == [(3, "polite thanks"), (4, "anger")]
+
+
+# --------------------------------------------------------------- documents in memory/stdin --
+def test_python_encode_of_a_lone_surrogate_is_one_clear_error(tmp_path, tiny_llama, topk_sae):
+    store = saeembed.open_store(tmp_path / "s.duckdb")
+    with pytest.raises(UserError, match=r"lone UTF-16 surrogate \(\\ud800 in 'bad \\ud800 x'\)"):
+        store.encode(["fine", "bad \ud800 x"], name="x", reader=str(tiny_llama), sae=str(topk_sae), progress=False)
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_documents_that_are_not_text_are_refused_with_their_line(tmp_path, ge10, models):
+    store = tmp_path / "s.duckdb"
+    for stdin, want in (('{"text": "fine"}\n{"text": 5}\n', "line 2 holds 5 as 'text'"),
+                        ('{"text": "fine"}\n{"text": ["a"]}\n', "line 2 holds [\"a\"]"),
+                        ('{"text": "fine"}\n{"text": "also fine"}\n{"text": oops}\n', "line 3 is not JSON"),
+                        ('{"text": "fine"}\n{"text": "a\\u0000b"}\n', "NUL character"),
+                        ('{"text": "fine"}\n{"text": "a\u2028b"}\n', None)):  # U+2028 inside a string is text
+        res = CliRunner().invoke(main, ["encode", "-", "--store", str(store), "--name", "x", *models], input=stdin)
+        if want is None:
+            assert res.exit_code == 0, res.stderr
+        else:
+            assert want in one_line_error(res.exit_code, res.stderr), (stdin, res.stderr)
+    messages = tmp_path / "m.jsonl"
+    messages.write_text('{"messages": "not json"}\n')
+    err = one_line_error(*_code_err(encode(messages, store, models, "--name", "m", "--messages-col", "messages")))
+    assert "{role, content}" in err and "{{" not in err
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a document")
+    os.mkfifo(folder / "b.txt")
+    t0 = time.monotonic()
+    err = one_line_error(*_code_err(encode(folder, store, models, "--name", "f")))
+    assert "b.txt" in err and "not a regular file" in err and time.monotonic() - t0 < 30
+
+
+def test_options_that_contradict_or_escape_are_refused(tmp_path, ge10, models, tiny_llama):
+    store = tmp_path / "s.duckdb"
+    err = one_line_error(*_code_err(cli("encode", str(ge10), "--store", str(store), "--name", "x", "--reader",
+                                        str(tiny_llama), "--sae", "hf:owner/repo/~/x", "--quiet")))
+    assert "'~'" in err
+    for extra in (["--devices", "cpu,cpu", "--ray", "auto"], ["--devices", "cpu,cpu", "--ray-workers", "2"]):
+        err = one_line_error(*_code_err(encode(ge10, store, models, "--name", "x", *extra)))
+        assert "--devices" in err and "one or the other" in err
+    assert not store.exists()
+    assert encode(ge10, store, models, "--name", "x")[0] == 0
+    err = one_line_error(*_code_err(cli("search", "--store", str(store), "x", " , ")))
+    assert "query is empty" in err and "--query" not in err

@@ -7,23 +7,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from click.testing import CliRunner
 
 import saeembed
-from saeembed.cli import main
 from saeembed.errors import UserError
+from tests.cli_support import cli, one_line_error
 from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(main, list(args))
-    return res.exit_code, res.stdout, res.stderr
-
-
-def one_line_error(code: int, err: str) -> str:
-    assert code == 2, err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    return err
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

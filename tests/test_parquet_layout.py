@@ -134,7 +134,10 @@ def test_drop_removes_registration_and_files(stores, tmp_path, smollm2_reader, t
     before = st.sql("SELECT * FROM activations WHERE doc_id >> 32 = 1 ORDER BY ALL")
     st.close()
     assert files and all(Path(f).exists() and Path(f).is_relative_to(tmp_path / "pq") for f in files)
+    # files kept with --parquet-dir are deleted only when drop is told that folder
     code, _, err = cli("drop", "gone", "--store", str(store))
+    assert code == 2 and "--parquet-dir" in err and all(Path(f).exists() for f in files), err
+    code, _, err = cli("drop", "gone", "--store", str(store), "--parquet-dir", str(tmp_path / "pq"))
     assert code == 0 and f"deleted its {len(files)} Parquet file(s)" in err
     assert not any(Path(f).exists() for f in files) and not Path(files[0]).parent.exists()
     st = saeembed.open_store(store)
@@ -155,7 +158,7 @@ def test_bad_parquet_dir_is_one_line_and_store_unchanged(stores, tmp_path) -> No
     assert Path(store).read_bytes() == before
 
 
-def test_missing_parquet_file_is_one_line(tmp_path, smollm2_reader, test_sae_spec) -> None:
+def test_missing_parquet_file_is_one_line_when_its_corpus_is_used(tmp_path, smollm2_reader, test_sae_spec) -> None:
     store = tmp_path / "m.duckdb"
     corpus = tmp_path / "c.parquet"
     pl.read_parquet(DATASETS / "goemotions" / "sample.parquet").head(10).write_parquet(corpus)
@@ -166,6 +169,8 @@ def test_missing_parquet_file_is_one_line(tmp_path, smollm2_reader, test_sae_spe
     st.close()
     Path(files[0]).unlink()
     code, _, err = cli("sql", "--store", str(store), "SELECT count(*) FROM activations")
-    assert code == 2 and "missing" in err and "drop the corpus" in err and len(err.strip().splitlines()) == 1
+    assert code == 0 and "missing" in err and "left out" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("search", "--store", str(store), "m", "gratitude")
+    assert code == 2 and "missing" in err and "saeembed drop m" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli("drop", "m", "--store", str(store))  # a corpus with lost files can still be dropped
     assert code == 0, err

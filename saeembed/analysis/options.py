@@ -118,6 +118,9 @@ class SearchOptions:
     fuse: list[str] = option([], "another corpus holding the same documents (e.g. encoded with --sae doc): its "
                                  "ranking for QUERY is fused with this one's by reciprocal rank (sae/hybrid/"
                                  "example; repeatable)", multiple=True, metavar="CORPUS")
+    max_example_tokens: int | None = option(None, "example mode: refuse an example text longer than this many "
+                                                  "tokens before the reader runs (a server's per-request bound)",
+                                            cli=False)
 
 
 __all__ = ["DiffOptions", "CorrelateOptions", "ClusterOptions", "SearchOptions", "PAPER_MIN_DIFF", "PAPER_TOP",

@@ -71,8 +71,13 @@ def score_documents(store: Store, info: dict[str, Any], feature_ids: list[int], 
                                            "scales": [w for _, w in scales], "k": int(k)})
 
 
-def encode_query(store: Store, info: dict[str, Any], text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Max-pooled latents (ids, values) of ``text`` read exactly as the corpus was encoded."""
+def encode_query(store: Store, info: dict[str, Any], text: str,
+                 max_tokens: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Max-pooled latents (ids, values) of ``text`` read exactly as the corpus was encoded.
+
+    ``max_tokens`` refuses a longer text before the reader runs: the reader's cost grows with the
+    text, so a server (the browser) bounds what one request may cost.
+    """
     import torch
 
     from ..models import corpus_models
@@ -82,9 +87,14 @@ def encode_query(store: Store, info: dict[str, Any], text: str) -> tuple[np.ndar
     if not path or not path[0][0]:
         raise UserError(f"the store does not record where SAE {info['sae']!r} lives; --mode example needs it")
     rdr, sae = corpus_models(info["reader"], info["layer"], info.get("config"), path[0][0])
+    windows = rdr.windows(text, 0)
+    n_tokens = sum(w.n_pooled for w in windows)
+    if max_tokens is not None and n_tokens > max_tokens:
+        raise UserError(f"the example text is {n_tokens} tokens long; a search here reads at most {max_tokens}; "
+                        "shorten it")
     pooled = torch.zeros(sae.d_sae)
     with torch.inference_mode():
-        for w in rdr.windows(text, 0):
+        for w in windows:
             ids, attn, pool = pad_batch([w], rdr.pad_id)
             h = rdr.hidden_states(ids, attn)[0][pool[0].to(rdr.device)]
             if h.shape[0]:
@@ -93,7 +103,8 @@ def encode_query(store: Store, info: dict[str, Any], text: str) -> tuple[np.ndar
     return nz.astype(np.int64), pooled.numpy()[nz].astype(np.float64)
 
 
-def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = True) -> tuple[list[int], list[float]]:
+def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = True,
+                    max_tokens: int | None = None) -> tuple[list[int], list[float]]:
     """Latent weights of a query-by-example text: its max-pooled activation over the corpus' p90
     (the same normalisation the documents get), times the latent's IDF ``log((N + 1) / (n_i + 1))``.
 
@@ -101,7 +112,7 @@ def example_weights(store: Store, info: dict[str, Any], text: str, idf: bool = T
     position, register) otherwise dominate the score and pull in documents that merely look like
     text. Latents that never fire in the corpus cannot score a document and are dropped.
     """
-    fids, vals = encode_query(store, info, text)
+    fids, vals = encode_query(store, info, text, max_tokens)
     if len(fids) == 0:
         raise UserError("the example text activates no latent; give a longer example")
     stats = corpus_stats(store, info, ["n_present", "p90"], fids.tolist())
@@ -223,7 +234,7 @@ def rank_column(partner: str) -> str:
 def _ranking(store: Store, info: Any, query: str, o: SearchOptions, depth: int) -> pl.DataFrame:
     """This corpus' own ranking in sae/example mode (hybrid adds dense to it later)."""
     if o.mode == "example":
-        fids, weights = example_weights(store, info, query, idf=o.idf)
+        fids, weights = example_weights(store, info, query, idf=o.idf, max_tokens=o.max_example_tokens)
         return score_documents(store, info, fids, weights, depth)
     sel = select_features(store, query, info["sae"], k=o.n_features, method=o.select, info=info,
                           alternative="use --mode example or --mode dense").head(o.n_features)

@@ -43,7 +43,7 @@ def split_phrases(query: str) -> list[str]:
     """Comma-separated keyphrases ("reasoning style, hedging") → ["reasoning style", "hedging"]."""
     phrases = [p.strip() for p in (query or "").split(",") if p.strip()]
     if not phrases:
-        raise UserError("the query is empty; pass keyphrases, e.g. --query 'reasoning style, hedging'")
+        raise UserError("the query is empty; pass comma-separated keyphrases, e.g. 'reasoning style, hedging'")
     return phrases
 
 

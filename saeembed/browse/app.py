@@ -4,8 +4,9 @@ Every request opens its own read-only DuckDB connection with external access dis
 it when the response is sent, so the file is never held between requests (an encode can take the
 write lock meanwhile; a request that arrives during the write gets a 503 page asking to retry).
 Routes answer GET only, take ids and words (never paths or SQL), and every failure is a page
-with a status code: 400 for bad input, 404 for unknown ids, 405 for other methods, 503 while the
-store is being written, 500 (logged, no traceback shown) for anything else.
+with a status code: 400 for bad input, 403 for a request addressed to a host name the server was
+not started for (DNS rebinding), 404 for unknown ids, 405 for other methods, 503 while the store
+is being written, 500 (logged, no traceback shown) for anything else.
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ def _number_arg(name: str, default: float, lo: float, hi: float, cast: type = fl
     return value
 
 
+MAX_QUERY_CHARS = 1000  # a query of the browser's forms; every phrase in it is embedded, so it is bounded
+
+
+def _text_arg(name: str) -> str:
+    """A free-text query parameter, stripped; longer than :data:`MAX_QUERY_CHARS` is a 400 page."""
+    from flask import request
+
+    text = request.args.get(name, "").strip()
+    if len(text) > MAX_QUERY_CHARS:
+        raise UserError(f"{name} is {len(text)} characters long; the browser takes at most {MAX_QUERY_CHARS} "
+                        "(saeembed search on the command line takes any length)")
+    return text
+
+
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return int(_number_arg(name, default, lo, hi, int))
 
@@ -73,9 +88,21 @@ def _float_arg(name: str, default: float, lo: float, hi: float) -> float:
     return _number_arg(name, default, lo, hi, float)
 
 
-def create_app(store_path: str | Path):
-    """The browser app for ``store_path`` (which must exist)."""
-    from flask import Flask, g
+def request_host(header: str) -> str:
+    """The host name of a ``Host`` header (``name:port``, ``[v6]:port``), lower case, without the port.
+
+    Not werkzeug's ``host_is_trusted``: it cuts ``[::1]`` at the first colon and never matches it.
+    """
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return (h.rsplit(":", 1)[0] if h.count(":") == 1 else h).rstrip(".")
+
+
+def create_app(store_path: str | Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")):
+    """The browser app for ``store_path`` (which must exist), answering requests whose ``Host`` is one
+    of ``hosts`` (see :func:`saeembed.browse.answered_hosts`) and 403 to any other."""
+    from flask import Flask, abort, g, request
     from jinja2 import ChoiceLoader, PackageLoader
 
     from ..report.assets import require_faces
@@ -91,6 +118,11 @@ def create_app(store_path: str | Path):
 
     @app.before_request
     def open_store() -> None:
+        host = request.environ.get("HTTP_HOST")  # None only for HTTP/1.0 clients, never from a browser
+        if host is not None and request_host(host) not in hosts:
+            abort(403, f"this browser answers requests for {', '.join(hosts)}, not for {host!r}: a page of "
+                       "another site cannot read it. To reach it by that name, restart it with --allow-remote "
+                       f"{request_host(host) or 'NAME'}")
         g.store = RequestStore(path)
         g.store.con  # noqa: B018 - open now, so a locked file becomes a 503 page, not a failure mid-page
 
@@ -144,4 +176,4 @@ def _register_errors(app: Any) -> None:
         return page(500, "Internal error", f"{type(exc).__name__}: the server log has the details.")
 
 
-__all__ = ["create_app", "RequestStore", "BrowserLinks"]
+__all__ = ["create_app", "request_host", "RequestStore", "BrowserLinks", "MAX_QUERY_CHARS"]

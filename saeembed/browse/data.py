@@ -88,7 +88,10 @@ def latent_sections(store: Store, info: dict[str, Any], feature_id: int, corpus:
     if corpus is not None and corpus not in stats["corpus"].to_list():
         raise NotFoundError(f"no corpus {corpus!r} encoded with SAE {sae}; pick one of {', '.join(stats['corpus'])}")
     fires = stats.filter(pl.col("documents") > 0)
-    corpus = corpus or (fires.sort("documents", descending=True)["corpus"][0] if fires.height else None)
+    # a Parquet-kept corpus whose files are damaged keeps its statistics here but shows no documents,
+    # so one damaged corpus never breaks every latent's page
+    readable = fires.filter(~pl.col("corpus").is_in(_unreadable_names(store)))
+    corpus = corpus or (readable.sort("documents", descending=True)["corpus"][0] if readable.height else None)
     charts = []
     if fires.height:
         charts.append(ChartView("Density per corpus", "share of documents where the latent fires",
@@ -102,11 +105,21 @@ def latent_sections(store: Store, info: dict[str, Any], feature_id: int, corpus:
         tables.append((f"Correlated latents in {corpus} (NPMI)",
                        frame_table(near, links={"feature_id": lambda r: links.latent(r["feature_id"]),
                                                 "label": lambda r: links.latent(r["feature_id"])})))
-    groups = _top_documents(store, fires["corpus"].to_list(), feature_id, links)
+    groups = _top_documents(store, readable["corpus"].to_list(), feature_id, links)
     lines = [f"SAE {sae}; fires in {int(fires['documents'].sum()) if fires.height else 0} documents of "
              f"{int(stats['of'].sum())} in {stats.height} corpora."]
     return [Section("Where it fires", lines, charts, [], groups, ["shade: activation of this latent"]),
             Section("Per corpus and neighbours", [], [], tables)], labels, corpus
+
+
+def _unreadable_names(store: Store) -> list[str]:
+    from ..layout import unreadable_corpora
+
+    left_out = unreadable_corpora(store.con)
+    if not left_out:
+        return []
+    return store.sql("SELECT name FROM corpora WHERE list_contains($ids, corpus_id)", {"ids": list(left_out)})[
+        "name"].to_list()
 
 
 def _top_documents(store: Store, corpora: list[str], feature_id: int, links: Links) -> list[ExampleGroup]:
@@ -123,7 +136,9 @@ def document(store: Store, doc_id: int) -> dict[str, Any]:
                    "JOIN corpora c USING (corpus_id) WHERE d.doc_id = ?", [int(doc_id)])
     if df.height == 0:
         raise NotFoundError(f"no document {doc_id} in this store")
-    return df.row(0, named=True)
+    row = df.row(0, named=True)
+    store.corpus(row["corpus"])  # one line for a corpus whose Parquet files are damaged
+    return row
 
 
 def document_latents(store: Store, doc: dict[str, Any], n: int = 30) -> pl.DataFrame:

@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UserError
-from .app import BrowserLinks, _float_arg, _int_arg
+from .app import BrowserLinks, _float_arg, _int_arg, _text_arg
 from .data import check_latent, document, document_latents, latent_sections, sae_info
 
 SEARCH_MODES = ("sae", "hybrid", "dense", "example")
 FEATURES_PAGE = 200
+# Per-request bounds (benchmarks/browser_request_cost.py, shipped reader, loaded 2-core machine): the
+# reader reads an example text per request, and a 3,000-word example cost 20-24 s of CPU while the
+# single-threaded server answered nobody else; the longest example the bounds admit cost 0.8-5 s.
+EXAMPLE_TOKENS = 512
+# every phrase of an sae/hybrid query selects its own latents: 100 phrases cost 7.5 s of CPU, 20 cost
+# 2.0-2.4 s (the paper expands a query into 18 phrases)
+MAX_PHRASES = 20
 
 
 def _links(store: Any, info: dict[str, Any]) -> BrowserLinks:
@@ -63,7 +70,7 @@ def _register_pages(app: Any) -> None:
 
         info = sae_info(g.store, request.args.get("sae") or None)
         links = _links(g.store, info)
-        q = request.args.get("q", "").strip()
+        q = _text_arg("q")
         if q:
             df = search_features(g.store, q, k=50, sae=info["sae"]).select("feature_id", "label", "label_source",
                                                                            "similarity", "score")
@@ -138,9 +145,10 @@ def _register_analyses(app: Any) -> None:
     @app.get("/search")
     def search_page() -> str:
         from ..analysis import search
+        from ..analysis.select import split_phrases
         from ..report import build_section
 
-        corpus, q = request.args.get("corpus", ""), request.args.get("q", "").strip()
+        corpus, q = request.args.get("corpus", ""), _text_arg("q")
         mode = request.args.get("mode", "sae")
         if mode not in SEARCH_MODES:
             raise UserError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
@@ -148,12 +156,15 @@ def _register_analyses(app: Any) -> None:
         if q:
             if not corpus:
                 raise UserError("pick a corpus to search")
+            if mode in ("sae", "hybrid") and len(split_phrases(q)) > MAX_PHRASES:
+                raise UserError(f"the query holds {len(split_phrases(q))} comma-separated phrases; the browser takes "
+                                f"at most {MAX_PHRASES} per search")
             fuse = request.args.get("fuse", "").strip()
             df = search(g.store, corpus, q, k=_int_arg("k", 20, 1, 200), mode=mode, cache=False,
-                        fuse=[fuse] if fuse else [])
+                        fuse=[fuse] if fuse else [], max_example_tokens=EXAMPLE_TOKENS)
             info = sae_info(g.store, g.store.corpus(corpus)["sae"])
             section = build_section(g.store, df, "search", links=_links(g.store, info))
         return render("analysis.html", title="Search a corpus", form="search", section=section, args=request.args)
 
 
-__all__ = ["register", "SEARCH_MODES"]
+__all__ = ["register", "SEARCH_MODES", "EXAMPLE_TOKENS", "MAX_PHRASES"]

@@ -1,9 +1,9 @@
 """What every command shares: one-line errors, logging to stderr, the store and output options.
 
 Errors: a :class:`UserError` (bad data, bad path, mismatched SAE) or a usage error (unknown flag,
-value out of range) is printed as one ``error: ...`` line on stderr with exit status 2; a full disk
-is reported the same way; Ctrl-C exits 130 with "aborted". Anything else is a bug and keeps its
-traceback.
+value out of range) is printed as one ``error: ...`` line on stderr with exit status 2; a full disk,
+a read-only file system and a missing permission are reported the same way, by every command;
+Ctrl-C exits 130 with "aborted". Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,16 +20,38 @@ import click
 from ..errors import UserError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NO_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)
 EXIT_ERROR = 2  # kept since the first release: users' scripts test for it
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_DUCKDB_TEXT = {"no space left": NO_SPACE[0], "file too large": errno.EFBIG, "read-only file system": errno.EROFS,
+                "permission denied": errno.EACCES}
 
 
-def _out_of_space(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
-        return True
-    text = str(exc).lower()
-    return type(exc).__module__.startswith(("duckdb", "_duckdb")) and ("no space left" in text
-                                                                       or "file too large" in text)
+def file_system_error(exc: BaseException) -> str | None:
+    """The one line for an error the file system caused (full disk, read-only file system, missing
+    permission), from an ``OSError`` or DuckDB's text for the same; None for anything else.
+
+    Why here: these come from any write of any command (work folders, shards, Parquet folders,
+    caches, the store), so the command group reports them in one place. Encodes keep their
+    finished shards and never leave a partial store, so the line can say so.
+    """
+    code, where = None, ""
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE + NO_WRITE:
+        code, where = exc.errno, str(exc.filename or exc.strerror)
+    elif type(exc).__module__.startswith(("duckdb", "_duckdb")):
+        text = str(exc).lower()
+        code = next((c for needle, c in _DUCKDB_TEXT.items() if needle in text), None)
+        where = str(exc).splitlines()[0][:200]
+    if code is None:
+        return None
+    if code in NO_SPACE:
+        return (f"no space left on the disk ({where}); free some space and re-run: finished shards are kept and the "
+                "store is unchanged")
+    if code == errno.EROFS:
+        return (f"cannot write {where}: the file system is read-only; put the store (and any --parquet-dir, "
+                "--work-dir, --output) on a writable disk; the store is unchanged")
+    return (f"permission denied: {where}; give this user access, or use paths it may read and write; the store "
+            "is unchanged")
 
 
 class _StderrHandler(logging.Handler):
@@ -76,10 +98,10 @@ class SaeembedGroup(click.Group):
             click.echo("aborted", err=True)
             sys.exit(130)
         except Exception as exc:
-            if not _out_of_space(exc):
+            message = file_system_error(exc)
+            if message is None:
                 raise
-            _fail("no space left on the disk (" + str(exc).splitlines()[0][:160] + "); free some space and re-run: "
-                  "finished shards are kept and the store is unchanged")
+            _fail(message)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -15,11 +15,14 @@ from .output import checked_output
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address to bind; anything but this machine also needs --allow-remote")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="port (0: any free port)")
-@click.option("--allow-remote", is_flag=True,
-              help="allow --host to be an address other machines can reach (they could read every document)")
-def browse(store: str, host: str, port: int, allow_remote: bool) -> None:
+@click.option("--allow-remote", "allow_remote", multiple=True, metavar="NAME",
+              help="serve to other machines (they could read every document), answering requests addressed to "
+                   "NAME: the host name or address they use for this machine (repeatable); requests for any other "
+                   "name get 403")
+def browse(store: str, host: str, port: int, allow_remote: tuple[str, ...]) -> None:
     """Browse the store in a web browser: corpora, latents (labels, density, histogram, top documents,
-    correlated latents), documents, diff and search. Read-only; serves on 127.0.0.1."""
+    correlated latents), documents, diff and search. Read-only; serves on 127.0.0.1 and answers only
+    requests addressed to this machine (localhost, 127.0.0.1) or to the names given to --allow-remote."""
     from ..browse import make_server, warm
 
     open_existing_store(store).close()

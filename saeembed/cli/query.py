@@ -14,7 +14,19 @@ from .output import emit, output_options
 @output_options
 def corpora_cmd(store: str, fmt: str, output: str | None) -> None:
     """List the corpora in the store with their reader, layer and SAE."""
-    emit(open_existing_store(store).corpora(), fmt, output)
+    st = open_existing_store(store)
+    with st.reading() as con:
+        df = st.corpora()
+        warn_unreadable(con)
+    emit(df, fmt, output)
+
+
+def warn_unreadable(con: object) -> None:
+    """One stderr line per Parquet-kept corpus the connection had to leave out of ``activations``."""
+    from ..layout import unreadable_corpora
+
+    for problem in unreadable_corpora(con).values():
+        click.echo(f"warning: {problem} (left out of the activations view)", err=True)
 
 
 @click.command("features", short_help="List latents, or search them by label.")
@@ -50,6 +62,7 @@ def sql_cmd(query: str, store: str, fmt: str, output: str | None) -> None:
     check_read_only_sql(query)
     con = store_mod.connect(store, read_only=True, external_access=False)
     try:
+        warn_unreadable(con)
         df = store_mod.StoreReader(con).sql(query)
     finally:
         con.close()
@@ -59,10 +72,16 @@ def sql_cmd(query: str, store: str, fmt: str, output: str | None) -> None:
 @click.command("drop", short_help="Delete a corpus from the store.")
 @click.argument("name")
 @store_option()
-def drop_cmd(name: str, store: str) -> None:
+@click.option("--parquet-dir", type=click.Path(file_okay=False),
+              help="the --parquet-dir the corpus was encoded with (default: STORE.parquet/); only saeembed's own "
+                   "files inside it are deleted")
+@click.option("--keep-files", is_flag=True, help="drop the corpus but delete none of its Parquet files")
+def drop_cmd(name: str, store: str, parquet_dir: str | None, keep_files: bool) -> None:
     """Delete corpus NAME (documents and activations) from the store, in one transaction; a corpus kept
-    as Parquet (--keep parquet) loses its registration and its Parquet files are deleted."""
-    files = open_existing_store(store).drop(name)
+    as Parquet (--keep parquet) loses its registration and its Parquet files are deleted: only files
+    saeembed named (<name>-c<id>-<hex>/data_N.parquet) inside the Parquet folder, anything else is
+    refused before the store changes."""
+    files = open_existing_store(store).drop(name, parquet_dir=parquet_dir, keep_files=keep_files)
     extra = f" and deleted its {len(files)} Parquet file(s)" if files else ""
     click.echo(f"dropped {name!r} from {store}{extra}", err=True)
 

@@ -50,9 +50,18 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
 
     opts = resolve(EncodeOptions, options, kwargs, "encode_corpus")
     if opts.keep == "parquet":
+        import os
+
         from ..layout import location_for
 
-        location_for(store_path, opts.parquet_dir)  # refuse a bad --parquet-dir before any work
+        where = location_for(store_path, opts.parquet_dir)  # refuse a bad --parquet-dir before any work
+        existing = next(p for p in (where, *where.parents) if p.exists())
+        if not os.access(existing, os.W_OK):
+            raise UserError(f"cannot write the Parquet files into {where}: {existing} is read-only or not writable by "
+                            "this user; pass a --parquet-dir you may write to")
+    if opts.devices is not None and (opts.ray is not None or opts.ray_workers is not None):
+        raise UserError("--devices starts a local Ray cluster with one actor per listed device, so it does not "
+                        "combine with --ray (a cluster's own devices) or --ray-workers; pass one or the other")
     if opts.ray is not None or opts.devices is not None:
         from ..distributed import encode_corpus_ray
 

@@ -83,6 +83,18 @@ def _as_score(value: Any, where: str) -> float | None:
     return f
 
 
+def _as_text(value: Any, where: str, what: str = "label") -> str:
+    """A label (or description) as written: JSON text, nothing else.
+
+    Why strict: ``str()`` of a null, NaN, number, boolean or list stores 'None', 'nan', '5', 'True'
+    or "['a', 'b']" as if someone had written that label.
+    """
+    if not isinstance(value, str):
+        kind = "null" if value is None else type(value).__name__
+        raise UserError(f"{where}: {what} {value!r} is not text (a {kind}); write every {what} as a JSON string")
+    return value
+
+
 def _np_score(row: dict[str, Any]) -> float | None:
     """A Neuronpedia row's score: ``score`` or the best of ``scores`` (numbers or {value})."""
     s = row.get("score")
@@ -111,7 +123,8 @@ def _parse_neuronpedia(rows: list[dict[str, Any]], path: Path, source: str | Non
             raise UserError(f"{path} line {i + 1}: a Neuronpedia row needs 'index' and 'description'; "
                             "is this a Neuronpedia explanations export?")
         model = r.get("explanationModelName") or r.get("typeName") or "unknown"
-        out.append((_as_int_id(r["index"], f"{path} line {i + 1}"), str(r["description"]).strip(),
+        where = f"{path} line {i + 1}"
+        out.append((_as_int_id(r["index"], where), _as_text(r["description"], where, "description").strip(),
                     source or f"neuronpedia:{model}", _np_score(r), None))
     model_id, layer = next(iter(keys))
     frame = pl.DataFrame(out, schema=RAW_SCHEMA, orient="row", schema_overrides=RAW_OVERRIDES)
@@ -176,13 +189,14 @@ def parse_label_file(path: str | Path, source: str | None = None) -> tuple[pl.Da
     out = []
     for k, v in obj.items():
         fid = _as_int_id(k, str(path))
+        where = f"{path} entry {k}"
         if isinstance(v, dict):
             if "label" not in v:
                 raise UserError(f"{path}: entry {k} has no 'label'; give {{\"label\": ..., \"description\": ...}}")
-            out.append((fid, str(v["label"]).strip(), src, _as_score(v.get("score"), f"{path} entry {k}"),
-                        v.get("description")))
+            out.append((fid, _as_text(v["label"], where).strip(), src, _as_score(v.get("score"), where),
+                        None if v.get("description") is None else _as_text(v["description"], where, "description")))
         else:
-            out.append((fid, str(v).strip(), src, None, None))
+            out.append((fid, _as_text(v, where).strip(), src, None, None))
     return pl.DataFrame(out, schema=RAW_SCHEMA, orient="row", schema_overrides=RAW_OVERRIDES), {}
 
 

@@ -162,7 +162,7 @@ def _split_local(spec: str) -> tuple[Path, str | None]:
 def _check_hub_parts(spec: str, *pieces: str) -> None:
     """Refuse hub specs that could name a folder outside the download cache (``..``, absolute parts)."""
     for piece in pieces:
-        if piece.startswith("~") or "\\" in piece or any(p in ("..", ".") for p in piece.split("/")):
+        if "\\" in piece or any(p in ("..", ".") or p.startswith("~") for p in piece.split("/")):
             raise UserError(f"{spec!r}: a hub spec may not contain '..', '.', '~' or '\\' parts; write "
                             "hf:OWNER/REPO/PATH or saelens:RELEASE/SAE_ID with plain names")
 

@@ -47,7 +47,12 @@ class StoreReader:
         if rows.height == 0:
             known = ", ".join(self.corpora()["name"].to_list()) or "none"
             raise UserError(f"no corpus named {name!r} in this store (corpora: {known}); check the name")
-        return rows.row(0, named=True)
+        row = rows.row(0, named=True)
+        # a Parquet-kept corpus whose files this connection could not use is one line, not an empty result
+        from ..layout import check_readable
+
+        check_readable(self.con, row["corpus_id"])
+        return row
 
     def features(self, sae: str | None = None, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
         """One row per latent with its preferred label (only ``feature_ids`` when given: an analysis
