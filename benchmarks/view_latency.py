@@ -1,6 +1,6 @@
 """How long users wait for answers: cold CLI commands, tables vs JSON, an HTML report, the encode bar.
 
-    python benchmarks/view_latency.py --out DIR [--repeat 3] [--only encode,firstmove,views,oldstore,storage]
+    python benchmarks/view_latency.py --out DIR [--repeat 3] [--only encode,firstmove,views,oldstore,storage,agree]
                                       [--data DIR]
 
 Builds (once, reused on later runs) ``DIR/views.duckdb`` with the shipped reader and SAE through the
@@ -25,6 +25,9 @@ from the reader's forwards).
 - ``storage``: bytes per non-zero of the activations with and without ``peak_pos``, and of the
   documents' ``token_ends``, from DuckDB files holding only those rows (same order, after a
   checkpoint), for all four corpora and for the long answers alone.
+- ``agree``: for the first 20 documents of each corpus, their 3 strongest and 3 weakest latents, the
+  stored strongest token against the reader's recomputation (:func:`saeembed.highlight.token_activations`):
+  the same token and the same characters, a tie of equal maxima, or a different token.
 
 Results accumulate in ``DIR/view_latency.json`` (keyed by part) and are printed as JSON.
 """
@@ -233,6 +236,48 @@ def storage(store: Path, out: Path) -> dict:
     return out_rows
 
 
+def agree(store: Path, docs: int = 20, per_doc: int = 3) -> dict:
+    """Whether each sampled (document, latent)'s stored strongest token is the reader's."""
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    import saeembed
+    from saeembed.highlight import token_activations
+    from saeembed.peaks import read_peaks
+
+    st = saeembed.open_store(store)
+    res = {}
+    for name in CORPORA:
+        cid = st.corpus(name)["corpus_id"]
+        acts = st.sql("""SELECT doc_id, feature_id FROM activations WHERE doc_id >> 32 = ? AND (doc_id & 4294967295)
+                         IN (SELECT row_idx FROM documents WHERE corpus_id = ? ORDER BY row_idx LIMIT ?)
+                         ORDER BY doc_id, value DESC, feature_id""", [cid, cid, docs])
+        pairs = []
+        for _, grp in acts.group_by("doc_id", maintain_order=True):
+            rows = list(grp.iter_rows())
+            pairs += rows[:per_doc] + rows[-per_doc:]
+        peaks = read_peaks(st, pairs)
+        t0 = time.perf_counter()
+        toks = token_activations(st, sorted({d for d, _ in pairs}), sorted({f for _, f in pairs}))
+        forward_s = time.perf_counter() - t0
+        by = {k: g.sort("position") for k, g in toks.group_by("doc_id", "feature_id")}
+        same = ties = differ = 0
+        for (d, f), p in peaks.items():
+            g = by[(d, f)]
+            a, tokens = g["activation"].to_numpy(), g["token"].to_list()
+            top = int(np.argmax(a))
+            start = sum(len(t) for t in tokens[:top])
+            if p.peak_pos == top and p.peak == (start, start + len(tokens[top])):
+                same += 1
+            elif p.peak_pos is not None and a[p.peak_pos] >= a[top] * (1 - 1e-4):
+                ties += 1
+            else:
+                differ += 1
+        res[name] = {"pairs": len(peaks), "same_token_and_characters": same, "tie_of_equal_maxima": ties,
+                     "different": differ, "reader_recompute_s": round(forward_s, 1), "load": round(load(), 1)}
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -265,6 +310,8 @@ def main() -> None:
         results["old_store"] = old_store(store, args.out, args.repeat)
     if "storage" in only:
         results["storage"] = storage(store, args.out)
+    if "agree" in only:
+        results["agree"] = agree(store)
     results["cpus"] = os.cpu_count()
     results_file.write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
