@@ -15,7 +15,8 @@ from Arrow.
 Timed, through the public API only (``saeembed.open_store`` + ``saeembed.analysis``), with DuckDB
 ``SET threads=2`` and ``torch.set_num_threads(2)`` to mirror the 2-core target:
 
-- ``diff(store, ["A", "B"])`` (all N documents),
+- ``diff(store, ["A", "B"])`` (all N documents), with its default length control and with
+  ``control="none"``, alternately, so the ratio of the two shares one load,
 - ``correlate(store, "A")`` (N/2 documents),
 - ``search(store, "A", "sarcasm")`` (sae mode, N/2 documents). Reported apart from the warm
   per-query latency: the MiniLM load, the first query of a process (it loads the embeddings of all
@@ -269,12 +270,15 @@ def derive_latent_major(src: Path, path: Path, src_meta: dict, memory_limit: str
 
 
 def _kept_stats(con) -> None:
-    """Latent statistics of every corpus, as ``ingest_corpus`` keeps them (the analyses read them)."""
+    """Latent statistics and length strata of every corpus, as ``ingest_corpus`` keeps them (the analyses
+    read them)."""
     from saeembed.ids import corpus_range
     from saeembed.stats import compute, write
+    from saeembed.strata import keep_strata
 
     for (cid,) in con.execute("SELECT corpus_id FROM corpora ORDER BY 1").fetchall():
         write(con, cid, compute(con, *corpus_range(cid)))
+        keep_strata(con, cid)
 
 
 def derive_parquet(src: Path, path: Path, src_meta: dict, memory_limit: str) -> dict:
@@ -420,15 +424,35 @@ def bench_size(path: Path, meta: dict, args: argparse.Namespace, report: dict) -
 
 
 def _bench_diff(st, meta: dict, args: argparse.Namespace, res: dict) -> None:
+    """diff with its default length control and with ``control="none"`` (the plain frequencies), timed
+    alternately in one run so their ratio shares the machine's load."""
     from saeembed.analysis.diff import diff
 
-    med, times, out, cpu = _time(lambda: diff(st, ["A", "B"]), args.warmup, args.repeat)
+    runs: dict[str, list[float]] = {"length": [], "none": []}
+    cpus: dict[str, list[float]] = {"length": [], "none": []}
+    out = {}
+    for _ in range(args.warmup):
+        for control in runs:
+            out[control] = diff(st, ["A", "B"], control=control)
+    for _ in range(args.repeat):
+        for control in runs:
+            _, times, out[control], cpu = _time(lambda c=control: diff(st, ["A", "B"], control=c), 0, 1)
+            runs[control] += times
+            cpus[control].append(cpu)
     planted = set(meta["planted"])
-    top_a = out.filter(pl.col("target") == "A")["feature_id"].head(N_PLANTED).to_list()
-    res["diff"] = {"median_s": med, "cpu_s": cpu, "runs_s": times, "rows": out.height,
-                   "planted_in_top20_A": len(planted & set(top_a))}
-    print(f"  diff       {med:8.3f} s  cpu {cpu:7.3f} s  (runs {', '.join(f'{t:.3f}' for t in times)}; "
-          f"{res['diff']['planted_in_top20_A']}/{N_PLANTED} planted latents in A's top 20)", flush=True)
+    for control, times in runs.items():
+        top_a = out[control].filter(pl.col("target") == "A")["feature_id"].head(N_PLANTED).to_list()
+        res["diff" if control == "length" else "diff_control_none"] = {
+            "median_s": statistics.median(times), "cpu_s": statistics.median(cpus[control]), "runs_s": times,
+            "rows": out[control].height, "planted_in_top20_A": len(planted & set(top_a))}
+    d, n = res["diff"], res["diff_control_none"]
+    d["ratio_to_control_none"] = d["median_s"] / n["median_s"]
+    print(f"  diff       {d['median_s']:8.3f} s  cpu {d['cpu_s']:7.3f} s  (length control; runs "
+          f"{', '.join(f'{t:.3f}' for t in d['runs_s'])}; {d['planted_in_top20_A']}/{N_PLANTED} planted latents in "
+          f"A's top 20)", flush=True)
+    print(f"  diff none  {n['median_s']:8.3f} s  cpu {n['cpu_s']:7.3f} s  (--control none; runs "
+          f"{', '.join(f'{t:.3f}' for t in n['runs_s'])}; {n['planted_in_top20_A']}/{N_PLANTED} planted); "
+          f"length / none = {d['ratio_to_control_none']:.2f}", flush=True)
 
 
 def _bench_correlate(st, meta: dict, args: argparse.Namespace, res: dict) -> None:

@@ -136,6 +136,7 @@ class Store:
         drops the corpus and deletes no file.
         """
         from .layout import check_deletable, delete_files, files_of, location_for
+        from .strata import STRATA_TABLES
 
         self.close()
         con = store_mod.connect(self.path)
@@ -149,8 +150,8 @@ class Store:
                 cid = info["corpus_id"]
                 con.execute("DELETE FROM parquet_corpora WHERE corpus_id = ?", [cid])
                 con.execute("DELETE FROM activations WHERE doc_id BETWEEN ? AND ?", list(corpus_range(cid)))
-                con.execute("DELETE FROM latent_stats WHERE corpus_id = ?", [cid])
-                con.execute("DELETE FROM corpus_stats WHERE corpus_id = ?", [cid])
+                for table in ("latent_stats", "corpus_stats", *STRATA_TABLES):  # a later corpus may reuse the id
+                    con.execute(f"DELETE FROM {table} WHERE corpus_id = ?", [cid])
                 con.execute("DELETE FROM documents WHERE corpus_id = ?", [cid])
                 con.execute("DELETE FROM corpora WHERE corpus_id = ?", [cid])
         finally:

@@ -86,6 +86,7 @@ def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, sh
     Returns the files."""
     from .stats import compute as compute_stats
     from .stats import write as write_stats
+    from .strata import keep_strata
 
     where = location_for(store_path, parquet_dir)
     where.mkdir(parents=True, exist_ok=True)
@@ -114,6 +115,7 @@ def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, sh
         _view(con, files, include_table=False)
         try:
             write_stats(con, corpus_id, compute_stats(con, lo, hi))
+            keep_strata(con, corpus_id)
         finally:
             con.execute("DROP VIEW IF EXISTS temp.main.activations")
     except BaseException:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from .api import Store
 
 log = logging.getLogger(__name__)
-_COMPUTED: Memo[pl.DataFrame] = Memo("latent statistics computed on first use", max_entries=8)
-_COMPLETE_ON: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+T = TypeVar("T")
+_COMPUTED: Memo[Any] = Memo("corpus statistics computed on first use", max_entries=8)
+_COMPLETE_ON: weakref.WeakKeyDictionary[Any, set[tuple[str, int]]] = weakref.WeakKeyDictionary()
 
 STATS_TOP_DOCS = 8  # example documents kept per latent (diff shows 3 by default)
 SCHEMA = """
@@ -90,9 +91,8 @@ def corpus_stats(store: Store, info: Any, columns: Sequence[str] | None = None,
     if unknown:
         raise ValueError(f"unknown latent statistics column(s): {sorted(unknown)}")
     schema = {c: STATS_SCHEMA[c] for c in cols}
-    con = store.con
-    cid = int(info["corpus_id"])
-    if _complete(con, cid):
+
+    def read(con: duckdb.DuckDBPyConnection, cid: int) -> pl.DataFrame:
         where, params = "corpus_id = $c", {"c": cid}
         if feature_ids is not None:
             where += " AND feature_id IN (SELECT unnest($f::INTEGER[]))"
@@ -100,35 +100,55 @@ def corpus_stats(store: Store, info: Any, columns: Sequence[str] | None = None,
         # sorted in polars: DuckDB's ORDER BY tripled the cost of this read
         return con.sql(f"SELECT {', '.join(cols)} FROM latent_stats WHERE {where}",
                        params=params).pl().cast(schema).sort("feature_id")
-    # computed once per process even when it cannot be kept (another connection holds the file)
-    key = (str(store.path), cid, str(info.get("created_at")))
-    computed = _COMPUTED.get_or_build(key, lambda: compute(con, info["lo"], info["hi"]))
-    store.after_reading(lambda: _persist(store, cid, computed))  # all rows, whatever this call reads
-    part = computed if feature_ids is None else computed.filter(pl.col("feature_id").is_in(
-        [int(f) for f in feature_ids]))
+
+    stats, from_table = kept_statistics(store, info, "corpus_stats", read,
+                                        lambda con, i: compute(con, i["lo"], i["hi"]), write)
+    if from_table:
+        return stats
+    part = stats if feature_ids is None else stats.filter(pl.col("feature_id").is_in([int(f) for f in feature_ids]))
     return part.select(cols)
 
 
-def _complete(con: duckdb.DuckDBPyConnection, corpus_id: int) -> bool:
-    """Whether the corpus' latent statistics are in the table (a store from before the table has none).
+def kept_statistics(store: Store, info: Any, marker: str, read: Callable[[duckdb.DuckDBPyConnection, int], T],
+                    compute: Callable[[duckdb.DuckDBPyConnection, Any], T],
+                    write: Callable[[duckdb.DuckDBPyConnection, int, T], None]) -> tuple[T, bool]:
+    """Statistics of one corpus kept at ingest: ``(read(...), True)`` when the ``marker`` table has the
+    corpus' row, else ``(compute(...), False)``, kept by ``write`` once the read-only call is over.
+
+    Why one helper: every statistic kept at ingest must also serve stores written before it existed,
+    the same way: computed once per process (even when it cannot be kept because another process
+    holds the file) and written when the store is free.
+    """
+    con = store.con
+    cid = int(info["corpus_id"])
+    if _complete(con, marker, cid):
+        return read(con, cid), True
+    key = (marker, str(store.path), cid, str(info.get("created_at")))
+    computed = _COMPUTED.get_or_build(key, lambda: compute(con, info))
+    store.after_reading(lambda: _persist(store, marker, cid, lambda c: write(c, cid, computed)))
+    return computed, False
+
+
+def _complete(con: duckdb.DuckDBPyConnection, marker: str, corpus_id: int) -> bool:
+    """Whether the corpus has a row in ``marker`` (a store from before that table has none).
 
     A yes is remembered for the connection (rows are only ever added in a writer's transaction,
-    and dropping the corpus ends its analyses anyway): diff asks four times per call, and each ask
-    is two catalog queries.
+    and dropping the corpus ends its analyses anyway): diff asks several times per call, and each
+    ask is two catalog queries.
     """
     known = _COMPLETE_ON.setdefault(con, set())
-    if corpus_id in known:
+    if (marker, corpus_id) in known:
         return True
     # duckdb_tables(), not information_schema: a third of the cost
-    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'corpus_stats'").fetchall()[0][0]
-    done = bool(has and con.execute("SELECT count(*) FROM corpus_stats WHERE corpus_id = ?",
+    has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [marker]).fetchall()[0][0]
+    done = bool(has and con.execute(f"SELECT count(*) FROM {marker} WHERE corpus_id = ?",
                                     [corpus_id]).fetchall()[0][0])
     if done:
-        known.add(corpus_id)
+        known.add((marker, corpus_id))
     return done
 
 
-def _persist(store: Store, corpus_id: int, stats: pl.DataFrame) -> None:
+def _persist(store: Store, marker: str, corpus_id: int, write: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
     """Keep statistics computed on first use, unless another process holds the store (then the next
     writer computes them)."""
     from . import store as store_mod
@@ -139,13 +159,13 @@ def _persist(store: Store, corpus_id: int, stats: pl.DataFrame) -> None:
     except UserError:
         return
     try:
-        done = con.execute("SELECT count(*) FROM corpus_stats WHERE corpus_id = ?", [corpus_id]).fetchall()[0][0]
+        done = con.execute(f"SELECT count(*) FROM {marker} WHERE corpus_id = ?", [corpus_id]).fetchall()[0][0]
         if not done:
             con.execute("BEGIN TRANSACTION")
-            write(con, corpus_id, stats)
+            write(con)
             con.execute("COMMIT")
     except Exception:
-        log.debug("could not keep latent statistics of corpus %d", corpus_id, exc_info=True)
+        log.debug("could not keep the statistics (%s) of corpus %d", marker, corpus_id, exc_info=True)
     finally:
         con.close()
 
@@ -157,4 +177,4 @@ def present_counts(stats: pl.DataFrame, d_sae: int) -> np.ndarray:
     return out
 
 
-__all__ = ["SCHEMA", "STATS_TOP_DOCS", "compute", "write", "corpus_stats", "present_counts"]
+__all__ = ["SCHEMA", "STATS_TOP_DOCS", "compute", "write", "corpus_stats", "kept_statistics", "present_counts"]

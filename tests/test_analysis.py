@@ -108,7 +108,7 @@ def test_diff_finds_planted_concept_on_its_side(store: Path) -> None:
     top = planted.row(0, named=True)
     # present in (nearly) every planted row and rarely elsewhere: the appended sentence's latents
     assert top["n_target"] >= 0.9 * N_PLANTED and top["diff"] >= 0.3
-    assert top["q_value"] < 1e-6 and top["test"] == "z"
+    assert top["q_value"] < 1e-6 and top["test"] == "logistic" and top["control"] == "length"
     assert top["freq_target"] == pytest.approx(top["n_target"] / 80)
     assert top["freq_other"] == pytest.approx(top["n_other"] / 400)
     # its strongest documents are planted rows, and it fires on the appended sentence's tokens
@@ -126,8 +126,8 @@ def test_diff_finds_planted_concept_on_its_side(store: Path) -> None:
     # the planted latents are not reported as over-represented in ge
     ge_side = set(res.filter(pl.col("target") == "ge")["feature_id"].to_list())
     assert top["feature_id"] not in ge_side
-    # filters: min_diff, top, fdr
-    assert (res["diff"] >= 0.03).all() and (res["q_value"] <= 0.05).all()
+    # filters: min_diff (on the length-adjusted difference), top, fdr
+    assert (res["adj_diff"] >= 0.03).all() and (res["q_value"] <= 0.05).all()
     assert diff(store, ["planted", "ge"], target="planted", top=2, examples=0).height == 2
 
 
@@ -140,7 +140,8 @@ def test_diff_counts_and_statistics_match_brute_force(store: Path) -> None:
 
     assert np.array_equal(feature_counts(st, corpus_info(st, "ge")), counts["ge"])
     # multi-corpus: the target against the most frequent of the others
-    res = diff(st, ["planted", "ge", "ge2"], target="planted", fdr=None, min_diff=-1.0, top=None, examples=0)
+    res = diff(st, ["planted", "ge", "ge2"], target="planted", fdr=None, min_diff=-1.0, top=None, examples=0,
+               control="none", keep_ubiquitous=True)
     f_ge, f_ge2 = counts["ge"] / ns["ge"], counts["ge2"] / ns["ge2"]
     k_other = np.where(f_ge >= f_ge2, counts["ge"], counts["ge2"])
     assert res.height == int(((counts["planted"] + k_other) > 0).sum())
@@ -163,7 +164,8 @@ def test_diff_counts_and_statistics_match_brute_force(store: Path) -> None:
 
 
 def test_diff_paired_uses_matched_rows(store: Path) -> None:
-    paired = diff(store, ["planted", "ge"], paired=True, target="planted", top=5, examples=0)
+    paired = diff(store, ["planted", "ge"], paired=True, pair_key="id", target="planted", top=5, examples=0,
+                  control="none")
     assert paired["test"].unique().to_list() == ["mcnemar"]
     assert (paired["docs_target"] == 80).all() and (paired["docs_other"] == 80).all()
     # discordant pairs counted from the matrices: planted row i against ge row i
@@ -176,13 +178,20 @@ def test_diff_paired_uses_matched_rows(store: Path) -> None:
         assert (r["n_target"], r["n_other"]) == (int(a[:, f].sum()), int(g[:, f].sum()))
         assert r["p_value"] == pytest.approx(mcnemar_test(np.array([only_a]), np.array([only_b]))[0])
         assert r["log_odds"] == pytest.approx(np.log((only_a + 0.5) / (only_b + 0.5)))
+        assert (r["only_target"], r["only_other"]) == (only_a, only_b)
     # rows 40..79 are identical on both sides, so the difference lives in the planted rows
     top = paired.row(0, named=True)
     assert top["n_target"] - top["n_other"] >= 0.8 * N_PLANTED and top["p_value"] < 1e-9
-    # pairing by a meta field gives the same pairs (the GoEmotions id) and so the same result
-    by_key = diff(store, ["planted", "ge"], paired=True, pair_key="id", target="planted", top=5, examples=0)
-    assert by_key.drop("examples_target", "examples_other").equals(
-        paired.drop("examples_target", "examples_other"))
+    # the appended sentence makes exactly the planted documents longer: with the pair's length ratio
+    # held fixed, length explains the discordant pairs as well as the corpus does, and the evidence drops
+    controlled = diff(store, ["planted", "ge"], paired=True, pair_key="id", target="planted", fdr=None,
+                      min_diff=-2.0, top=None, examples=0).filter(pl.col("feature_id") == top["feature_id"])
+    assert controlled["test"].to_list() == ["paired-logistic"]
+    assert controlled["p_value"][0] > 1e3 * top["p_value"]
+    assert (controlled["only_target"][0], controlled["only_other"][0]) == (top["only_target"], top["only_other"])
+    # pairing 80 planted rows with the first 80 of ge's 400 by position: refused, the sizes differ
+    with pytest.raises(UserError, match="80 rows would be paired and 320 left without a partner"):
+        diff(store, ["planted", "ge"], paired=True)
     with pytest.raises(UserError, match="exactly two"):
         diff(store, ["planted", "ge", "ge2"], paired=True)
     with pytest.raises(UserError, match="share no document"):
@@ -250,8 +259,8 @@ def test_correlate_cross_corpus_pairs_documents(store: Path) -> None:
     a, _ = st.embeddings("planted")
     g, _ = st.embeddings("ge")
     g = g[:80]  # planted row i pairs with ge row i
-    res = correlate(st, "planted", with_corpus="ge", min_support=3, min_cooccur=3, min_npmi=-1, top=None,
-                    label_filter=False, top_features=300)
+    res = correlate(st, "planted", with_corpus="ge", pair_key="id", min_support=3, min_cooccur=3, min_npmi=-1,
+                    top=None, label_filter=False, top_features=300)
     ba, bg = (a > 0).toarray(), (g > 0).toarray()
     for r in res.sample(min(40, res.height), seed=0).iter_rows(named=True):
         x, y = ba[:, r["feature_a"]], bg[:, r["feature_b"]]
@@ -261,9 +270,9 @@ def test_correlate_cross_corpus_pairs_documents(store: Path) -> None:
     # the identical rows 40..79 make each latent correlate with itself across the two corpora
     same = res.filter(pl.col("feature_a") == pl.col("feature_b"))
     assert same.height > 0 and same["npmi"].median() > 0.4
-    by_key = correlate(st, "planted", with_corpus="ge", pair_key="id", min_support=3, min_cooccur=3, min_npmi=-1,
-                       top=None, label_filter=False, top_features=300)
-    assert by_key.sort("feature_a", "feature_b").equals(res.sort("feature_a", "feature_b"))
+    # pairing by position would pair 80 of ge's 400 comments blindly: refused
+    with pytest.raises(UserError, match="80 rows would be paired and 320 left without a partner"):
+        correlate(st, "planted", with_corpus="ge", min_support=3, top_features=300)
     with pytest.raises(UserError, match="--with"):
         correlate(st, "ge", pair_key="id")
 

@@ -71,7 +71,9 @@ def test_every_page_answers(server: tuple[str, int], ids: dict[str, Any]) -> Non
              f"/doc/{d}": [f"Document {d}", "Strongest latents", f'href="/latent/{f}"'],
              f"/doc/{d}?feature={f}": ["Tokens where", "<mark"],
              "/diff": ["Diff two corpora"],
-             "/diff?a=neg&b=pos&fdr=1&top=10": ["Dataset diff", "more frequent in neg", "<mark"],
+             "/diff?a=neg&b=pos&fdr=1&top=10": ["Dataset diff", "more frequent in neg", "<mark",
+                                                "content tokens per document mean", "controlled for document length"],
+             "/diff?a=neg&b=pos&fdr=1e-12&control=none": ["neg: ", "pos: ", "controlled for nothing"],
              "/search": ["Search a corpus"],
              "/search?corpus=ge&q=Thanks+a+lot+for+this%21&mode=example&k=5": ["Ranked documents", "<mark"],
              "/assets/vega.js": ["vegaEmbed"], "/assets/page.css": [".saeembed"], "/assets/sortable.js": ["sort"]}
@@ -93,6 +95,7 @@ def test_bad_ids_and_queries_give_clear_pages(server: tuple[str, int]) -> None:
              "/search?corpus=ge&q=x&k=0": (400, "k must lie in"),
              "/diff?a=ge": (400, "pick two corpora"), "/diff?a=ge&b=ge": (400, "named twice"),
              "/diff?a=neg&b=pos&fdr=abc": (400, "fdr must be a number"),
+             "/diff?a=neg&b=pos&control=nope": (400, "unknown control"),
              "/features?page=0": (400, "page must lie in"), "/features?sae=zzz": (404, "no SAE 'zzz'"),
              "/nowhere": (404, "Not Found")}
     for path, (code, text) in cases.items():

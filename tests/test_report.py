@@ -85,6 +85,8 @@ def test_diff_report_shows_rows_chart_and_highlights(faces_store: Path, diff_df:
     page = rep.save(tmp_path / "diff.html").read_text()
     _self_contained(page)
     assert _table_rows(page) == diff_df.height
+    # the summary states both corpora (documents, content tokens) and what the test held fixed
+    assert page.count("content tokens per document mean") == 2 and "controlled for document length" in page
     top = diff_df.filter(pl.col("rank") == 1)
     for label in top["label"].drop_nulls().to_list():
         assert f">{label}<" in _table_text(page)

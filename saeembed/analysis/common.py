@@ -233,7 +233,8 @@ def paired_rows(store: Store, info_a: dict[str, Any], info_b: dict[str, Any],
     Documents pair by ``row_idx`` (the same prompt in row i of both files) or, with ``pair_key``,
     by a field of their ``meta`` JSON (e.g. ``prompt_id``), which also pairs corpora whose rows
     are in different orders or partly missing. A key that repeats within a corpus is refused:
-    one prompt answered twice would be counted as two independent pairs.
+    one prompt answered twice would be counted as two independent pairs; so is pairing by row
+    corpora of different sizes (400 tweets against 200 unrelated ones would pair blindly).
     """
     if pair_key is None:
         expr = "row_idx::VARCHAR"
@@ -260,4 +261,11 @@ def paired_rows(store: Store, info_a: dict[str, Any], info_b: dict[str, Any],
         how = f"meta field {pair_key!r}" if pair_key else "row_idx"
         hint = "" if pair_key else "; pass --pair-key FIELD to pair on a meta field instead"
         raise UserError(f"corpora {info_a['name']!r} and {info_b['name']!r} share no document by {how}{hint}")
+    n_a, n_b = int(info_a["n_docs"]), int(info_b["n_docs"])
+    if pair_key is None and n_a != n_b:
+        # position says nothing about which documents belong together once the sizes differ
+        raise UserError(f"pairing by row position needs corpora of one size, but {info_a['name']!r} has {n_a} "
+                        f"documents and {info_b['name']!r} {n_b}: {len(ra)} rows would be paired and "
+                        f"{n_a + n_b - 2 * len(ra)} left without a partner; pass --pair-key FIELD (a meta field both "
+                        "corpora share, e.g. a prompt id) to pair by key")
     return np.asarray(ra, dtype=np.int64), np.asarray(rb, dtype=np.int64)

@@ -23,7 +23,7 @@ Counting is one SQL aggregate per corpus (``queries/feature_doc_counts.sql``; pa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,11 @@ import numpy as np
 import polars as pl
 
 from ..api import reads_store
+from ..corpusinfo import CorpusInfo
 from ..errors import UserError
 from ..options import resolve
 from ..stats import corpus_stats, present_counts
+from ..strata import BINS_PER_OCTAVE, CorpusLengths, corpus_lengths, latent_counts
 from .common import (
     bh_qvalues,
     check_threshold,
@@ -44,15 +46,22 @@ from .common import (
     top_documents,
     with_labels,
 )
-from .options import PAPER_MIN_DIFF, PAPER_TOP, DiffOptions
+from .length import Adjusted, logistic_length, mantel_haenszel, paired_length
+from .options import CONTROLS, PAPER_MIN_DIFF, PAPER_TOP, DiffOptions
 
 if TYPE_CHECKING:
     from ..api import Store
 
 
-COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
-           "log_odds", "n_target", "n_other", "docs_target", "docs_other", "p_value", "q_value", "test",
-           "examples_target", "examples_other"]
+COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "adj_diff",
+           "ratio", "log_odds", "n_target", "n_other", "docs_target", "docs_other", "both", "only_target",
+           "only_other", "p_value", "q_value", "test", "control", "ubiquitous", "mean_tokens_target",
+           "median_tokens_target", "mean_tokens_other", "median_tokens_other", "examples_target", "examples_other"]
+UBIQUITOUS = 0.95  # present in at least this share of the documents of every compared corpus
+TESTS = {"none": "z", "length": "logistic", "length-cmh": "cmh"}  # the test of each unpaired control
+# stored strata (a quarter octave) merged into one cell of the logistic regression: its covariate is the
+# cell's mean log length, so wide cells lose nothing, and 4x fewer cells make the fit 4x cheaper
+LOGISTIC_MERGE = 4
 
 
 def feature_counts(store: Store, info: dict[str, Any], threshold: float = 0.0) -> np.ndarray:
@@ -103,34 +112,79 @@ class _Cut:
     min_diff: float
     fdr: float | None
     top: int | None
+    ubiquitous: bool  # report near-ubiquitous latents too
 
 
-def _frame(target: str, other: np.ndarray, fids: np.ndarray, kt: np.ndarray, ko: np.ndarray, nt: np.ndarray,
-           no: np.ndarray, log_odds: np.ndarray, p: np.ndarray, test: str, cut: _Cut) -> pl.DataFrame:
+@dataclass
+class _Tested:
+    """Every tested latent of one target against the corpus it is compared with, as arrays over latents.
+
+    ``adj`` is the difference the rows are ranked and filtered by: the length-adjusted one under
+    length control, else the plain frequency difference. ``paired`` holds (both, only target, only
+    other) pair counts in paired mode.
+    """
+
+    fids: np.ndarray
+    other: np.ndarray
+    kt: np.ndarray
+    ko: np.ndarray
+    nt: np.ndarray
+    no: np.ndarray
+    log_odds: np.ndarray
+    p: np.ndarray
+    adj: np.ndarray
+    ubiquitous: np.ndarray
+    test: str
+    paired: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def subset(self, keep: np.ndarray) -> _Tested:
+        arrays = {k: (v[keep] if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
+        if self.paired is not None:
+            arrays["paired"] = tuple(x[keep] for x in self.paired)
+        return _Tested(**arrays)
+
+
+def _frame(target: str, t: _Tested, cut: _Cut, control: str, lengths: dict[str, CorpusLengths]) -> pl.DataFrame:
     """The reported rows of one target, best first: BH q-values over every tested latent, then the
-    ``diff``/``fdr`` filters and the ``top`` cut — in numpy, so only the reported rows (≤ ``top``,
-    not all d_sae tested latents) become a frame."""
-    ft, fo = kt / nt, ko / no
-    d = ft - fo
-    q = bh_qvalues(p)
-    keep = d >= cut.min_diff
+    ``diff``/``fdr`` filters (on the adjusted difference under length control), near-ubiquitous
+    latents left out, and the ``top`` cut — in numpy, so only the reported rows (≤ ``top``, not all
+    d_sae tested latents) become a frame."""
+    ft, fo = t.kt / t.nt, t.ko / t.no
+    q = bh_qvalues(t.p)
+    keep = t.adj >= cut.min_diff
+    if not cut.ubiquitous:
+        keep &= ~t.ubiquitous
     if cut.fdr is not None:
         keep &= q <= cut.fdr
     idx = np.flatnonzero(keep)
-    idx = idx[np.lexsort((fids[idx], p[idx], -d[idx]))]  # diff desc, then p asc, then feature id
+    idx = idx[np.lexsort((t.fids[idx], t.p[idx], -t.adj[idx]))]  # difference desc, then p asc, then feature id
     if cut.top is not None:
         idx = idx[:cut.top]
-    ratio = ((kt + 0.5) / (nt + 1)) / ((ko + 0.5) / (no + 1))
+    ratio = ((t.kt + 0.5) / (t.nt + 1)) / ((t.ko + 0.5) / (t.no + 1))
+    other = list(t.other[idx])
+    n = len(idx)
+    pairs = [pl.Series(name, x[idx].astype(np.int64) if t.paired is not None else [None] * n, pl.Int64)
+             for name, x in zip(("both", "only_target", "only_other"), t.paired or (None, None, None))]
+
+    def tokens(names: list[str], what: str) -> pl.Series:
+        return pl.Series([getattr(lengths[c], what) for c in names], dtype=pl.Float64)
+
     return pl.DataFrame({
-        "target": pl.Series([target] * len(idx), dtype=pl.String),
-        "rank": np.arange(1, len(idx) + 1, dtype=np.int32),
-        "feature_id": fids[idx].astype(np.int32), "freq_target": ft[idx].astype(np.float64),
-        "freq_other": fo[idx].astype(np.float64), "other": pl.Series(list(other[idx]), dtype=pl.String),
-        "diff": d[idx].astype(np.float64), "ratio": ratio[idx].astype(np.float64),
-        "log_odds": log_odds[idx].astype(np.float64), "n_target": kt[idx].astype(np.int64),
-        "n_other": ko[idx].astype(np.int64), "docs_target": nt[idx].astype(np.int64),
-        "docs_other": no[idx].astype(np.int64), "p_value": p[idx].astype(np.float64),
-        "q_value": q[idx].astype(np.float64), "test": pl.Series([test] * len(idx), dtype=pl.String),
+        "target": pl.Series([target] * n, dtype=pl.String),
+        "rank": np.arange(1, n + 1, dtype=np.int32),
+        "feature_id": t.fids[idx].astype(np.int32), "freq_target": ft[idx].astype(np.float64),
+        "freq_other": fo[idx].astype(np.float64), "other": pl.Series(other, dtype=pl.String),
+        "diff": (ft - fo)[idx].astype(np.float64), "adj_diff": t.adj[idx].astype(np.float64),
+        "ratio": ratio[idx].astype(np.float64),
+        "log_odds": t.log_odds[idx].astype(np.float64), "n_target": t.kt[idx].astype(np.int64),
+        "n_other": t.ko[idx].astype(np.int64), "docs_target": t.nt[idx].astype(np.int64),
+        "docs_other": t.no[idx].astype(np.int64), **{s.name: s for s in pairs},
+        "p_value": t.p[idx].astype(np.float64), "q_value": q[idx].astype(np.float64),
+        "test": pl.Series([t.test] * n, dtype=pl.String), "control": pl.Series([control] * n, dtype=pl.String),
+        "ubiquitous": t.ubiquitous[idx].astype(bool),
+        "mean_tokens_target": tokens([target] * n, "mean_tokens"),
+        "median_tokens_target": tokens([target] * n, "median_tokens"),
+        "mean_tokens_other": tokens(other, "mean_tokens"), "median_tokens_other": tokens(other, "median_tokens"),
     })
 
 
@@ -157,18 +211,35 @@ def diff(store: Store | str | Path, corpora: list[str], options: DiffOptions | N
     Options: :class:`~saeembed.analysis.options.DiffOptions` (as an object or as keywords).
     Each corpus is the target in turn (or only ``target``). Its frequency is compared with the
     *maximum* frequency among the other corpora (paper) and tested against the corpus holding that
-    maximum (column ``other``). Rows need ``diff >= min_diff`` and, when ``fdr`` is set,
+    maximum (column ``other``). Rows need ``adj_diff >= min_diff`` and, when ``fdr`` is set,
     ``q_value <= fdr``; at most ``top`` rows per target. ``min_support`` (documents having the
-    latent, both sides together) removes latents before the BH correction.
+    latent, both sides together) removes latents before the BH correction. Latents present in at
+    least 95 % of the documents of every compared corpus (``ubiquitous``) say nothing about any of
+    them and are left out unless ``keep_ubiquitous``.
+
+    ``control="length"`` (default) compares documents of equal content-token length: per latent, a
+    logistic regression of presence on log length and the corpus, fitted from the length strata kept
+    at ingest (:mod:`saeembed.strata`); its score test gives the p-value and ``adj_diff``, the
+    standardised length-adjusted difference, ranks the rows; the other corpus is the one with the
+    highest frequency at equal length. ``control="length-cmh"`` is a Cochran–Mantel–Haenszel test over
+    the strata with the Mantel–Haenszel adjusted difference (no model of how presence grows with
+    length; evidence only where the corpora's lengths overlap). ``control="none"`` is the plain
+    two-proportion test of the frequencies (``adj_diff`` = ``diff``). See
+    :mod:`saeembed.analysis.length`.
 
     ``paired``: exactly two corpora of matched documents, paired by row (row i of A answers the same
-    prompt as row i of B) or by the meta field ``pair_key``; frequencies are over the pairs and the
-    test is McNemar's. Columns: target, rank, feature_id, label, freq_target, freq_other, other,
-    diff, ratio (smoothed freq ratio), log_odds, n_target / n_other (documents with the latent),
-    docs_target / docs_other (documents compared), p_value, q_value, test (``z`` or ``mcnemar``),
-    examples_target / examples_other (doc ids where the latent fires most strongly on each side).
+    prompt as row i of B; corpora of different sizes are refused) or by the meta field ``pair_key``;
+    frequencies are over the pairs; the test is McNemar's (``control="none"``) or, under length control,
+    a conditional logistic regression on the pair's log length ratio. Columns: target, rank,
+    feature_id, label, freq_target, freq_other, other, diff, adj_diff, ratio (smoothed freq ratio),
+    log_odds, n_target / n_other (documents with the latent), docs_target / docs_other (documents
+    compared), both / only_target / only_other (paired: pairs with the latent on both sides, on one),
+    p_value, q_value, test, control, ubiquitous, mean_tokens_* / median_tokens_* (content tokens per
+    document of each side), examples_target / examples_other (doc ids where the latent fires most
+    strongly on each side).
 
-    Paper settings: ``fdr=None`` (no test), ``min_diff=0.03``, ``top=200``, ``threshold=0``.
+    Paper settings: ``control="none"``, ``fdr=None`` (no test), ``min_diff=0.03``, ``top=200``,
+    ``threshold=0``.
     """
     o = resolve(DiffOptions, options, kwargs, "diff")
     st = store
@@ -182,6 +253,8 @@ def diff(store: Store | str | Path, corpora: list[str], options: DiffOptions | N
         raise UserError("--min-support must be >= 0, --top > 0 and --fdr in (0, 1]")
     if o.examples < 0:
         raise UserError("the number of example documents must be >= 0")
+    if o.control not in CONTROLS:
+        raise UserError(f"unknown --control {o.control!r}; use {' or '.join(CONTROLS)}")
     infos = {c: corpus_info(st, c) for c in corpora}
     saes = {i["sae"] for i in infos.values()}
     if len(saes) != 1:
@@ -196,59 +269,158 @@ def diff(store: Store | str | Path, corpora: list[str], options: DiffOptions | N
     if o.pair_key is not None and not o.paired:
         raise UserError("--pair-key only applies with --paired")
     targets = [o.target] if o.target else corpora
-    d_sae = int(next(iter(infos.values()))["d_sae"])
-    fids = np.arange(d_sae, dtype=np.int32)
     support = max(int(o.min_support), 1)  # a latent absent on both sides cannot be tested
-    cut = _Cut(o.min_diff, o.fdr, o.top)
+    cut = _Cut(o.min_diff, o.fdr, o.top, o.keep_ubiquitous)
+    lengths = {c: corpus_lengths(st, infos[c]) for c in corpora}
+    counts = {c: feature_counts(st, infos[c], threshold) for c in corpora}
+    ns = {c: int(infos[c]["n_docs"]) for c in corpora}
+    ubiquitous = np.all([counts[c] >= UBIQUITOUS * ns[c] for c in corpora], axis=0)
 
     if o.paired:
         if len(corpora) != 2:
             raise UserError("--paired compares exactly two corpora of matched documents")
-        parts = _paired(st, infos, corpora, targets, o.pair_key, threshold, fids, support, cut)
+        tested = _paired(st, infos, corpora, targets, o.pair_key, threshold, o.control, ubiquitous)
     else:
-        counts = {c: feature_counts(st, infos[c], threshold) for c in corpora}
-        ns = {c: int(infos[c]["n_docs"]) for c in corpora}
-        parts = []
-        for t in targets:
-            others = [c for c in corpora if c != t]
-            freqs = np.stack([counts[c] / ns[c] for c in others])
-            which = freqs.argmax(axis=0)  # the other corpus where the latent is most frequent
-            ko = np.stack([counts[c] for c in others])[which, fids]
-            no = np.array([ns[c] for c in others], dtype=np.float64)[which]
-            kt, nt = counts[t], np.full(d_sae, float(ns[t]))
-            keep = kt + ko >= support
-            _, p = two_proportion_test(kt, nt, ko, no)
-            lor = np.log((kt + 0.5) * (no - ko + 0.5) / ((nt - kt + 0.5) * (ko + 0.5)))
-            other = np.array(others, dtype=object)[which]
-            parts.append(_frame(t, other[keep], fids[keep], kt[keep], ko[keep], nt[keep], no[keep], lor[keep],
-                                p[keep], "z", cut))
+        tested = _unpaired(st, infos, corpora, targets, threshold, o.control, counts, lengths, ubiquitous)
+    parts = []
+    for t, x in tested:
+        keep = x.kt + x.ko >= support
+        parts.append(_frame(t, x.subset(keep), cut, o.control, lengths))
     return _finish(st, pl.concat(parts), infos, sae, o.examples)
 
 
-def _paired(st: Store, infos: dict[str, dict], corpora: list[str], targets: list[str], pair_key: str | None,
-            threshold: float, fids: np.ndarray, support: int, cut: _Cut) -> list[pl.DataFrame]:
+def _unpaired(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], targets: list[str], threshold: float,
+              control: str, counts: dict[str, np.ndarray], lengths: dict[str, CorpusLengths],
+              ubiquitous: np.ndarray) -> list[tuple[str, _Tested]]:
+    """Each target against, per latent, the other corpus where the latent is most frequent (at equal
+    length under length control)."""
+    d_sae = len(ubiquitous)
+    fids = np.arange(d_sae, dtype=np.int32)
+    ns = {c: int(infos[c]["n_docs"]) for c in corpora}
+    merge = LOGISTIC_MERGE if control == "length" else 1
+    strata = _shared_strata(st, infos, corpora, threshold, lengths, merge) if control != "none" else None
+    done: dict[tuple[str, str], Adjusted] = {}  # each pair of corpora is tested once, seen from both sides
+    out = []
+    for t in targets:
+        others = [c for c in corpora if c != t]
+        if strata is None:
+            freqs = np.stack([counts[c] / ns[c] for c in others])
+            which = freqs.argmax(axis=0)  # the other corpus where the latent is most frequent
+            kt, nt = counts[t], np.full(d_sae, float(ns[t]))
+            ko = np.stack([counts[c] for c in others])[which, fids]
+            no = np.array([ns[c] for c in others], dtype=np.float64)[which]
+            _, p = two_proportion_test(kt, nt, ko, no)
+            adj, test = kt / nt - ko / no, "z"
+        else:
+            tests = [_compare(strata, t, o, control, done) for o in others]
+            which = np.stack([r.diff for r in tests]).argmin(axis=0)  # the most frequent at equal length
+            kt, nt = counts[t], np.full(d_sae, float(ns[t]))
+            ko = np.stack([counts[c] for c in others])[which, fids]
+            no = np.array([ns[c] for c in others], dtype=np.float64)[which]
+            p = np.stack([r.p for r in tests])[which, fids]
+            adj, test = np.stack([r.diff for r in tests])[which, fids], TESTS[control]
+        lor = np.log((kt + 0.5) * (no - ko + 0.5) / ((nt - kt + 0.5) * (ko + 0.5)))
+        other = np.array(others, dtype=object)[which]
+        out.append((t, _Tested(fids, other, kt, ko, nt, no, lor, p, adj, ubiquitous, test)))
+    return out
+
+
+def _compare(strata: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], t: str, o: str, control: str,
+             done: dict[tuple[str, str], Adjusted]) -> Adjusted:
+    """Target ``t`` against ``o`` at equal length (from ``done`` when ``o`` against ``t`` ran already)."""
+    if (o, t) in done:
+        return done[(o, t)].mirrored()
+    if control == "length-cmh":
+        res = mantel_haenszel(strata[t][0], strata[t][1], strata[o][0], strata[o][1])
+    else:
+        res = logistic_length(*strata[t], *strata[o])
+    done[(t, o)] = res
+    return res
+
+
+def _shared_strata(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], threshold: float,
+                   lengths: dict[str, CorpusLengths], merge: int = 1
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per corpus: ([cells, d_sae] documents with each latent present, [cells] documents, [cells] mean
+    log content tokens) on the range of strata the compared corpora occupy, ``merge`` neighbouring
+    strata to a cell. At threshold 0 from the strata kept at ingest, else one scan."""
+    d_sae = int(next(iter(infos.values()))["d_sae"])
+    occupied = np.concatenate([lengths[c].strata for c in corpora]).astype(np.int64)
+    first = int(occupied.min()) // merge * merge
+    n_cells = int(occupied.max()) // merge - first // merge + 1
+    out = {}
+    for c in corpora:
+        kept = lengths[c]
+        if threshold != 0:
+            kept = replace(kept, latents=latent_counts(st.con, infos[c], threshold))
+        present = kept.present(d_sae, first, n_cells * merge)
+        docs, mean_log = kept.on(first, n_cells * merge)
+        if merge > 1:
+            present = present.reshape(n_cells, merge, d_sae).sum(axis=1)
+            total_log = (docs * mean_log).reshape(n_cells, merge).sum(axis=1)
+            docs = docs.reshape(n_cells, merge).sum(axis=1)
+            mean_log = total_log / np.maximum(docs, 1)
+        out[c] = (present, docs, mean_log)
+    return out
+
+
+def _paired(st: Store, infos: dict[str, CorpusInfo], corpora: list[str], targets: list[str], pair_key: str | None,
+            threshold: float, control: str, ubiquitous: np.ndarray) -> list[tuple[str, _Tested]]:
     a, b = corpora
     ia, ib = infos[a], infos[b]
     rows_a, rows_b = paired_rows(st, ia, ib, pair_key)
+    fids = np.arange(len(ubiquitous), dtype=np.int32)
+    ratio = _pair_strata(st, ia, ib, rows_a, rows_b) if control != "none" else None
     df = run_query(st, "paired_discordance", {"a_lo": ia["lo"], "a_hi": ia["hi"], "b_lo": ib["lo"], "b_hi": ib["hi"],
                                               "rows_a": rows_a.tolist(), "rows_b": rows_b.tolist(),
+                                              "strata": (ratio[0] if ratio else np.zeros(len(rows_a), int)).tolist(),
                                               "threshold": threshold})
-    counts = {k: np.zeros(len(fids), np.int64) for k in ("only_a", "only_b", "both")}
-    for k, arr in counts.items():
-        arr[df["feature_id"].to_numpy().astype(np.int64)] = df[k].to_numpy()
-    n = np.full(len(fids), float(len(rows_a)))
-    parts = []
-    for t, o, ot, oo in ((a, b, counts["only_a"], counts["only_b"]), (b, a, counts["only_b"], counts["only_a"])):
+    strata = np.unique(ratio[0]) if ratio else np.zeros(1, np.int64)
+    cells = {k: np.zeros((len(strata), len(fids)), np.int64) for k in ("only_a", "only_b", "both")}
+    row = np.searchsorted(strata, df["stratum"].to_numpy())
+    for k, arr in cells.items():
+        arr[row, df["feature_id"].to_numpy().astype(np.int64)] = df[k].to_numpy()
+    counts = {k: v.sum(axis=0) for k, v in cells.items()}
+    n_pairs = len(rows_a)
+    n = np.full(len(fids), float(n_pairs))
+    out = []
+    for t, o, ct, co in ((a, b, "only_a", "only_b"), (b, a, "only_b", "only_a")):
         if t not in targets:
             continue
-        kt, ko = ot + counts["both"], oo + counts["both"]
-        keep = kt + ko >= support
-        p = mcnemar_test(ot, oo)
+        ot, oo, both = counts[ct], counts[co], counts["both"]
+        kt, ko = ot + both, oo + both
+        if ratio is None:
+            p, adj, test = mcnemar_test(ot, oo), (ot - oo) / n_pairs, "mcnemar"
+        else:
+            res = paired_length(cells[ct], cells[co], _stratum_means(ratio, strata, t == a), n_pairs)
+            p, adj, test = res.p, res.diff, "paired-logistic"
         lor = np.log((ot + 0.5) / (oo + 0.5))  # conditional (discordant-pair) odds ratio
         other = np.array([o] * len(fids), dtype=object)
-        parts.append(_frame(t, other[keep], fids[keep], kt[keep], ko[keep], n[keep], n[keep], lor[keep], p[keep],
-                            "mcnemar", cut))
-    return parts
+        out.append((t, _Tested(fids, other, kt, ko, n, n, lor, p, adj, ubiquitous, test, (both, ot, oo))))
+    return out
 
 
-__all__ = ["diff", "feature_counts", "two_proportion_test", "mcnemar_test", "PAPER_MIN_DIFF", "PAPER_TOP"]
+def _pair_strata(st: Store, ia: CorpusInfo, ib: CorpusInfo, rows_a: np.ndarray, rows_b: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(stratum, log length ratio A/B) of every pair: strata of the ratio, a quarter octave wide."""
+    def tokens(info: CorpusInfo, rows: np.ndarray) -> np.ndarray:
+        df = st.con.execute("SELECT row_idx, n_tokens FROM documents WHERE corpus_id = ?",
+                            [info["corpus_id"]]).fetchnumpy()
+        by_row = np.zeros(int(df["row_idx"].max()) + 1, np.float64)
+        by_row[df["row_idx"]] = np.maximum(df["n_tokens"], 1)
+        return by_row[rows]
+
+    delta = np.log(tokens(ia, rows_a)) - np.log(tokens(ib, rows_b))
+    return np.floor(BINS_PER_OCTAVE * delta / np.log(2)).astype(np.int64), delta
+
+
+def _stratum_means(ratio: tuple[np.ndarray, np.ndarray], strata: np.ndarray, a_is_target: bool) -> np.ndarray:
+    """Mean log length ratio (target over other) of the pairs in each stratum."""
+    stratum, delta = ratio
+    at = np.searchsorted(strata, stratum)
+    means = np.bincount(at, delta, len(strata)) / np.maximum(np.bincount(at, minlength=len(strata)), 1)
+    return means if a_is_target else -means
+
+
+__all__ = ["diff", "feature_counts", "two_proportion_test", "mcnemar_test", "PAPER_MIN_DIFF", "PAPER_TOP",
+           "UBIQUITOUS"]

@@ -16,6 +16,7 @@ PAPER_TOP = 200  # ... and the top 200 of them
 PER_PHRASE = 100  # the paper's latents per keyphrase (targeted clustering and retrieval)
 TEMPERATURE = 0.2  # the paper's retrieval temperature T in exp(-r / (k T))
 LABEL_SIM_MAX = 0.2  # the paper's "dissimilar labels" cut for interesting correlations
+CONTROLS = ("length", "length-cmh", "none")  # what diff holds fixed when it compares corpora
 
 
 @dataclass
@@ -23,17 +24,27 @@ class DiffOptions:
     """Options of :func:`saeembed.analysis.diff` (``saeembed diff``)."""
 
     target: str | None = option(None, "only this corpus as the target (default: each corpus in turn)")
-    paired: bool = option(False, "matched documents (same prompt, two models): McNemar test on pairs")
-    pair_key: str | None = option(None, "with --paired: pair documents by this meta field instead of by row")
+    control: str = option("length", "length: compare documents of equal content-token length (longer documents have "
+                                    "more latents present) by a logistic regression on log length; length-cmh: a "
+                                    "Cochran-Mantel-Haenszel test over length strata instead; none: plain "
+                                    "frequencies, the paper's diff",
+                          choices=CONTROLS)
+    paired: bool = option(False, "matched documents (same prompt, two models): a test on the pairs (McNemar; under "
+                                 "length control, conditional on the pair's length ratio)")
+    pair_key: str | None = option(None, "with --paired: pair documents by this meta field instead of by row (needed "
+                                        "when the corpora differ in size)")
     threshold: float = option(0.0, "a latent is present in a document when its max activation is above this",
                               min=0.0)
-    min_diff: float = option(PAPER_MIN_DIFF, "keep latents whose frequency difference is at least this")
+    min_diff: float = option(PAPER_MIN_DIFF, "keep latents whose frequency difference (length-adjusted under --control "
+                                             "length) is at least this")
     min_support: int = option(1, "test only latents present in at least N documents (both sides together)",
                               min=0)
     top: int | None = option(PAPER_TOP, "at most N latents per target", min=1)
     fdr: float | None = option(0.05, "keep latents with a Benjamini-Hochberg q-value at most this; 1 keeps every "
                                      "latent (the paper's setting)", min=0.0, max=1.0, min_open=True)
     examples: int = option(3, "example doc ids per side (where the latent fires most strongly)", "--n-docs", min=0)
+    keep_ubiquitous: bool = option(False, "also report latents present in >= 95% of the documents of every compared "
+                                          "corpus (flagged in column ubiquitous; left out by default)")
 
 
 @dataclass
@@ -123,5 +134,5 @@ class SearchOptions:
                                             cli=False)
 
 
-__all__ = ["DiffOptions", "CorrelateOptions", "ClusterOptions", "SearchOptions", "PAPER_MIN_DIFF", "PAPER_TOP",
-           "PER_PHRASE", "TEMPERATURE", "LABEL_SIM_MAX"]
+__all__ = ["DiffOptions", "CorrelateOptions", "ClusterOptions", "SearchOptions", "CONTROLS", "PAPER_MIN_DIFF",
+           "PAPER_TOP", "PER_PHRASE", "TEMPERATURE", "LABEL_SIM_MAX"]

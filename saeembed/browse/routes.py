@@ -31,7 +31,9 @@ def _corpora(store: Any) -> list[dict[str, Any]]:
 def render(template: str, **ctx: Any) -> str:
     from flask import g, render_template
 
-    return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, **ctx)
+    from ..analysis.options import CONTROLS
+
+    return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, controls=CONTROLS, **ctx)
 
 
 def register(app: Any) -> None:
@@ -129,6 +131,8 @@ def _register_analyses(app: Any) -> None:
     @app.get("/diff")
     def diff_page() -> str:
         from ..analysis import diff
+        from ..analysis.diff_notes import diff_notes
+        from ..analysis.options import CONTROLS
         from ..report import build_section
 
         a, b = request.args.get("a", ""), request.args.get("b", "")
@@ -136,10 +140,15 @@ def _register_analyses(app: Any) -> None:
         if a or b:
             if not (a and b):
                 raise UserError("pick two corpora to compare (a and b)")
-            df = diff(g.store, [a, b], fdr=_float_arg("fdr", 0.05, 1e-12, 1.0),
+            control = request.args.get("control", "length")
+            if control not in CONTROLS:
+                raise UserError(f"unknown control {control!r}; use one of {', '.join(CONTROLS)}")
+            df = diff(g.store, [a, b], fdr=_float_arg("fdr", 0.05, 1e-12, 1.0), control=control,
                       min_diff=_float_arg("min_diff", 0.03, 0.0, 1.0), top=_int_arg("top", 100, 1, 2000), examples=3)
             info = sae_info(g.store, g.store.corpus(a)["sae"])
             section = build_section(g.store, df, "diff", examples=2, example_rows=3, links=_links(g.store, info))
+            if not df.height:  # the section states the corpora from its rows; without rows, state them here
+                section.lines = diff_notes(g.store, [a, b], control) + section.lines
         return render("analysis.html", title="Diff two corpora", form="diff", section=section, args=request.args)
 
     @app.get("/search")

@@ -79,8 +79,9 @@ def present(st: Any, df: pl.DataFrame, kind: str, fmt: str, output: str | None, 
         print_examples(df, title)
 
 
-DIFF_TABLE = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
+DIFF_TABLE = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "adj_diff",
               "q_value", "example"]
+PAIRED_COUNTS = ["both", "only_target", "only_other"]
 HYPOTHESES_TABLE = ["target", "other", "hypothesis", "freq_target", "freq_other", "diff", "p_value", "verified",
                     "features"]
 
@@ -100,7 +101,10 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
              fmt: str, output: str | None, **kwargs: Any) -> None:
     """Latents more frequent in one corpus than in the others: saeembed diff --store S A B [C ...].
 
-    With several corpora each target is compared with the most frequent of the others.
+    With several corpora each target is compared with the most frequent of the others. By default
+    documents are compared at equal content-token length (--control none: plain frequencies); the
+    header states each corpus' documents and length and warns when the mean lengths differ by more
+    than 1.25x.
     """
     from ..analysis import diff
     from ..analysis.examples import diff_example_pairs
@@ -123,14 +127,31 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
             return html_report(st, hyp, output, 0, title="saeembed diff hypotheses")
         emit_result(hyp, fmt, output, HYPOTHESES_TABLE)
         return
-    if fmt == "html":
-        return html_report(st, df, output, highlight, title=f"saeembed diff: {' vs '.join(corpora)}", shade=shade)
+    if fmt == "html":  # the report's summary states the corpora from the rows; an empty result needs them here
+        return html_report(st, df, output, highlight, title=f"saeembed diff: {' vs '.join(corpora)}", shade=shade,
+                           notes=[] if df.height else _diff_notes(st, list(corpora), opts))
+    if fmt == "table":
+        for line in _diff_notes(st, list(corpora), opts):
+            click.echo(line, err=True)
     from ..report.diff_view import summary_lines
 
-    present(st, df, "diff", fmt, output, highlight, diff_example_pairs, DIFF_TABLE,
+    table = DIFF_TABLE[:-1] + (PAIRED_COUNTS if opts.paired else []) + DIFF_TABLE[-1:]  # pairs: checkable by hand
+    present(st, df, "diff", fmt, output, highlight, diff_example_pairs, table,
             lambda r: f"{r['target']} #{r['rank']} latent {r['feature_id']} {r['label'] or ''} "
                       f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})", shade,
             summary_lines(df) if fmt == "table" else None)
+
+
+def _diff_notes(st: Any, corpora: list[str], opts: DiffOptions) -> list[str]:
+    """The corpora's sizes and lengths, the length warning and what was controlled (table header)."""
+    from ..analysis.common import corpus_info, paired_rows
+    from ..analysis.diff_notes import diff_notes
+
+    with st.reading():
+        pairs = None
+        if opts.paired:
+            pairs = len(paired_rows(st, corpus_info(st, corpora[0]), corpus_info(st, corpora[1]), opts.pair_key)[0])
+        return diff_notes(st, corpora, opts.control, pairs, opts.pair_key)
 
 
 @click.command("correlate", short_help="Pairs of latents that co-occur (NPMI).")

@@ -49,7 +49,8 @@ def eval_diffing(h: Harness) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     for a, b, title in DIFF_PAIRS:
         h.ensure(a)
         h.ensure(b)
-        res = diff(h.store, [a, b], min_diff=0.0, top=None, examples=0)
+        # the paper's diff: these pairs differ in length by construction (verbose vs concise), see the length task
+        res = diff(h.store, [a, b], min_diff=0.0, top=None, examples=0, control="none", keep_ubiquitous=True)
         tops[title] = (res.filter(pl.col("diff").abs() > 0).sort("diff", descending=True)
                        .select("target", "feature_id", "label", "freq_target", "freq_other", "diff", "q_value")
                        .head(20))

@@ -12,6 +12,7 @@ from .clustering import eval_clustering
 from .correlation import eval_correlation
 from .diffing import eval_diffing
 from .harness import Harness
+from .length import eval_length
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
@@ -19,11 +20,12 @@ from .steering import STEERING_CASES, eval_steering
 from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
-TASKS = ("retrieval", "clustering", "steering", "diffing", "correlation", "speed")
+TASKS = ("retrieval", "clustering", "steering", "diffing", "length", "correlation", "speed")
 # the heading each task's section starts with, to carry sections of tasks not run over from the last report
 HEADINGS = {"retrieval": "### Property retrieval", "clustering": "### Targeted clustering",
             "steering": "### Steering on other corpora",
-            "diffing": "### Dataset diffing", "correlation": "### Correlations", "speed": "### Encode speed"}
+            "diffing": "### Dataset diffing", "length": "### Length control",
+            "correlation": "### Correlations", "speed": "### Encode speed"}
 
 
 def previous_sections(report: str) -> dict[str, str]:
@@ -83,9 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         out.update({t: earlier_results[t] for t in carried if t in earlier_results})
         if carried:
             out["carried_over"] = carried
-        out["encode_s"] = h.encode_s
+        # encode times of corpora only the carried-over tasks read stay with their results
+        out["encode_s"] = {**(earlier_results.get("encode_s", {}) if carried else {}), **h.encode_s}
         if doc is not None:
-            out["doc_encode_s"] = doc.encode_s
+            out["doc_encode_s"] = {**(earlier_results.get("doc_encode_s", {}) if carried else {}), **doc.encode_s}
         out["wall_s"] = time.perf_counter() - t_start
         (args.out / "evaluation.md").write_text(report)
         (args.out / "evaluation.json").write_text(json.dumps(out, indent=2, default=str))
@@ -118,6 +121,17 @@ def main(argv: list[str] | None = None) -> None:
             text += (f"\n\n**{title}**: the ten largest frequency differences (target = the corpus where the "
                      "latent is more frequent)\n\n" + markdown(top.head(10)))
         by_task["diffing"] = text
+        write()
+    if "length" in only:
+        tables = eval_length(h)
+        results["length"] = {k: v.to_dicts() for k, v in tables.items()}
+        by_task["length"] = (
+            "### Length control: (1) null — latents significant (q < 0.05) for a corpus that differs only in "
+            "length\n\n" + markdown(tables["null"])
+            + "\n\n### Length control: (2) planted — a phrase in a quarter of the longer corpus, against the "
+            "shorter one\n\n" + markdown(tables["planted"])
+            + "\n\n### Length control: (3) AlpacaEval — top-15 rows whose difference keeps its sign and half "
+            "its size on length-matched instruction pairs\n\n" + markdown(tables["alpaca"]))
         write()
     if "correlation" in only:
         df = eval_correlation(h)

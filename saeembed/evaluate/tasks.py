@@ -31,6 +31,73 @@ def _tweets(task: str) -> Callable[[pl.DataFrame, int], pl.DataFrame]:
         "text", "label")
 
 
+# ------------------------------------------------------------------- the length task's corpora --
+LENGTH_DOCS = 300  # documents per corpus of the null and planted checks
+PLANT_SHARE = 4  # the planted phrase goes into every PLANT_SHARE-th document (a quarter)
+LENGTH_PHRASE = " By the way, my grandmother knits purple scarves for penguins."
+
+
+def _pool(df: pl.DataFrame, seed: int = 0) -> list[str]:
+    """Distinct non-empty texts in a seeded random order: the documents the three corpora draw from."""
+    texts = df.select(pl.col("text").str.strip_chars()).filter(pl.col("text") != "").unique(maintain_order=True)
+    return texts.sample(fraction=1.0, seed=seed, shuffle=True)["text"].to_list()
+
+
+def _replace_tail(text: str, phrase: str) -> str:
+    """``text`` with its last words replaced by ``phrase``: the same number of characters (about the same
+    number of tokens), so the phrase does not make the documents that carry it longer."""
+    keep = text[: max(len(text) - len(phrase), 0)]
+    cut = keep.rfind(" ")
+    return (keep[:cut] if cut > 0 else keep).rstrip() + phrase
+
+
+def _length_corpus(part: str, select: Callable[[pl.DataFrame], pl.DataFrame]
+                   ) -> Callable[[pl.DataFrame, int], pl.DataFrame]:
+    """``short``: LENGTH_DOCS documents; ``joined``: LENGTH_DOCS documents, each two others of the same kind
+    joined by a space (they differ from ``short`` only in length); ``planted``: ``joined`` made of yet other
+    documents, with the last words of every PLANT_SHARE-th one replaced by LENGTH_PHRASE (column
+    ``planted``); ``appended``: the same documents with the phrase appended instead, so that it also makes
+    the documents that carry it longer."""
+    def build(df: pl.DataFrame, n: int) -> pl.DataFrame:
+        pool = _pool(select(df))
+        n = LENGTH_DOCS
+        if part == "short":
+            return pl.DataFrame({"text": pool[:n]})
+        first = n if part == "joined" else 3 * n
+        texts = [pool[first + 2 * i] + " " + pool[first + 2 * i + 1] for i in range(n)]
+        if part == "joined":
+            return pl.DataFrame({"text": texts})
+        planted = [i % PLANT_SHARE == 0 for i in range(n)]
+        plant = _replace_tail if part == "planted" else (lambda t, phrase: t + phrase)
+        return pl.DataFrame({"text": [plant(t, LENGTH_PHRASE) if p else t for t, p in zip(texts, planted)],
+                             "planted": planted})
+    return build
+
+
+LENGTH_KINDS = {  # kind → (dataset, the documents of that kind)
+    "tweets": ("tweeteval", lambda df: df.filter((pl.col("task") == "sentiment") & (pl.col("split") == "test"))),
+    "reddit": ("goemotions", lambda df: df.filter(pl.col("split") == "test")),
+    "news": ("ag_news_test", lambda df: df),
+}
+
+
+ALPACA_INSTRUCTIONS = 512  # the first instructions (by id): what 2 shared CPU cores encoded in the time there was
+
+
+def _alpaca(generator: str) -> Callable[[pl.DataFrame, int], pl.DataFrame]:
+    """One AlpacaEval generator's answers to the first ALPACA_INSTRUCTIONS instructions."""
+    return lambda df, n: (df.filter((pl.col("generator") == generator)
+                                    & (pl.col("instruction_id") < ALPACA_INSTRUCTIONS)).sort("instruction_id")
+                          .select("instruction_id", pl.col("output").alias("text")))
+
+
+ALPACA_GENERATORS = {"alpaca_llama2": "llama-2-70b-chat-hf", "alpaca_gpt35": "gpt-3.5-turbo-1106",
+                     "alpaca_7b": "alpaca-7b"}
+LENGTH_CORPORA = [EvalCorpus(f"len_{kind}_{part}", dataset, _length_corpus(part, select))
+                  for kind, (dataset, select) in LENGTH_KINDS.items()
+                  for part in ("short", "joined", "planted", "appended")]
+LENGTH_CORPORA += [EvalCorpus(name, "alpacaeval_model_outputs", _alpaca(g)) for name, g in ALPACA_GENERATORS.items()]
+
 CORPORA: dict[str, EvalCorpus] = {c.name: c for c in [
     EvalCorpus("tweet_hate", "tweeteval", _tweets("hate")),
     EvalCorpus("tweet_offensive", "tweeteval", _tweets("offensive")),
@@ -52,6 +119,7 @@ CORPORA: dict[str, EvalCorpus] = {c.name: c for c in [
     EvalCorpus("m4_llama2", "m4_human_vs_llama2",
                lambda df, n: df.filter(pl.col("author") == "machine").sort("pair_id").head(n // 4 or 200)
                .select("pair_id", "domain", pl.col("text").str.slice(0, 1500))),
+    *LENGTH_CORPORA,
 ]}
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ..analysis.diff_notes import PAIRED_TESTS, notes_from_rows
 from .charts import diff_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
@@ -14,9 +15,19 @@ from .tokens import Highlighter, shade_legend
 if TYPE_CHECKING:
     from ..api import Store
 
-TABLE_COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "ratio",
+TABLE_COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other", "other", "diff", "adj_diff",
                  "q_value", "example"]
+TESTS = {"mcnemar": "McNemar test on matched pairs", "z": "two-proportion z-test",
+         "cmh": "Cochran–Mantel–Haenszel test over length strata",
+         "logistic": "logistic regression on log length (score test)",
+         "paired-logistic": "conditional logistic regression on matched pairs and their length ratio"}
 SNIPPET_TOKENS = 10
+
+
+def _summary(store: Store, df: pl.DataFrame) -> list[str]:
+    """The corpora (documents, content tokens), the length warning, what was controlled, and one line
+    per target."""
+    return notes_from_rows(store, df) + summary_lines(df)
 
 
 def summary_lines(df: pl.DataFrame) -> list[str]:
@@ -25,9 +36,9 @@ def summary_lines(df: pl.DataFrame) -> list[str]:
     for target in dict.fromkeys(df["target"].to_list()):
         grp = df.filter(pl.col("target") == target)
         r = grp.row(0, named=True)
-        test = "McNemar test on matched pairs" if r["test"] == "mcnemar" else "two-proportion z-test"
         lines.append(f"{target} ({r['docs_target']} documents) vs {r['other']} ({r['docs_other']}): {grp.height} "
-                     f"latents more frequent in {target}; {test}, Benjamini–Hochberg q-values.")
+                     f"latents more frequent in {target}; {TESTS.get(r['test'], r['test'])}, Benjamini–Hochberg "
+                     "q-values.")
     return lines or ["No latent passed the filters (min_diff, fdr); loosen them to see more."]
 
 
@@ -50,7 +61,9 @@ def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows
             return hl.view(d, [r["feature_id"]], SNIPPET_TOKENS)
         return hl.plain(d, [r["feature_id"]], 120)
 
-    table = frame_table(df, TABLE_COLUMNS, docs={"example": snippet},
+    paired = df.height > 0 and df["test"][0] in PAIRED_TESTS  # the pair counts let a reader check the test
+    columns = TABLE_COLUMNS[:-1] + (["both", "only_target", "only_other"] if paired else []) + TABLE_COLUMNS[-1:]
+    table = frame_table(df, columns, docs={"example": snippet},
                         links={"feature_id": lambda r: links.latent(r["feature_id"]),
                                "label": lambda r: links.latent(r["feature_id"])})
     groups = []
@@ -64,7 +77,7 @@ def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows
         groups.append(ExampleGroup(title, exs, links.latent(r["feature_id"])))
     charts = [ChartView("Frequency per corpus", "share of documents where each latent fires, with 95% Wilson "
                         "intervals (top 25 per target)", diff_chart(df))] if df.height else []
-    return Section("Dataset diff", summary_lines(df), charts, [("Latents", table)], groups,
+    return Section("Dataset diff", _summary(store, df), charts, [("Latents", table)], groups,
                    [shade_legend(shade, "the latent")])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..layout import SCHEMA as LAYOUT_SCHEMA
 from ..stats import SCHEMA as STATS_SCHEMA
+from ..strata import SCHEMA as STRATA_SCHEMA
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS corpora (
@@ -66,8 +67,9 @@ ALTER TABLE documents ADD COLUMN IF NOT EXISTS token_ends INTEGER[];
 ALTER TABLE activations ADD COLUMN IF NOT EXISTS peak_pos INTEGER;
 """
 
-# every table of a store: the catalog above, per-corpus latent statistics, Parquet-kept activations
-ALL_SCHEMAS = (SCHEMA, STATS_SCHEMA, LAYOUT_SCHEMA)
+# every table of a store: the catalog above, per-corpus latent statistics and length strata, Parquet-kept
+# activations
+ALL_SCHEMAS = (SCHEMA, STATS_SCHEMA, STRATA_SCHEMA, LAYOUT_SCHEMA)
 
 # label_source of the offline c-TF-IDF labels (saeembed.labels_offline); ranked below every other source
 OFFLINE_LABEL_SOURCE = "offline-ctfidf"

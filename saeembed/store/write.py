@@ -13,6 +13,7 @@ import polars as pl
 from ..ids import corpus_range
 from ..stats import compute as compute_stats
 from ..stats import write as write_stats
+from ..strata import keep_strata
 
 
 @contextmanager
@@ -139,4 +140,5 @@ def ingest_corpus(
         )
         con.unregister("_shards")
     write_stats(con, corpus_id, compute_stats(con, lo, hi))
+    keep_strata(con, corpus_id)
     return corpus_id
