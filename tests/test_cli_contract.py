@@ -208,4 +208,5 @@ def test_tables_are_readable_rounded_joined_captioned_and_wrapped(tiny: dict) ->
     assert isinstance(rows[0]["top_labels"], list)  # machines get the raw values
     assert any(len(repr(d).split(".")[1]) > 3 for r in rows for d in r["top_diffs"])
     code, out, err = cli("diff", *s, "a", "b", "--fdr", "1", "--min-diff", "0", env={"COLUMNS": "100"})
-    assert code == 0 and out.splitlines()[0].startswith("a (40 documents) vs b (40)"), out[:300]
+    assert code == 0 and "a (40 documents) vs b (40)" in err, err[-300:]  # what was compared: on stderr
+    assert out.splitlines()[0].split()[:2] == ["target", "rank"], out[:300]  # stdout starts with the table

@@ -130,16 +130,15 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
     if fmt == "html":  # the report's summary states the corpora from the rows; an empty result needs them here
         return html_report(st, df, output, highlight, title=f"saeembed diff: {' vs '.join(corpora)}", shade=shade,
                            notes=[] if df.height else _diff_notes(st, list(corpora), opts))
-    if fmt == "table":
-        for line in _diff_notes(st, list(corpora), opts):
-            click.echo(line, err=True)
-    from ..report.diff_view import summary_lines
+    if fmt == "table":  # what was compared, controlled and tested: on stderr, so stdout starts with the table
+        from ..report.diff_view import summary_lines
 
+        for line in _diff_notes(st, list(corpora), opts) + summary_lines(df):
+            click.echo(line, err=True)
     table = DIFF_TABLE[:-1] + (PAIRED_COUNTS if opts.paired else []) + DIFF_TABLE[-1:]  # pairs: checkable by hand
     present(st, df, "diff", fmt, output, highlight, diff_example_pairs, table,
             lambda r: f"{r['target']} #{r['rank']} latent {r['feature_id']} {r['label'] or ''} "
-                      f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})", shade,
-            summary_lines(df) if fmt == "table" else None)
+                      f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})", shade)
 
 
 def _diff_notes(st: Any, corpora: list[str], opts: DiffOptions) -> list[str]:
