@@ -47,6 +47,7 @@ def test_poles_are_read_from_the_query_or_the_answer() -> None:
         assert parse_pole_answer(answer) is None, answer
 
 
+@pytest.mark.slow
 def test_the_shipped_reader_names_two_ends_only_for_bipolar_queries() -> None:
     """The local SmolLM2-135M answers the few-shot pattern; categorical queries get a list (no axis)."""
     assert propose_poles("sentiment") == ("positive", "negative")

@@ -92,6 +92,7 @@ def test_bad_ids_and_queries_give_clear_pages(server: tuple[str, int]) -> None:
              "/doc/1": (404, "no document 1"), "/doc/1?feature=5": (404, "no document 1"),
              "/search?corpus=nope&q=x": (404, "no corpus named 'nope'"),
              "/search?corpus=ge&q=x&mode=bogus": (400, "unknown mode"),
+             "/cluster?corpus=ge&q=x&select=bogus": (400, "unknown selection"),
              "/search?corpus=ge&q=x&k=0": (400, "k must lie in"),
              "/diff?a=ge": (400, "pick two corpora"), "/diff?a=ge&b=ge": (400, "named twice"),
              "/diff?a=neg&b=pos&fdr=abc": (400, "fdr must be a number"),
@@ -175,7 +176,8 @@ def test_queries_are_bounded_per_request(server: tuple[str, int]) -> None:
     from saeembed.browse.routes import EXAMPLE_TOKENS, MAX_PHRASES
 
     long = quote(", ".join(["thanks"] * (MAX_QUERY_CHARS // 6)))
-    for path in (f"/search?corpus=ge&q={long}", f"/features?q={long}", f"/search?corpus=ge&mode=example&q={long}"):
+    for path in (f"/search?corpus=ge&q={long}", f"/features?q={long}", f"/search?corpus=ge&mode=example&q={long}",
+                 f"/cluster?corpus=ge&q={long}"):
         status, body = _request(server, path)
         assert status == 400 and f"at most {MAX_QUERY_CHARS}" in body, path
     # under the character bound but over the token bound: rare characters cost several tokens each
@@ -185,9 +187,9 @@ def test_queries_are_bounded_per_request(server: tuple[str, int]) -> None:
     status, body = _request(server, "/search?corpus=ge&mode=example&k=3&q=" + quote("Thanks so much, " * 30))
     assert status == 200 and "Ranked documents" in body
     phrases = ", ".join(f"topic {i}" for i in range(MAX_PHRASES + 1))
-    for mode in ("sae", "hybrid"):
-        status, body = _request(server, f"/search?corpus=ge&mode={mode}&q={quote(phrases)}")
-        assert status == 400 and f"at most {MAX_PHRASES}" in body, mode
+    for path in ("/search?corpus=ge&mode=sae", "/search?corpus=ge&mode=hybrid", "/cluster?corpus=ge"):
+        status, body = _request(server, f"{path}&q={quote(phrases)}")
+        assert status == 400 and f"at most {MAX_PHRASES}" in body, path
 
 
 def test_browse_command_serves_until_stopped(faces_store: Path) -> None:

@@ -196,9 +196,8 @@ def test_tables_are_readable_rounded_joined_captioned_and_wrapped(tiny: dict) ->
     code, out, err = cli("cluster", *s, "a", "--unfiltered", "--k", "2", env={"COLUMNS": "90"})
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("2 clusters (")  # the selection line heads the table
-    head = next(i for i, line in enumerate(lines) if line.split()[:3] == ["cluster", "size", "share"])
-    assert "documents" in " ".join(lines[:head])
+    assert "2 clusters (" in err  # what was clustered: on stderr, so stdout starts with the table
+    assert lines[0].split()[:3] == ["cluster", "size", "share"], out[:300]
     assert max(len(line) for line in lines) <= 90  # wide cells wrap instead of running off the screen
     assert not re.search(r"\[[0-9'\"]", out)  # no Python list reprs
     assert "wraps; an" in out  # labels joined with "; " (a label holds commas itself)

@@ -77,3 +77,31 @@ def test_speed_step_times_pipeline_and_bare_forward_on_the_same_texts(tmp_path, 
     assert 0.05 < row["ratio"] < 20  # a real ratio of two timings, not a constant or a division by zero
     assert row["ratio low"] <= row["ratio high"] and row["ratio low"] > 0
     assert h.frame("goemotions").height == 16 and "split" not in h.frame("goemotions").columns
+
+
+def test_steering_summary_reports_each_half_and_the_ratio_to_the_unfiltered_clustering() -> None:
+    """Two dev cases and one held-out case with known NMIs: the summary's means, ratios and the lowest topic
+    case per half, and the section names every half and the reason auto gave."""
+    import polars as pl
+
+    from saeembed.evaluate.steering import METHODS, half_of, steering_section, steering_summary
+
+    nmi = {("ag_news", "topic"): (0.6, 0.2), ("amazon", "sentiment"): (0.2, 0.02), ("m4_mixed", "genre"): (0.3, 0.3)}
+    rows = []
+    for (corpus, query), (auto, unfiltered) in nmi.items():
+        kind = "property" if query == "sentiment" else "topic"
+        for method in METHODS:
+            value = {"auto": auto, "unfiltered": unfiltered}.get(method, 0.1)
+            how = {"selection": "topics", "source": "corpus", "along": "a/b", "why": f"because {corpus}"}
+            rows.append({"half": half_of(corpus), "corpus": corpus, "query": query, "truth": "t", "kind": kind, "k": 2,
+                         "method": method, "NMI": value} | (how if method == "auto" else {}))
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    dev, held = steering_summary(df).to_dicts()
+    assert (dev["half"], dev["cases"], held["half"], held["cases"]) == ("dev", 2, "held-out", 1)
+    assert dev["mean auto"] == pytest.approx(0.4) and dev["mean unfiltered"] == pytest.approx(0.11)
+    assert dev["auto / unfiltered (means)"] == pytest.approx(0.4 / 0.11)
+    assert dev["auto / unfiltered (mean of ratios)"] == pytest.approx((3 + 10) / 2)
+    assert dev["min auto, topic cases"] == pytest.approx(0.6) and held["min auto, topic cases"] == pytest.approx(0.3)
+    assert held["auto / unfiltered (means)"] == pytest.approx(1.0)
+    text = steering_section(df)
+    assert "| held-out | m4_mixed | genre |" in text and "- amazon \"sentiment\": because amazon" in text

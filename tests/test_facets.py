@@ -76,12 +76,13 @@ def test_categories_are_read_from_the_query_or_counted_in_the_answers() -> None:
     assert MIN_CATEGORIES == 3
 
 
+@pytest.mark.slow
 def test_the_shipped_reader_lists_categories_for_categorical_queries() -> None:
-    """The local SmolLM2-135M, sampled with the few-shot pattern, lists categories; the same query
-    always gets the same ones (seeded, cached)."""
+    """The local SmolLM2-135M, asked once with the few-shot pattern (greedy), lists categories; the same
+    query always gets the same ones (cached)."""
     cats = propose_facets("product category")
     assert cats is not None and MIN_CATEGORIES <= len(cats) <= N_CATEGORIES
-    assert "electronics" in cats and len(set(cats)) == len(cats)
+    assert {"food", "home goods"} <= set(cats) and len(set(cats)) == len(cats)
     assert propose_facets("product category") == cats
     emotions = propose_facets("emotion")
     assert emotions is not None and {"happy", "sad", "angry"} <= set(emotions)

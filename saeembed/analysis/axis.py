@@ -116,6 +116,16 @@ def ask_reader(cache: dict[str, Any], query: str, llm: LLM | None, ask: Callable
     return cache[key]
 
 
+READER_TOKENS = 24  # the local reader's answer: one greedy line, enough for "A vs B" or a list of categories
+
+
+def reader_answer(model: LLM, query: str) -> str:
+    """The local reader's greedy continuation of the few-shot pattern for ``query`` (cached on disk by
+    the LLM layer): one answer serves both :func:`propose_poles` and
+    :func:`~saeembed.analysis.facets.propose_facets`, so a query costs one short generation."""
+    return model.continue_text(POLE_SHOTS + f"{query}:", max_tokens=READER_TOKENS).text
+
+
 def propose_poles(query: str, llm: LLM | None = None) -> tuple[str, str] | None:
     """The two opposite ends of ``query`` if it names a bipolar property, else None.
 
@@ -125,9 +135,8 @@ def propose_poles(query: str, llm: LLM | None = None) -> tuple[str, str] | None:
 
     def ask(model: LLM, query: str) -> tuple[str, str] | None:
         if model.continues_text:
-            text = model.continue_text(POLE_SHOTS + f"{query}:", max_tokens=12).text
-        else:
-            text = model.complete([{"role": "user", "content": POLE_CHAT.format(query=query)}], max_tokens=24).text
+            return parse_pole_answer(reader_answer(model, query))
+        text = model.complete([{"role": "user", "content": POLE_CHAT.format(query=query)}], max_tokens=24).text
         return parse_pole_answer(text)
 
     return ask_reader(_POLES, query, llm, ask)
@@ -195,5 +204,5 @@ def split_axis(positions: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray
     return clusters, 1.0 / (1.0 + dist / max(float(positions.std()), 1e-12))
 
 
-__all__ = ["Axis", "axis_matrix", "explicit_poles", "parse_pole_answer", "propose_poles", "pole_score",
+__all__ = ["Axis", "axis_matrix", "explicit_poles", "parse_pole_answer", "propose_poles", "reader_answer", "pole_score",
            "correlated_latents", "select_axis", "split_axis"]

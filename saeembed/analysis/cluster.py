@@ -20,17 +20,21 @@ Additions:
 - a dense N × N Jaccard matrix costs 4·N² bytes, so beyond ``max_docs`` placed documents a random
   sample of ``max_docs`` is clustered and every other document joins the cluster it is most similar
   to (mean Jaccard to the cluster's 200 most central sampled members, computed in blocks);
-- ``select`` ``auto`` means an axis or facets when the query has two ends or categories, else label
-  selection whenever the SAE has labels in the store, descriptors only when it has none (see
-  :func:`cluster_selection`); search's ``auto`` prefers descriptors instead;
-- axis queries ("sentiment", "positive vs negative"): a query whose two opposite ends are named
-  ("A vs B"), or which the local reader answers with two ends (``auto``), or ``select`` ``axis``, is
-  clustered along the latents whose share of each document correlates with the poles' dense score,
-  into segments of that axis ordered from pole A to pole B (:mod:`saeembed.analysis.axis`);
-- facet queries ("product category", "news category: world, sports, business"): a query whose
-  categories are named ("Q: A, B, C") or which the local reader answers with a list (``auto``), or
-  ``select`` ``facets``, is clustered on the latents whose shares follow the documents' dense similarity
-  to those categories (k-means on the documents' coordinates along them; :mod:`saeembed.analysis.facets`);
+- ``select`` ``auto`` steers along the query's poles or categories when it names them, else along the
+  local reader's proposal once the grounding check has shown that it separates this corpus' documents,
+  or along the corpus' own topics when the proposal only follows those (or names categories the corpus
+  does not bear out); otherwise label selection whenever the SAE has labels in the store, descriptors
+  only when it has none (:mod:`saeembed.analysis.proposals`); search's ``auto`` prefers descriptors;
+- axis queries ("sentiment", "positive vs negative"): clustered along the latents whose share of each
+  document correlates with the poles' dense score, into segments of that axis ordered from pole A to
+  pole B (:mod:`saeembed.analysis.axis`);
+- facet queries ("emotion", "news category: world, sports, business") and topic queries ("topic",
+  ``select`` ``topics``): clustered on the latents whose shares follow the documents' dense similarity
+  to the categories (or to the corpus' topics, :mod:`saeembed.analysis.topics`), by k-means on the
+  documents' coordinates along them (:mod:`saeembed.analysis.facets`);
+- every result names its selection, the poles or categories, where they came from (query, reader,
+  corpus) and why they steer, or why the reader's were refused (columns ``selection``, ``poles``,
+  ``facets``, ``source``, ``grounding``; :func:`cluster_assignments` keeps them on every row);
 - the description counts latents per cluster in SQL (``queries/cluster_feature_counts.sql``),
   so the corpus' activations never leave DuckDB whole.
 
@@ -40,7 +44,6 @@ central first (``cluster_assignments`` explodes them into one row per document).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +58,7 @@ from .clustering import central_references as _references  # noqa: F401 - tests 
 from .clustering import eigengap_k, jaccard, partition
 from .common import binary_matrix, check_threshold, corpus_info, doc_texts, feature_labels, frequent_features, run_query
 from .options import ClusterOptions
+from .proposals import STEERED, Selection, SteerData, cluster_selection, selected_by  # noqa: F401 - re-exported
 from .select import parse_feature_list, select_features
 
 if TYPE_CHECKING:
@@ -67,103 +71,12 @@ SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_featu
           "top_labels": pl.List(pl.String), "top_diffs": pl.List(pl.Float64), "central_docs": pl.List(pl.Int64),
           "central_text": pl.String, "doc_ids": pl.List(pl.Int64), "centrality": pl.List(pl.Float64),
           "membership": pl.List(pl.Float64), "k": pl.Int64, "n_features": pl.Int64, "method": pl.String,
-          "selection": pl.String, "poles": pl.String, "facets": pl.String}
+          "selection": pl.String, "poles": pl.String, "facets": pl.String, "source": pl.String,
+          "grounding": pl.String}
+# the columns that say how the latents were chosen (the same on every row; per-document output keeps them too)
+SELECTION_COLUMNS = ("selection", "poles", "facets", "source", "grounding")
 
 UNPLACED = ("unassigned", "nearest")
-
-
-@dataclass
-class Selection:
-    """How ``cluster`` chooses its latents: ``method`` (axis, facets, labels, descriptors, features or
-    unfiltered) and, for an axis its ``poles``, for facets their ``categories``; ``phrase``: the query
-    an axis or facets were derived from, appended to their names in the dense score (None when the
-    query was only the names: "A vs B")."""
-
-    method: str
-    poles: tuple[str, str] | None = None
-    categories: list[str] | None = None
-    phrase: str | None = None
-
-    @property
-    def detail(self) -> str | None:
-        """"positive vs negative" or "books, dvd, kitchen": what the output's poles/facets columns show."""
-        if self.poles:
-            return " vs ".join(self.poles)
-        return ", ".join(self.categories) if self.categories else None
-
-
-def cluster_selection(store: Store, info: dict[str, Any], method: str, query: str | None = None,
-                      steer_ok: bool = True) -> Selection:
-    """The selection ``cluster`` uses for ``query``.
-
-    ``auto``: an axis when the query names two poles ("A vs B") or the local reader answers the query
-    with two (:func:`saeembed.analysis.axis.propose_poles`); facets when the query names categories
-    ("Q: A, B, C") or the reader answers it with a list (:func:`saeembed.analysis.facets.propose_facets`,
-    e.g. "product category"); otherwise ``labels`` when any latent of the corpus' SAE is labelled in this
-    store, else the usual rule (descriptors for corpora of 50+ documents). ``steer_ok`` False (HDBSCAN or
-    --coverage asked for) keeps ``auto`` off the reader's answers. A comma-separated query is the paper's
-    list of keyphrases and always a label (or descriptor) query.
-
-    Why facets before labels: label matching finds the latents of a categorical query's own words
-    ("product"), which fire everywhere; on the evaluation corpora facets follow the property asked for
-    several times more (module docstring of :mod:`saeembed.analysis.facets`). Why not descriptors, which
-    retrieve better: a descriptor says what a latent's top documents are about, so on a corpus whose
-    main variation is its topic *every* query's best descriptors are topic latents and the clustering
-    follows the topic whatever was asked (Amazon, NMI with the product domain at k = 4, dev / held-out
-    rows: "sentiment" 0.23 / 0.30 by descriptors vs 0.01 / 0.04 by labels)."""
-    from .axis import explicit_poles, propose_poles
-    from .facets import explicit_facets, propose_facets
-    from .select import resolve_method
-
-    poles, named = explicit_poles(query), explicit_facets(query)
-    if method == "axis" or (method == "auto" and poles is not None):
-        phrase = None if poles is not None else query
-        if poles is None and query:
-            poles = propose_poles(query)
-        if poles is None:
-            raise UserError(f"{query!r} names no two opposite ends; write them as 'A vs B' or use --select labels")
-        return Selection("axis", poles=poles, phrase=phrase)
-    if method == "facets" or (method == "auto" and named is not None):
-        categories = named[1] if named else (propose_facets(query) if query else None)
-        if not categories:
-            raise UserError(f"{query!r} names no categories; write them as 'QUERY: A, B, C' or use --select labels")
-        return Selection("facets", categories=categories, phrase=named[0] if named else query)
-    if method != "auto":
-        return Selection(resolve_method(method, info))
-    if query and steer_ok:
-        try:
-            poles = propose_poles(query)
-            categories = propose_facets(query) if poles is None else None
-        except UserError:  # no local model: the query is matched by label as before
-            poles = categories = None
-        if poles is not None:
-            return Selection("axis", poles=poles, phrase=query)
-        if categories is not None:
-            return Selection("facets", categories=categories, phrase=query)
-    labelled = store.con.execute("SELECT 1 FROM features WHERE sae = ? AND label IS NOT NULL LIMIT 1",
-                                 [info["sae"]]).fetchall()
-    return Selection("labels" if labelled else resolve_method(method, info))
-
-
-def selected_by(selection: str | None, detail: str | None = None) -> str:
-    """" selected by labels" (or " along the axis positive vs negative", " along the facets books, dvd")
-    for the headers of a query's clustering; empty for --features / --unfiltered."""
-    if selection == "axis":
-        return f" along the axis {detail}" if detail else " along an axis"
-    if selection == "facets":
-        return f" along the facets {detail}" if detail else " along facets"
-    return f" selected by {selection}" if selection in ("labels", "descriptors") else ""
-
-
-def cluster_summary(df: pl.DataFrame) -> str:
-    """The line heading a clustering: how many clusters, by which method, on which latents, of how
-    many documents (shared by the terminal table and the report)."""
-    if df.height == 0:
-        return "no clusters"
-    r0 = df.row(0, named=True)
-    how = selected_by(r0.get("selection"), r0.get("poles") or r0.get("facets"))
-    return (f"{r0['k']} clusters ({r0['method']}) on {r0['n_features']} latents{how}, {int(df['size'].sum())} "
-            "documents (cluster -1: documents without any selected latent, or HDBSCAN noise)")
 
 
 def coverage_count(mat, share: float) -> int:
@@ -224,7 +137,9 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     the ``selected`` ones), central_docs (the ``n_central`` members with the highest mean Jaccard
     similarity to the other members), central_text (the most central document, clipped), doc_ids
     and centrality (every member, most central first), k, n_features (latents clustered on), method,
-    selection (how the latents were chosen: labels, descriptors, features or unfiltered).
+    selection (how the latents were chosen: axis, facets, topics, labels, descriptors, features or
+    unfiltered), poles / facets (what an axis, facets or topics steered along), source (where they came
+    from: query, reader or corpus) and grounding (why they steer, or why the reader's were refused).
 
     ``sample`` clusters only a random sample of N documents; ``max_docs`` bounds the dense
     similarity matrix (the rest are assigned to the nearest cluster, see the module docstring).
@@ -249,11 +164,12 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     if o.unplaced not in UNPLACED:
         raise UserError(f"unknown unplaced mode {o.unplaced!r}; use unassigned or nearest")
     steer_ok = o.method != "hdbscan" and o.coverage is None
-    sel = (cluster_selection(st, info, o.select, o.query, steer_ok=steer_ok) if o.query is not None
+    data = SteerData(st, info)
+    sel = (cluster_selection(st, info, o.select, o.query, steer_ok=steer_ok, data=data, k=o.k) if o.query is not None
            else Selection("features" if o.features is not None else "unfiltered"))
     rng = np.random.default_rng(o.seed)
-    if sel.method in ("axis", "facets"):
-        feats, rows, clusters, central, membership, k_used = _cluster_steered(st, info, o, sel, rng)
+    if sel.method in STEERED:
+        feats, rows, clusters, central, membership, k_used = _cluster_steered(data, o, sel, rng)
     else:
         feats, rows, clusters, central, membership, k_used = _cluster_jaccard(st, info, o, sel.method, threshold,
                                                                               rng)
@@ -262,10 +178,12 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
                         o.n_central)
     return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
-                                pl.lit(sel.method if sel.method in ("axis", "facets") else o.method).alias("method"),
+                                pl.lit(sel.method if sel.method in STEERED else o.method).alias("method"),
                                 pl.lit(sel.method).alias("selection"),
                                 pl.lit(sel.detail if sel.poles else None, pl.String).alias("poles"),
                                 pl.lit(sel.detail if sel.categories else None, pl.String).alias("facets"),
+                                pl.lit(sel.source, pl.String).alias("source"),
+                                pl.lit(sel.grounding, pl.String).alias("grounding"),
                                 ).select(list(SCHEMA))
 
 
@@ -297,27 +215,28 @@ def _cluster_jaccard(st: Store, info: dict[str, Any], o: ClusterOptions, selecti
     return feats, rows, clusters, central, membership, k_used
 
 
-def _cluster_steered(st: Store, info: dict[str, Any], o: ClusterOptions, sel: Selection, rng: np.random.Generator
+def _cluster_steered(data: SteerData, o: ClusterOptions, sel: Selection, rng: np.random.Generator
                      ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """An axis query: segments of the axis between the poles (k default 2, one per pole). A facet query:
-    k-means on the documents' coordinates along the categories (k default: the eigengap). Every
-    document is placed."""
-    from .axis import axis_matrix, select_axis, split_axis
+    """An axis query: segments of the axis between the poles (k default 2, one per pole). Facets (or the
+    corpus' topics): k-means on the documents' coordinates along the categories (k default: the eigengap).
+    Every document is placed."""
+    from .axis import select_axis, split_axis
     from .facets import select_facets, split_facets
 
-    kind = "an axis query" if sel.method == "axis" else "a facet query"
+    kind = {"axis": "an axis query", "facets": "a facet query", "topics": "a topic query"}[sel.method]
     if o.coverage is not None:
         raise UserError(f"--coverage applies to label and descriptor selection; {kind} takes --per-phrase "
                         "latents (or pass --select labels)")
     if o.method == "hdbscan":
         raise UserError(f"{kind} is split along its own scores, so --method hdbscan does not apply; drop it or "
                         "pass --select labels")
-    shares, doc_ids = axis_matrix(st, info["name"])
+    st, info, shares, doc_ids = data.store, data.info, data.shares, data.doc_ids
     if sel.method == "axis":
         axis = select_axis(st, info, sel.poles, sel.phrase, o.per_phrase, shares, doc_ids)
         feats, coords = axis.feature_ids, axis.positions(shares)
     else:
-        facets = select_facets(st, info, sel.categories, sel.phrase, o.per_phrase, shares, doc_ids)
+        profile = sel.topics.profile(data.emb) if sel.topics is not None else None
+        facets = select_facets(st, info, sel.categories, sel.phrase, o.per_phrase, shares, doc_ids, profile=profile)
         feats, coords = facets.feature_ids, facets.coordinates(shares)
     rows = (doc_ids & ROW_MASK).astype(np.int64)
     if o.sample is not None and o.sample < len(rows):
@@ -374,14 +293,16 @@ def _describe(store: Store, info: dict[str, Any], doc_ids: np.ndarray, clusters:
 
 
 def cluster_assignments(clusters: pl.DataFrame) -> pl.DataFrame:
-    """One row per document (doc_id, row_idx, cluster, centrality, membership) from :func:`cluster`'s
+    """One row per document (doc_id, row_idx, cluster, centrality, membership, and the columns that say
+    how the latents were chosen: selection, poles, facets, source, grounding) from :func:`cluster`'s
     result; membership is HDBSCAN's probability (strength for documents placed by approximate_predict),
     null for spectral clustering."""
-    return (clusters.select("cluster", "doc_ids", "centrality", "membership")
+    how = [c for c in SELECTION_COLUMNS if c in clusters.columns]
+    return (clusters.select("cluster", "doc_ids", "centrality", "membership", *how)
             .explode("doc_ids", "centrality", "membership")
             .rename({"doc_ids": "doc_id"}).drop_nulls("doc_id")
             .with_columns((pl.col("doc_id") & ROW_MASK).alias("row_idx"))
-            .select("doc_id", "row_idx", "cluster", "centrality", "membership").sort("doc_id"))
+            .select("doc_id", "row_idx", "cluster", "centrality", "membership", *how).sort("doc_id"))
 
 
 __all__ = ["cluster", "cluster_assignments", "jaccard", "eigengap_k", "METHODS"]

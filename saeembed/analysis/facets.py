@@ -8,12 +8,13 @@ and clustering on them followed the domain no better than clustering on all late
 reaches the value latents the way an axis query reaches its poles' latents (:mod:`.axis`), with one
 score per category instead of one per pole:
 
-1. **Categories.** "Q: A, B, C" in the query names them. Otherwise the local reader is sampled
-   (:data:`N_SAMPLES` seeded continuations plus the greedy one) with the few-shot pattern of axis
-   queries, under which a categorical query is answered with a list ("product category: food, home
-   goods, electronics, …"); the :data:`N_CATEGORIES` names given most often are the categories. They
-   need not be the corpus' own categories: they only point the dense score at the kind of difference
-   the query is about. An endpoint LLM is asked for the list in chat.
+1. **Categories.** "Q: A, B, C" in the query names them. Otherwise the local reader's greedy answer
+   to the few-shot pattern of axis queries (:func:`~.axis.reader_answer`, one short generation, cached
+   on disk), under which a categorical query is answered with a list ("emotion: happy, sad, angry,
+   jealous"), gives up to :data:`N_CATEGORIES` names. An endpoint LLM is asked for the list in chat.
+   The reader's names are a guess, not the corpus' categories: before they steer, the grounding check
+   (:mod:`.grounding`) decides whether they separate the corpus' documents, merely follow its topics
+   (the corpus' own topics then steer, :mod:`.topics`) or neither (:mod:`.proposals`).
 2. **A dense profile per document:** for each category, the MiniLM similarity of the document to the
    category name, and to "name query", each taken relative to the document's mean similarity over
    all categories (so a document that resembles every category word is not near any of them) and
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     from ..api import Store
     from ..llm import LLM
 
-N_SAMPLES = 16  # sampled answers of the local reader, besides its greedy one
 N_CATEGORIES = 12  # categories kept: the names answered most often
 MIN_CATEGORIES = 3  # fewer distinct names is no list: the query stays a label query
 FACET_CHAT = ("List the categories that the property {query!r} of a text can take, like 'fruit: apple, banana, "
@@ -132,15 +132,13 @@ def propose_facets(query: str, llm: LLM | None = None) -> list[str] | None:
     """The categories of ``query`` if it names a categorical property, else None (also when the answer
     lists the query itself: :func:`names_a_value`).
 
-    ``llm``: an endpoint (asked in chat) or a local model (sampled few-shot continuations); default the
+    ``llm``: an endpoint (asked in chat) or a local model (greedy few-shot continuation); default the
     shipped local reader. Answers are cached on disk by the LLM layer and in-process here."""
-    from .axis import POLE_SHOTS, ask_reader
+    from .axis import ask_reader, reader_answer
 
     def ask(model: LLM, query: str) -> list[str] | None:
         if model.continues_text:
-            prefix = POLE_SHOTS + f"{query}:"
-            texts = [model.continue_text(prefix, max_tokens=24).text]
-            texts += model.sample_texts(prefix, N_SAMPLES, max_tokens=24, temperature=1.0, seed=0)
+            texts = [reader_answer(model, query)]
         else:
             texts = [model.complete([{"role": "user", "content": FACET_CHAT.format(query=query, n=N_CATEGORIES)}],
                                     max_tokens=96).text]
@@ -166,13 +164,15 @@ def facet_profile(emb: np.ndarray, categories: list[str], query: str | None) -> 
 
 
 def select_facets(store: Store, info: dict[str, Any], categories: list[str], query: str | None, n: int,
-                  shares: Any, doc_ids: np.ndarray) -> Facets:
+                  shares: Any, doc_ids: np.ndarray, profile: np.ndarray | None = None) -> Facets:
     """The ``n`` latents of the corpus that follow the categories' profile most (see the module docstring);
-    ``shares``/``doc_ids``: :func:`~.axis.axis_matrix`."""
+    ``shares``/``doc_ids``: :func:`~.axis.axis_matrix`. ``profile`` [docs, categories]: a dense score to
+    follow instead of the names' (the corpus' topics, :meth:`~.topics.CorpusTopics.profile`)."""
     from .retrieve import aligned_doc_embeddings
 
-    emb = aligned_doc_embeddings(store, info, doc_ids)
-    corr, mean, std = latent_score_correlations(shares.tocsc(), facet_profile(emb, categories, query))
+    if profile is None:
+        profile = facet_profile(aligned_doc_embeddings(store, info, doc_ids), categories, query)
+    corr, mean, std = latent_score_correlations(shares.tocsc(), profile)
     strength = np.abs(corr).max(axis=1)
     best = np.argsort(-strength, kind="stable")[:n]
     best = best[strength[best] > 0]
@@ -206,4 +206,4 @@ def split_facets(coordinates: np.ndarray, k: int | None, seed: int = 0) -> tuple
 
 
 __all__ = ["Facets", "explicit_facets", "parse_category_answers", "names_a_value", "propose_facets", "facet_profile",
-           "select_facets", "split_facets", "N_SAMPLES", "N_CATEGORIES", "MIN_CATEGORIES"]
+           "select_facets", "split_facets", "N_CATEGORIES", "MIN_CATEGORIES"]

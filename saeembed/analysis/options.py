@@ -74,7 +74,9 @@ class CorrelateOptions:
 class ClusterOptions:
     """Options of :func:`saeembed.analysis.cluster` (``saeembed cluster``)."""
 
-    query: str | None = option(None, "comma-separated keyphrases selecting latents by label (top N per phrase)")
+    query: str | None = option(None, "what to cluster by: a property ('sentiment', 'topic'), two ends ('A vs B'), "
+                                     "categories ('Q: A, B, C') or comma-separated keyphrases (label selection, "
+                                     "top N per phrase); see --select")
     features: str | None = option(None, "comma-separated latent ids instead of --query")
     unfiltered: bool = option(False, "cluster on all latents (for comparison)")
     method: str = option("spectral", "spectral (Jaccard affinity) or hdbscan (density; leaves outliers as -1)",
@@ -84,9 +86,11 @@ class ClusterOptions:
                                  "(what the latent's top documents in this corpus are about), axis (latents that vary "
                                  "between the query's two ends, 'A vs B' or proposed by the local reader), facets "
                                  "(latents that tell the query's categories apart, 'Q: A, B, C' or proposed by the "
-                                 "local reader), auto (axis when the query has two ends, facets when it has "
-                                 "categories, else labels when the SAE is labelled, else descriptors)",
-                         choices=("auto", "labels", "descriptors", "axis", "facets"))
+                                 "local reader), topics (latents that follow the corpus' own topics), auto (the "
+                                 "query's poles or categories as written; else the reader's when they separate the "
+                                 "documents, the corpus' topics when they only follow those, else labels when the "
+                                 "SAE is labelled, else descriptors)",
+                         choices=("auto", "labels", "descriptors", "axis", "facets", "topics"))
     per_phrase: int = option(PER_PHRASE, "latents selected per keyphrase (with --coverage: at least this many)",
                              min=1)
     coverage: float | None = option(None, "select latents per keyphrase in score order until this share of "

@@ -80,6 +80,16 @@ def _text_arg(name: str) -> str:
     return text
 
 
+def _choice_arg(name: str, default: str, choices: tuple[str, ...], what: str) -> str:
+    """A parameter that must be one of ``choices`` (a form's drop-down); anything else is a 400 page."""
+    from flask import request
+
+    value = request.args.get(name, default)
+    if value not in choices:
+        raise UserError(f"unknown {what} {value!r}; use one of {', '.join(choices)}")
+    return value
+
+
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return int(_number_arg(name, default, lo, hi, int))
 

@@ -1,14 +1,15 @@
-"""The browser's pages (GET only): corpora, feature search, latent, document, diff, search, assets."""
+"""The browser's pages (GET only): corpora, feature search, latent, document, diff, search, cluster, assets."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..errors import UserError
-from .app import BrowserLinks, _float_arg, _int_arg, _text_arg
+from .app import BrowserLinks, _choice_arg, _float_arg, _int_arg, _text_arg
 from .data import check_latent, document, document_latents, latent_sections, sae_info
 
 SEARCH_MODES = ("sae", "hybrid", "dense", "example")
+CLUSTER_SELECT = ("auto", "labels", "descriptors", "axis", "facets", "topics")
 FEATURES_PAGE = 200
 # Per-request bounds (benchmarks/browser_request_cost.py, shipped reader, loaded 2-core machine): the
 # reader reads an example text per request, and a 3,000-word example cost 20-24 s of CPU while the
@@ -33,7 +34,8 @@ def render(template: str, **ctx: Any) -> str:
 
     from ..analysis.options import CONTROLS
 
-    return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, controls=CONTROLS, **ctx)
+    return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, selects=CLUSTER_SELECT,
+                           controls=CONTROLS, **ctx)
 
 
 def register(app: Any) -> None:
@@ -154,26 +156,52 @@ def _register_analyses(app: Any) -> None:
     @app.get("/search")
     def search_page() -> str:
         from ..analysis import search
-        from ..analysis.select import split_phrases
         from ..report import build_section
 
         corpus, q = request.args.get("corpus", ""), _text_arg("q")
-        mode = request.args.get("mode", "sae")
-        if mode not in SEARCH_MODES:
-            raise UserError(f"unknown mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
+        mode = _choice_arg("mode", "sae", SEARCH_MODES, "mode")
         section = None
         if q:
             if not corpus:
                 raise UserError("pick a corpus to search")
-            if mode in ("sae", "hybrid") and len(split_phrases(q)) > MAX_PHRASES:
-                raise UserError(f"the query holds {len(split_phrases(q))} comma-separated phrases; the browser takes "
-                                f"at most {MAX_PHRASES} per search")
+            if mode in ("sae", "hybrid"):
+                _bounded_phrases(q)
             fuse = request.args.get("fuse", "").strip()
             df = search(g.store, corpus, q, k=_int_arg("k", 20, 1, 200), mode=mode, cache=False,
                         fuse=[fuse] if fuse else [], max_example_tokens=EXAMPLE_TOKENS)
             info = sae_info(g.store, g.store.corpus(corpus)["sae"])
             section = build_section(g.store, df, "search", links=_links(g.store, info))
         return render("analysis.html", title="Search a corpus", form="search", section=section, args=request.args)
+
+    @app.get("/cluster")
+    def cluster_page() -> str:
+        """A query's clustering, headed by how its latents were chosen and why (the CLI's header lines)."""
+        from ..analysis import cluster
+        from ..report import build_section
+
+        corpus, q = request.args.get("corpus", ""), _text_arg("q")
+        select = _choice_arg("select", "auto", CLUSTER_SELECT, "selection")
+        section = None
+        if q:
+            if not corpus:
+                raise UserError("pick a corpus to cluster")
+            _bounded_phrases(q)
+            k = _int_arg("k", 0, 0, 50)
+            df = cluster(g.store, corpus, query=q, k=k or None, select=select)
+            info = sae_info(g.store, g.store.corpus(corpus)["sae"])
+            section = build_section(g.store, df, "cluster", examples=2, links=_links(g.store, info))
+        return render("analysis.html", title="Cluster a corpus", form="cluster", section=section, args=request.args)
+
+
+def _bounded_phrases(query: str) -> None:
+    """Refuse a query of more than :data:`MAX_PHRASES` comma-separated phrases: each selects its own latents
+    (label and descriptor scores over every latent), so the phrases bound a request's cost."""
+    from ..analysis.select import split_phrases
+
+    n = len(split_phrases(query))
+    if n > MAX_PHRASES:
+        raise UserError(f"the query holds {n} comma-separated phrases; the browser takes at most {MAX_PHRASES} "
+                        "per request")
 
 
 __all__ = ["register", "SEARCH_MODES", "EXAMPLE_TOKENS", "MAX_PHRASES"]

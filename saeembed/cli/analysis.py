@@ -212,8 +212,9 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
     with its distinctive latents and most central documents.
     """
     from ..analysis import cluster
-    from ..analysis.cluster import cluster_assignments, cluster_summary
+    from ..analysis.cluster import cluster_assignments
     from ..analysis.examples import cluster_example_pairs
+    from ..analysis.proposals import cluster_header
 
     st = open_existing_store(store)
     opts = from_cli(ClusterOptions, kwargs)
@@ -222,9 +223,14 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
             raise UserError("--expand expands --query; pass --query")
         opts.query = _expanded(opts.query, kwargs)
     res = cluster(st, corpus, opts)
+    header = cluster_header(res.row(0, named=True)) if res.height else []
+    if fmt == "table":
+        for line in header:
+            click.echo(line, err=True)
     if per_document:
         if fmt == "html":
-            return html_report(st, cluster_assignments(res), output, 0, title=f"saeembed cluster: {corpus}")
+            return html_report(st, cluster_assignments(res), output, 0, title=f"saeembed cluster: {corpus}",
+                               notes=header)
         emit_result(cluster_assignments(res), fmt, output)
         return
     if fmt == "html":
@@ -234,7 +240,7 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
                            notes=[f"clustered on {how}"], shade=shade)
     present(st, res, "cluster", fmt, output, highlight, cluster_example_pairs, CLUSTER_TABLE,
             lambda r: f"cluster {r['cluster']} ({r['size']} docs), central documents marked for "
-                      f"latent {r['top_features'][0]} {r['top_labels'][0]}", shade, [cluster_summary(res)])
+                      f"latent {r['top_features'][0]} {r['top_labels'][0]}", shade)
 
 
 @click.command("search", short_help="Documents that have a property.")

@@ -17,7 +17,8 @@ The retrieval tasks are split once, by a rule fixed in code before any tuning
 setting was chosen) and a held-out half; the report gives dev, held-out and full means.
 
 Modules: ``tasks`` (corpora, queries, the split), ``harness`` (encoding), ``retrieval``,
-``clustering``, ``steering`` (the clustering queries on other corpora), ``diffing``,
+``clustering``, ``steering`` (one-word clustering queries; its dev and held-out halves are whole
+corpora), ``diffing``,
 ``correlation``, ``speed``, ``report`` (the command line).
 """
 

@@ -16,14 +16,14 @@ from .length import eval_length
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
-from .steering import STEERING_CASES, eval_steering
+from .steering import eval_steering, steering_section
 from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
 TASKS = ("retrieval", "clustering", "steering", "diffing", "length", "correlation", "speed")
 # the heading each task's section starts with, to carry sections of tasks not run over from the last report
 HEADINGS = {"retrieval": "### Property retrieval", "clustering": "### Targeted clustering",
-            "steering": "### Steering on other corpora",
+            "steering": "### Query steering",
             "diffing": "### Dataset diffing", "length": "### Length control",
             "correlation": "### Correlations", "speed": "### Encode speed"}
 
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
                     "its corpora encoded into STORE as NAME_doc ('' to skip)")
     ap.add_argument("--only", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--steering-halves", default="dev,held-out",
+                    help="the steering task's halves to run: dev, held-out or both (comma list)")
     args = ap.parse_args(argv)
     only = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = set(only) - set(TASKS)
@@ -107,11 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         by_task["clustering"] = "### Targeted clustering, Amazon reviews (domain × sentiment)\n\n" + markdown(df)
         write()
     if "steering" in only:
-        df = eval_steering(h, doc)
+        halves = tuple(p.strip() for p in args.steering_halves.split(",") if p.strip())
+        df = eval_steering(h, halves=halves)
         results["steering"] = df.to_dicts()
-        cases = "\n".join(f"- {c.corpus} \"{c.query}\": {c.why}" for c in STEERING_CASES)
-        by_task["steering"] = ("### Steering on other corpora: NMI of each query's clustering with the property "
-                               "(dev = even rows, held-out = odd rows)\n\n" + cases + "\n\n" + markdown(df))
+        by_task["steering"] = steering_section(df)
         write()
     if "diffing" in only:
         summary, tops = eval_diffing(h)

@@ -31,6 +31,19 @@ def _tweets(task: str) -> Callable[[pl.DataFrame, int], pl.DataFrame]:
         "text", "label")
 
 
+def _stance(df: pl.DataFrame, n: int) -> pl.DataFrame:
+    return _sample(df.filter(pl.col("task") == "stance"), n // 2).select(
+        "text", pl.col("stance_target").alias("target"), pl.col("label").alias("stance"))
+
+
+def _m4_pairs(df: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Both texts of ``n // 4`` randomly drawn M4 prompts (human and Llama-2 answer of each), so the authors are
+    balanced within every domain and the pair shares its topic."""
+    pairs = _sample(df.select("pair_id").unique().sort("pair_id"), n // 4)
+    return (df.join(pairs, on="pair_id").sort("pair_id", "author")
+            .select("pair_id", "domain", "author", pl.col("text").str.slice(0, 1500)))
+
+
 # ------------------------------------------------------------------- the length task's corpora --
 LENGTH_DOCS = 300  # documents per corpus of the null and planted checks
 PLANT_SHARE = 4  # the planted phrase goes into every PLANT_SHARE-th document (a quarter)
@@ -102,6 +115,10 @@ CORPORA: dict[str, EvalCorpus] = {c.name: c for c in [
     EvalCorpus("tweet_hate", "tweeteval", _tweets("hate")),
     EvalCorpus("tweet_offensive", "tweeteval", _tweets("offensive")),
     EvalCorpus("tweet_irony", "tweeteval", _tweets("irony")),
+    EvalCorpus("tweet_stance", "tweeteval", _stance),
+    EvalCorpus("tweet_emotion", "tweeteval", lambda df, n: _tweets("emotion")(df, n // 2)),
+    EvalCorpus("tweet_sentiment", "tweeteval", lambda df, n: _tweets("sentiment")(df, n // 2)),
+    EvalCorpus("m4_mixed", "m4_human_vs_llama2", _m4_pairs),
     EvalCorpus("goemotions", "goemotions", lambda df, n: _sample(df, n).drop("labels", "label_ids", "ekman",
                                                                             "sentiment_group", "split")),
     EvalCorpus("ag_news", "ag_news_test", lambda df, n: _sample(df, n).select("text", "label")),

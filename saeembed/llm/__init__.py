@@ -113,20 +113,6 @@ class LLM:
         return self._cached(self.key([{"role": "raw", "content": prefix}], max_tokens, 0.0),
                             lambda: self.backend.continue_text(prefix, max_tokens=max_tokens))
 
-    def sample_texts(self, prefix: str, n: int, max_tokens: int = 16, temperature: float = 1.0,
-                     seed: int = 0) -> list[str]:
-        """``n`` sampled continuations of ``prefix`` from a local model (seeded, so a re-run gives the
-        same texts), cached as one entry like :meth:`continue_text`."""
-        ident = [{"role": "raw", "content": prefix}, {"role": "sample", "content": f"n={n} seed={seed}"}]
-        key = self.key(ident, max_tokens, temperature)
-        done = self._cached(key, lambda: self._joined_samples(prefix, n, max_tokens, temperature, seed))
-        return json.loads(done.text)
-
-    def _joined_samples(self, prefix: str, n: int, max_tokens: int, temperature: float, seed: int) -> Completion:
-        outs = self.backend.sample_texts(prefix, n, max_tokens=max_tokens, temperature=temperature, seed=seed)
-        return Completion(json.dumps([c.text for c in outs]), outs[0].prompt_tokens if outs else 0,
-                          sum(c.completion_tokens for c in outs), seconds=sum(c.seconds for c in outs))
-
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """Run ``fn`` over ``items`` in the thread pool (order kept); network waits overlap."""
         if self.workers == 1 or len(items) <= 1:

@@ -13,32 +13,54 @@ from .types import Completion, Messages
 
 
 class LocalChat:
-    """A transformers chat model run in-process; one generation at a time (it already uses all cores)."""
+    """A transformers chat model run in-process; one generation at a time (it already uses all cores).
+
+    The weights load on the first generation, not here: an answer already in :class:`~saeembed.llm.LLM`'s
+    on-disk cache needs only the model's name, so a repeated query costs no model load."""
 
     backend = "local"
 
     def __init__(self, model: str | None = None, device: str = "auto") -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from ..reader import pick_device, resolve_reader
 
-        name, load_from = resolve_reader(model)
+        name, self._load_from = resolve_reader(model)
         self.model = name
         self.device = pick_device(device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(load_from)
-            with quiet_model_loading():
-                self.lm = AutoModelForCausalLM.from_pretrained(load_from, dtype="auto").to(self.device).eval()
-        except OSError as exc:
-            raise UserError(f"cannot load local LLM {name!r} ({str(exc).splitlines()[0][:120]}); pass a local "
-                            "model directory or a cached hub id to --llm-model") from None
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise UserError(f"local LLM {name!r} has no chat template; use an instruction-tuned chat model")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one generation at a time
+        self._load_lock = threading.Lock()
+        self._loaded: tuple[Any, Any] | None = None
+
+    def _load(self) -> tuple[Any, Any]:
+        """(tokenizer, model), loaded once."""
+        with self._load_lock:
+            if self._loaded is None:
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(self._load_from)
+                    with quiet_model_loading():
+                        lm = AutoModelForCausalLM.from_pretrained(self._load_from, dtype="auto").to(self.device).eval()
+                except OSError as exc:
+                    raise UserError(f"cannot load local LLM {self.model!r} ({str(exc).splitlines()[0][:120]}); pass "
+                                    "a local model directory or a cached hub id to --llm-model") from None
+                if not getattr(tokenizer, "chat_template", None):
+                    raise UserError(f"local LLM {self.model!r} has no chat template; use an instruction-tuned chat "
+                                    "model")
+                self._loaded = (tokenizer, lm)
+        return self._loaded
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._load()[0]
+
+    @property
+    def lm(self) -> Any:
+        return self._load()[1]
 
     def complete(self, messages: Messages, max_tokens: int = 128, temperature: float = 0.0) -> Completion:
         import torch
 
+        self._load()
         t0 = time.perf_counter()
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                                  return_dict=True)
@@ -61,6 +83,7 @@ class LocalChat:
         """
         import torch
 
+        self._load()
         t0 = time.perf_counter()
         ids = self.tokenizer(prefix, return_tensors="pt")
         ids = {k: v.to(self.device) for k, v in ids.items()}
@@ -71,32 +94,6 @@ class LocalChat:
         new = out[0, n_in:]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Completion(text, int(n_in), int(new.shape[0]), seconds=time.perf_counter() - t0)
-
-    def sample_texts(self, prefix: str, n: int, max_tokens: int = 16, temperature: float = 1.0,
-                     seed: int = 0) -> list[Completion]:
-        """``n`` sampled continuations of ``prefix`` (no chat template), reproducible for a given ``seed``.
-
-        Why: one greedy answer of a 135M model names a few categories of a query and often repeats
-        itself; the names that recur across many samples are the ones it is surest of
-        (:mod:`saeembed.analysis.facets` counts them).
-        """
-        import torch
-
-        t0 = time.perf_counter()
-        ids = self.tokenizer(prefix, return_tensors="pt")
-        ids = {k: v.to(self.device) for k, v in ids.items()}
-        device = torch.device(self.device)
-        cuda = [device.index or 0] if device.type == "cuda" else []
-        # generate() draws from the global generators: seed them inside fork_rng, which restores them after
-        with self._lock, torch.inference_mode(), torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(int(seed))
-            out = self.lm.generate(**ids, max_new_tokens=max_tokens, do_sample=True, temperature=temperature,
-                                   top_p=0.95, top_k=None, num_return_sequences=n,
-                                   pad_token_id=self.tokenizer.eos_token_id)
-        n_in = ids["input_ids"].shape[1]
-        secs = (time.perf_counter() - t0) / max(n, 1)
-        return [Completion(self.tokenizer.decode(row[n_in:], skip_special_tokens=True), int(n_in),
-                           int(row.shape[0] - n_in), seconds=secs) for row in out]
 
 
 __all__ = ["LocalChat"]

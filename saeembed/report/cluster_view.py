@@ -98,9 +98,11 @@ def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Li
                                 cluster_map(map_points(store, df, seed=seed))))
     charts.append(ChartView("Distinctive latents", "share inside minus share outside each cluster",
                             cluster_latents_chart(df)))
-    from ..analysis.cluster import cluster_summary
+    from ..analysis.proposals import cluster_header
 
-    lines = [cluster_summary(df) + "."]
+    lines = cluster_header(df.row(0, named=True), int(df["size"].sum()))
+    lines[0] += (" (cluster −1: documents without any selected latent, or HDBSCAN noise)."
+                 if (df["cluster"] < 0).any() else ".")
     return Section("Clusters", lines, charts, [("Clusters", table)], groups,
                    [shade_legend(shade, "the first of the cluster's distinctive latents that fires in the document")])
 

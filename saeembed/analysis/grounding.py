@@ -1,0 +1,186 @@
+"""Is a proposal grounded in this corpus? The check every axis or facet proposal passes before it steers.
+
+Why: poles and categories come from a query ("positive vs negative"), from the shipped 135M reader
+(which answers "target" with "adult vs child" and "stance" with "sit, stand, walk, run") or from the
+corpus itself (:mod:`saeembed.analysis.topics`). Axis and facet clustering *always* find latents that
+correlate with the proposal's dense score and always return clusters, so a made-up proposal yields a
+confident-looking clustering of nothing in particular. The check measures two things on the corpus:
+
+1. **Held-out signal.** Latents are chosen on one half of the documents by their correlation with the
+   proposal's dense score per document (the axis' pole score, the facets' profile) and their projection
+   must predict that score on the other half (correlation, both ways round). It is measured on the
+   score itself and on its part beyond the corpus' topics (the score minus its mean within each topic),
+   the better of the two counting, and ranked among the same statistic for :data:`N_RANDOM` proposals of
+   random words of the same shape (drawn from MiniLM's vocabulary, the query appended the same way). A
+   proposal whose signal beats :data:`SEPARATES_RANK` of them **separates** the documents: a proposal of
+   random words passes with probability of about 1 − :data:`SEPARATES_RANK` (a little more, since the
+   better of two correlated statistics counts).
+2. **Topic share.** The share of the score's variance explained by the corpus' topics (η²). At least
+   :data:`TOPIC_SHARE` means the proposal **follows the topics**: the query asks what the documents are
+   about ("topic", "news category"), and the corpus' own topics are better names for that than the
+   reader's guesses. Poles that separate the documents are kept whatever their topic share: two ends
+   are a direction the query asked for ("sentiment": positive vs negative), not names for the topics,
+   and on a corpus whose topics carry sentiment (GoEmotions) the topics would drop that direction.
+
+What :mod:`saeembed.analysis.proposals` does with the verdict: a proposal that follows the topics is
+replaced by the topics; one that separates the documents steers; categories that do not are replaced
+by the corpus' own topics (the query asked for categories, the corpus has these); poles that do not are
+refused, and the query is matched by label. The thresholds were chosen on the evaluation's development
+corpora only (:mod:`saeembed.evaluate.steering`; docs: Evaluation, query steering).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..memo import Memo
+from .score_latents import latent_score_correlations, standardised_projection
+
+N_RANDOM = 32  # random proposals of the same shape each proposal is ranked against
+SEPARATES_RANK = 0.9  # held-out signal above this share of them: the proposal separates the documents
+TOPIC_SHARE = 0.25  # at least this share of the proposal's score explained by the corpus' topics: it follows them
+SIGNAL_LATENTS = 100  # latents chosen on one half to predict the other half's residual score
+SEED = 0
+
+VERDICTS = ("follows the topics", "separates", "does not separate")
+_WORD = re.compile(r"[a-z]{4,12}")
+_RANDOM: Memo[np.ndarray] = Memo("random proposal statistics", max_entries=32)
+_WORDS: Memo[list[str]] = Memo("generic words", max_entries=1)
+
+
+@dataclass
+class Grounding:
+    """The verdict on one proposal and the figures it rests on: ``signal`` (the better held-out
+    correlation, see the module docstring), ``signal_rank`` (the share of random proposals with a lower
+    one), ``topic_share`` (η² of the score on the corpus' topics)."""
+
+    verdict: str
+    signal: float
+    signal_rank: float
+    topic_share: float
+    n_random: int
+    kind: str  # "pairs" (poles) or "lists" (categories): what the random proposals were
+
+    def describe(self) -> str:
+        """One clause for the output: the verdict and the figures it rests on."""
+        sig = f"held-out signal above {self.signal_rank:.0%} of {self.n_random} random word {self.kind}"
+        top = f"{self.topic_share:.0%} of its score explained by the corpus' topics"
+        if self.verdict == "follows the topics":
+            return f"follow this corpus' topics ({top}; {sig})"
+        if self.verdict == "separates":
+            return f"separate this corpus' documents ({sig}; {top})"
+        return f"do not separate this corpus' documents better than random words ({sig}; {top})"
+
+
+def generic_words() -> list[str]:
+    """Lower-case whole words of 4–12 letters from the embedder's vocabulary, stop words removed: the
+    corpus-independent vocabulary random proposals are drawn from."""
+    from ..embed import get_embedder
+    from ..labels.search import _STOP
+
+    def build() -> list[str]:
+        vocab = get_embedder().tokenizer.get_vocab()
+        return sorted(w for w in vocab if _WORD.fullmatch(w) and w not in _STOP)
+
+    return _WORDS.get_or_build("default", build)
+
+
+def proposal_profile(emb: np.ndarray, proposal: tuple[str, str] | Sequence[str], phrase: str | None) -> np.ndarray:
+    """[docs, m]: the dense score an axis (``proposal`` a pair of poles, m = 1) or facets (a list of
+    categories, m = len) steer along (:func:`~.axis.pole_score`, :func:`~.facets.facet_profile`)."""
+    from .axis import pole_score
+    from .facets import facet_profile
+
+    if isinstance(proposal, tuple):
+        return pole_score(emb, proposal, phrase).reshape(-1, 1)
+    return facet_profile(emb, list(proposal), phrase)
+
+
+def within_topic_residual(profile: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``profile`` minus its mean within each topic: what it says beyond what the documents are about."""
+    out = np.array(profile, dtype=np.float64, copy=True).reshape(len(profile), -1)
+    for t in np.unique(labels):
+        rows = labels == t
+        out[rows] -= out[rows].mean(axis=0)
+    return out
+
+
+def topic_share(profile: np.ndarray, labels: np.ndarray) -> float:
+    """η²: the share of the profile's variance (mean over its columns) explained by the topic labels."""
+    x = np.asarray(profile, dtype=np.float64).reshape(len(profile), -1)
+    resid = within_topic_residual(x, labels)
+    total = ((x - x.mean(axis=0)) ** 2).sum(axis=0)
+    return float(np.mean(1.0 - (resid ** 2).sum(axis=0) / np.maximum(total, 1e-12)))
+
+
+def heldout_signal(shares: Any, score: np.ndarray, n: int = SIGNAL_LATENTS, seed: int = SEED) -> float:
+    """How well latents chosen on one half of the documents predict ``score`` [docs, m] on the other:
+    the ``n`` latents whose shares correlate most with a column on the first half, their standardised
+    projection on the second, its correlation with that half's scores; mean over columns and both halves."""
+    score = np.asarray(score, dtype=np.float64).reshape(shares.shape[0], -1)
+    order = np.random.default_rng(seed).permutation(shares.shape[0])
+    halves = (order[: len(order) // 2], order[len(order) // 2:])
+    out = []
+    for fit, test in (halves, halves[::-1]):
+        corr, mean, std = latent_score_correlations(shares[fit].tocsc(), score[fit])
+        strength = np.abs(corr).max(axis=1)
+        best = np.argsort(-strength, kind="stable")[:n]
+        best = best[strength[best] > 0]
+        if len(best) == 0 or len(test) < 3:
+            continue
+        coords = standardised_projection(shares[test], best, corr[best], mean[best], std[best])
+        coords = np.asarray(coords).reshape(len(test), -1)
+        for j in range(score.shape[1]):
+            a, b = coords[:, j], score[test, j]
+            if a.std() > 0 and b.std() > 0:
+                out.append(float(np.corrcoef(a, b)[0, 1]))
+    return float(np.mean(out)) if out else 0.0
+
+
+def _statistics(shares: Any, emb: np.ndarray, labels: np.ndarray, proposal: tuple[str, str] | Sequence[str],
+                phrase: str | None) -> tuple[float, float, float]:
+    """(held-out signal of the score, of its part beyond the topics, topic share)."""
+    profile = proposal_profile(emb, proposal, phrase)
+    return (heldout_signal(shares, profile), heldout_signal(shares, within_topic_residual(profile, labels)),
+            topic_share(profile, labels))
+
+
+def random_proposals(size: int, poles: bool, n: int = N_RANDOM, seed: int = SEED
+                     ) -> list[tuple[str, str] | list[str]]:
+    """``n`` proposals of random generic words: pairs of poles (tuples) when ``poles``, else lists of
+    ``size`` categories; seeded, so every run ranks against the same ones."""
+    rng = np.random.default_rng(seed)
+    words = generic_words()
+    picks = [[str(w) for w in rng.choice(words, 2 if poles else size, replace=False)] for _ in range(n)]
+    return [(p[0], p[1]) for p in picks] if poles else picks
+
+
+def check(shares: Any, emb: np.ndarray, labels: np.ndarray, proposal: tuple[str, str] | Sequence[str],
+          phrase: str | None, corpus_key: Any = None) -> Grounding:
+    """The verdict on ``proposal`` (poles as a tuple, or categories) for the corpus whose documents have
+    square-rooted token shares ``shares`` (CSR, :func:`~.axis.axis_matrix`), MiniLM embeddings ``emb``
+    and topic ``labels`` (:mod:`.topics`); see the module docstring. ``corpus_key`` identifies the
+    corpus, so the random proposals' figures are computed once per corpus, shape and phrase."""
+    poles = isinstance(proposal, tuple)
+    plain, beyond, share = _statistics(shares, emb, labels, proposal, phrase)
+
+    def build() -> np.ndarray:
+        return np.array([_statistics(shares, emb, labels, p, phrase)
+                         for p in random_proposals(len(proposal), poles)])
+
+    key = (corpus_key, poles, len(proposal), phrase) if corpus_key is not None else None
+    null = _RANDOM.get_or_build(key, build) if key is not None else build()
+    ranks = (float(np.mean(null[:, 0] < plain)), float(np.mean(null[:, 1] < beyond)))
+    best = int(np.argmax(ranks))
+    separates = ranks[best] >= SEPARATES_RANK
+    verdict = ("separates" if poles and separates else "follows the topics" if share >= TOPIC_SHARE else
+               "separates" if separates else "does not separate")
+    return Grounding(verdict, (plain, beyond)[best], ranks[best], share, len(null), "pairs" if poles else "lists")
+
+
+__all__ = ["Grounding", "check", "heldout_signal", "topic_share", "within_topic_residual", "proposal_profile",
+           "random_proposals", "generic_words", "N_RANDOM", "SEPARATES_RANK", "TOPIC_SHARE", "VERDICTS"]
