@@ -109,9 +109,10 @@ class Store:
         with self.reading():
             return self._reader().corpus(name)
 
-    def features(self, sae: str | None = None, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
+    def features(self, sae: str | None = None, feature_ids: Iterable[int] | None = None,
+                 contexts: bool = True) -> pl.DataFrame:
         with self.reading():
-            return self._reader().features(sae, feature_ids)
+            return self._reader().features(sae, feature_ids, contexts)
 
     def documents(self, corpus: str) -> pl.DataFrame:
         with self.reading():

@@ -14,7 +14,9 @@ For each latent of a corpus:
    markers, never used for explaining) is given to the LLM with the candidate label; it names the
    examples that show the concept. Accuracy, precision, recall and F1 against the truth measure
    how well the label *predicts* the latent, which is what users rely on when they search by
-   label. The best candidate by F1 is stored as ``label_source = "llm:<model>"``, ``score = F1``.
+   label. The best candidate by F1 is stored as ``label_source = "llm:<model>"``, with
+   ``score`` = its detection AUC on the same held-out windows (the measure every label source is
+   scored by, :mod:`saeembed.labels.score`) and the F1 in the description.
 """
 
 from __future__ import annotations
@@ -179,6 +181,24 @@ def parse_detection(text: str, n: int) -> set[int]:
     return {int(m) - 1 for m in re.findall(r"\b(\d{1,3})\b", text) if 1 <= int(m) <= n}
 
 
+def label_aucs(labels: list[str], truths: list[list[bool]], texts: list[list[str]]) -> list[float | None]:
+    """The label's detection AUC on its held-out windows (:mod:`saeembed.labels.score`): the same
+    measure every other label source is scored by, so analyses can compare them (None when a side
+    is empty)."""
+    from .labels.score import auc, embed_texts
+
+    lab = embed_texts(labels)
+    win = embed_texts([t for ts in texts for t in ts])
+    out: list[float | None] = []
+    at = 0
+    for i, truth in enumerate(truths):
+        sims = win[at:at + len(truth)] @ lab[i]
+        at += len(truth)
+        mask = np.array(truth, bool)
+        out.append(auc(sims[mask], sims[~mask]) if mask.any() and (~mask).any() else None)
+    return out
+
+
 def detection_scores(predicted: set[int], truth: list[bool]) -> dict[str, float]:
     tp = sum(1 for i, t in enumerate(truth) if t and i in predicted)
     fp = sum(1 for i, t in enumerate(truth) if not t and i in predicted)
@@ -192,7 +212,8 @@ def detection_scores(predicted: set[int], truth: list[bool]) -> dict[str, float]
 
 # ------------------------------------------------------------------------------- driver --------
 RESULT_SCHEMA = {"feature_id": pl.Int32, "candidate": pl.Int32, "label": pl.String, "description": pl.String,
-                 "f1": pl.Float64, "accuracy": pl.Float64, "precision": pl.Float64, "recall": pl.Float64,
+                 "auc": pl.Float64, "f1": pl.Float64, "accuracy": pl.Float64, "precision": pl.Float64,
+                 "recall": pl.Float64,
                  "n_active_docs": pl.Int64, "density": pl.Float64, "n_holdout": pl.Int32}
 
 
@@ -257,11 +278,13 @@ def label_features(store: Store | str | Path, corpus: str, feature_ids: list[int
             order = np.random.default_rng([cfg.seed, f, 99]).permutation(len(items))
             items = [items[i] for i in order]
             texts = [_window_text(tokens, d, f, cfg, False) for d, _ in items]
-            det_jobs.append((s, c, label, desc, [t for _, t in items], detect_prompt(label, desc, texts)))
+            det_jobs.append((s, c, label, desc, [t for _, t in items], detect_prompt(label, desc, texts), texts))
         answers = llm.map(lambda j: llm.complete(j[5], cfg.detect_tokens, 0.0).text, det_jobs)
-        for (s, c, label, desc, truth, _), ans in zip(det_jobs, answers):
+        aucs = label_aucs([j[2] for j in det_jobs], [j[4] for j in det_jobs], [j[6] for j in det_jobs])
+        for (s, c, label, desc, truth, _, _), ans, auc_ in zip(det_jobs, answers, aucs):
             sc = detection_scores(parse_detection(ans, len(truth)), truth)
-            rows.append({"feature_id": s.feature_id, "candidate": c, "label": label, "description": desc, **sc,
+            rows.append({"feature_id": s.feature_id, "candidate": c, "label": label, "description": desc,
+                         "auc": auc_, **sc,
                          "n_active_docs": s.n_active, "density": s.n_active / max(n_docs, 1),
                          "n_holdout": len(truth)})
         if progress:
@@ -275,8 +298,9 @@ def label_features(store: Store | str | Path, corpus: str, feature_ids: list[int
             .unique("feature_id", keep="first", maintain_order=True))
     if write and best.height:
         write_labels(st, info["sae"], best.select(
-            "feature_id", "label", pl.lit(f"llm:{llm.name}").alias("label_source"), pl.col("f1").alias("score"),
-            "density", "description"))
+            "feature_id", "label", pl.lit(f"llm:{llm.name}").alias("label_source"), pl.col("auc").alias("score"),
+            "density", pl.concat_str([pl.col("description"), pl.format("LLM detection F1 {}", pl.col("f1").round(2))],
+                                     separator=" · ").alias("description")))
     return best, allc
 
 

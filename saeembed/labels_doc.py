@@ -7,7 +7,8 @@ natural offline label is the one corpus descriptors use: the words most distinct
 c-TF-IDF, :func:`saeembed.analysis.descriptors.distinctive_words`). Rows have the schema of
 :mod:`saeembed.labels_offline` (source ``offline-ctfidf``), so the store, ``labels list``,
 ``features --search`` and label selection treat them like the token-level SAE's labels.
-``score`` is the share of the top documents that contain the label's first word.
+The description gives the share of the top documents that contain the label's first word;
+``score`` is left empty until the label's detection AUC is measured (as in :mod:`saeembed.labels_offline`).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def label_doc_latents(sae: Any, vectors: np.ndarray, texts: Sequence[str], top_n
         ctx = " ".join(str(texts[int(top[0])]).split())[:context_chars]
         desc = (f"distinctive words of the {len(top)} documents where the latent is largest; first word in "
                 f"{share:.0%} of them; fires on {density:.2%} of documents; top document: {ctx}")
-        rows.append((j, label, LABEL_SOURCE, share, density, desc))
+        rows.append((j, label, LABEL_SOURCE, None, density, desc))
     return pl.DataFrame(rows, schema=LABEL_COLUMNS, orient="row")
 
 

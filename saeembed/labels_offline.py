@@ -10,7 +10,9 @@ bigram ending at the activating token) by
 so words that merely are frequent (``the``, ``.``) lose to words specific to the latent. The
 label is the best three terms (``"dog, dogs, puppy"``); the description adds the share of top
 contexts containing the best term and one top context with the activating token in ⟦brackets⟧.
-``score`` is that share: a measured quality (1.0 = the latent is one token, low = diffuse).
+``score`` is left empty: the share says how concentrated a latent is, not whether the label
+names it, so the label stays unscored until its detection AUC is measured
+(:mod:`saeembed.labels.score`: ``labels score CORPUS``, ``scripts/score_shipped_labels.py``).
 Latents that never fire on the cache are labelled ``"(dead)"``.
 """
 
@@ -188,7 +190,7 @@ def label_latents(sae: Any, cache: Any, tokenizer: Any, top_n: int = 24, before:
                 f"top context: {context(rows[0])}")
         # quote terms that are bare punctuation or hold a comma, so the comma-joined label stays readable
         shown = [t if any(ch.isalnum() for ch in t) and "," not in t else f"'{t}'" for t in picked]
-        rows_out.append((j, ", ".join(shown), LABEL_SOURCE, float(share), float(density), desc))
+        rows_out.append((j, ", ".join(shown), LABEL_SOURCE, None, float(density), desc))
     return pl.DataFrame(rows_out, schema=LABEL_COLUMNS, orient="row")
 
 

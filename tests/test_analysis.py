@@ -470,6 +470,58 @@ def test_search_sae_mode_finds_held_out_emotion(store: Path) -> None:
     assert fused["doc_id"].to_list() == [3, 2, 1, 9]  # 3: 1/63 + 1/61 edges out 2: 1/62 + 1/62
 
 
+def test_search_explanation_is_the_latents_that_make_the_score(store: Path) -> None:
+    """Each hit's contributions, recomputed from the stored activations (activation / p90 × weight of
+    every selected latent), sum to its latent score; the explanation lists the largest ones, largest
+    first, until they make up two thirds of it (at most five), with their labels. The ranking score is
+    the latent score less the least-squares fit of latent score on log length over every document."""
+    from saeembed.analysis.common import corpus_info
+    from saeembed.analysis.retrieve import EXPLAIN_MAX, EXPLAIN_SHARE
+    from saeembed.analysis.select import select_features
+    from saeembed.stats import corpus_stats
+
+    st = open_store(store)
+    info = corpus_info(st, "ge")
+    res = search(st, "ge", "gratitude", k=15, length_adjust=True)
+    sel = select_features(st, "gratitude", info["sae"], k=100, method="auto", info=info).head(100)
+    p90 = dict(corpus_stats(st, info, ["p90"], sel["feature_id"].to_list()).iter_rows())
+    scale = {f: w / p90[f] for f, w in zip(sel["feature_id"].to_list(), rank_weights(sel.height, TEMPERATURE))
+             if f in p90}
+    x, ids = st.embeddings("ge")
+    labels = dict(st.features(info["sae"]).select("feature_id", "label").iter_rows())
+    cols = np.array([scale.get(f, 0.0) for f in range(x.shape[1])])
+    latent_score = np.asarray(x @ cols).ravel()
+    n_tokens = st.documents("ge").sort("doc_id")["n_tokens"].to_numpy()
+    slope, icpt = np.polyfit(np.log1p(n_tokens), latent_score, 1)
+    for r in res.iter_rows(named=True):
+        i = int(np.searchsorted(ids, r["doc_id"]))
+        row = x[i]
+        every = sorted(((float(v) * scale[int(f)], int(f)) for f, v in zip(row.indices, row.data) if int(f) in scale),
+                       key=lambda c: (-c[0], c[1]))
+        assert sum(c for c, _ in every) == pytest.approx(r["sae_score"], rel=1e-5)
+        assert r["length_baseline"] == pytest.approx(slope * np.log1p(n_tokens[i]) + icpt, rel=1e-4, abs=1e-6)
+        assert r["score"] == pytest.approx(r["sae_score"] - r["length_baseline"])
+        listed = r["contributions"]
+        assert [c["feature_id"] for c in listed] == [f for _, f in every[:len(listed)]]
+        assert [c["contribution"] for c in listed] == pytest.approx([c for c, _ in every[:len(listed)]], rel=1e-5)
+        explained = sum(c["contribution"] for c in listed)
+        assert explained >= EXPLAIN_SHARE * r["sae_score"] * (1 - 1e-9) or len(listed) == EXPLAIN_MAX
+        # the fewest that reach the share: without the last one listed, they would not
+        assert len(listed) == 1 or explained - listed[-1]["contribution"] < EXPLAIN_SHARE * r["sae_score"]
+        assert r["top_feature"] == listed[0]["feature_id"] and r["top_label"] == labels.get(r["top_feature"])
+        assert [c["label"] for c in listed] == [labels.get(c["feature_id"]) for c in listed]
+        first = listed[0]
+        assert r["explanation"].startswith(f"{first['contribution'] / r['sae_score']:.0%} {first['feature_id']} ")
+    # the ranking is by the adjusted score; without the adjustment, by the latent score
+    assert res["score"].is_sorted(descending=True)
+    raw = search(st, "ge", "gratitude", k=15)
+    assert raw["score"].is_sorted(descending=True) and "length_baseline" not in raw.columns
+    # hybrid: the explanation is of the SAE part of the fused score
+    hyb = search(st, "ge", "gratitude", k=5, mode="hybrid")
+    for r in hyb.filter(pl.col("sae_score").is_not_null()).iter_rows(named=True):
+        assert r["contributions"][0]["contribution"] <= r["sae_score"] + 1e-9
+
+
 def test_search_by_example_and_dense_find_planted_rows(store: Path) -> None:
     st = open_store(store)
     ex = search(st, "planted", "The submarine captain ordered the torpedoes loaded at dawn.", k=10, mode="example")

@@ -83,13 +83,12 @@ def test_import_three_formats_keeps_every_source(store: Path, tmp_path: Path) ->
     assert sorted(one["label_source"]) == sorted(["csv:team", "json:mine", "neuronpedia:gpt-4o-mini"] + shipped)
     assert feats.filter((pl.col("feature_id") == 2) & (pl.col("label_source") == "json:mine")).row(
         0, named=True)["description"] == "angry words"
-    assert feats.filter((pl.col("feature_id") == 5) & (pl.col("label_source") != "offline-ctfidf"))["score"][0] \
-        == pytest.approx(0.5)
-    # the best label per latent wins by score: csv 0.2 > neuronpedia 0.1 for latent 1 (and any
-    # imported label beats the shipped offline one)
-    with open_store(store) as st:
-        best = st.features().filter(pl.col("feature_id") == 1).row(0, named=True)
-    assert best["label_source"] == "csv:team"
+    # a file's own score measures something else than detection AUC: it is kept in the description and
+    # the label stays unscored until `labels score` measures it
+    five = feats.filter((pl.col("feature_id") == 5) & (pl.col("label_source") != "offline-ctfidf")).row(0, named=True)
+    assert five["score"] is None and five["description"] == "score in the file: 0.5"
+    assert feats.filter((pl.col("feature_id") == 3) & (pl.col("label_source") == "csv:team")).row(
+        0, named=True)["description"] == "sad comments · score in the file: 0.9"
     # re-importing the same source replaces its rows instead of duplicating them
     import_labels(store, js)
     assert _features(store).height == feats.height
@@ -137,7 +136,8 @@ def test_search_ranks_matching_label_first(store: Path, tmp_path: Path) -> None:
     (tmp_path / "topics.json").write_text(json.dumps(labels))
     import_labels(store, tmp_path / "topics.json")
     res = search_features(store, "apologetic tone", k=3)
-    assert res.columns == ["sae", "feature_id", "label", "label_source", "similarity", "keyword_match", "score"]
+    assert res.columns == ["sae", "feature_id", "label", "label_source", "label_score", "similarity",
+                           "keyword_match", "score"]
     assert res["feature_id"][0] == 11 and res.height == 3
     assert res["keyword_match"][0] > 0
     # the SAE's shipped offline labels ("football, game, ...") may rank too; among ours the right one wins

@@ -130,6 +130,9 @@ class SearchOptions:
     text_chars: int = option(200, "characters of each document's text shown", min=0)
     idf: bool = option(True, "example mode: weight the example's latents by their IDF in the corpus",
                        "--idf/--no-idf")
+    length_adjust: bool = option(False, "sae/hybrid: rank by the latent score less what a document of that length "
+                                        "scores on average (max-pooled latents grow with length)",
+                                 "--length-adjust/--no-length-adjust")
     fuse: list[str] = option([], "another corpus holding the same documents (e.g. encoded with --sae doc): its "
                                  "ranking for QUERY is fused with this one's by reciprocal rank (sae/hybrid/"
                                  "example; repeatable)", multiple=True, metavar="CORPUS")

@@ -77,13 +77,15 @@ def _register_pages(app: Any) -> None:
         q = _text_arg("q")
         if q:
             df = search_features(g.store, q, k=50, sae=info["sae"]).select("feature_id", "label", "label_source",
-                                                                           "similarity", "score")
+                                                                           "label_score", "similarity", "score")
             note = f"the 50 latents whose labels best match {q!r}"
         else:
             page = _int_arg("page", 1, 1, 10**9)
-            df = g.store.features(info["sae"]).select("feature_id", "label", "label_source", "score", "density")
+            df = (g.store.features(info["sae"]).select("feature_id", "label", "label_source", "score", "density")
+                  .sort(["score", "feature_id"], descending=[True, False], nulls_last=True))
             df = df.slice((page - 1) * FEATURES_PAGE, FEATURES_PAGE)
-            note = f"labelled latents, page {page} ({FEATURES_PAGE} a page)"
+            note = (f"labelled latents, best label score first, page {page} ({FEATURES_PAGE} a page); a latent "
+                    "whose labels all score below the floor shows its strongest context")
         table = frame_table(df, links={"feature_id": lambda r: links.latent(r["feature_id"]),
                                        "label": lambda r: links.latent(r["feature_id"])})
         return render("features.html", table=table, q=q, note=note, sae=info["sae"])

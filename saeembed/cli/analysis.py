@@ -272,7 +272,8 @@ def search_cmd(corpus: str, query: str, store: str, expand: bool, highlight: int
     pairs = search_example_pairs if "top_feature" in df.columns else (lambda n: lambda r: [])
     caption = [f"{df.height} documents of {corpus} for {query!r}, best first (mode {opts.mode}"
                + (f", fused with {', '.join(opts.fuse)}" if opts.fuse else "") + ")"]
-    present(st, df, "search", fmt, output, highlight, pairs, [c for c in df.columns if c != "examples"],
+    shown = [c for c in df.columns if c not in ("examples", "contributions", "top_label")]  # explanation says it
+    present(st, df, "search", fmt, output, highlight, pairs, shown,
             lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} {r.get('top_label') or ''})",
             shade, caption)
 

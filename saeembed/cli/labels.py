@@ -25,12 +25,50 @@ def labels_group() -> None:
 @store_option()
 @click.option("--sae", help="SAE id (or unique prefix) the labels belong to (default: the store's only SAE)")
 @click.option("--source", help="label_source to record (default: neuronpedia:<model>, json:<stem> or csv:<stem>)")
+@click.option("--score", "score_on", metavar="CORPUS",
+              help="score the imported labels on CORPUS right away (as `labels score CORPUS --source ...`)")
 @output_options
-def labels_import(file: str, store: str, sae: str | None, source: str | None, fmt: str, output: str | None) -> None:
-    """Import FILE: a Neuronpedia explanations export (.jsonl[.gz]), JSON {id: label} or CSV feature_id,label."""
+def labels_import(file: str, store: str, sae: str | None, source: str | None, score_on: str | None, fmt: str,
+                  output: str | None) -> None:
+    """Import FILE: a Neuronpedia explanations export (.jsonl[.gz]), JSON {id: label} or CSV feature_id,label.
+
+    A score in the file measures something else than saeembed's (detection AUC), so it is kept in the
+    description and the label stays unscored until `labels score CORPUS` (or --score CORPUS) measures it."""
     from ..labels import import_labels
 
-    emit(import_labels(open_existing_store(store), file, sae=sae, source=source), fmt, output)
+    st = open_existing_store(store)
+    if score_on is not None:
+        st.corpus(score_on)  # an unknown corpus fails before anything is written
+    res = import_labels(st, file, sae=sae, source=source)
+    if score_on is None:
+        click.echo("the imported labels are unscored; `saeembed labels score CORPUS` measures them", err=True)
+    else:
+        from ..labels.measure import score_store_labels
+
+        scored = score_store_labels(st, score_on, sources=res["label_source"].to_list())
+        res = res.join(scored.select("label_source", "scored", "at_or_above_floor", "median_score"),
+                       on="label_source", how="left")
+    emit(res, fmt, output)
+
+
+@labels_group.command("score", short_help="Measure every label's detection score on a corpus.")
+@click.argument("corpus")
+@store_option()
+@click.option("--source", "sources", multiple=True, help="only this label_source (repeatable; default: all)")
+@click.option("--docs", "max_docs", type=click.IntRange(min=10), default=400, show_default=True,
+              help="documents of CORPUS read")
+@click.option("--tokens", "max_tokens", type=click.IntRange(min=100), default=20_000, show_default=True,
+              help="token windows embedded at most")
+@output_options
+def labels_score(corpus: str, store: str, sources: tuple[str, ...], max_docs: int, max_tokens: int, fmt: str,
+                 output: str | None) -> None:
+    """Score the labels of CORPUS's SAE on CORPUS: detection AUC, how well a label's MiniLM similarity tells
+    held-out windows where its latent fires from windows where it does not (0.5 chance, 1 perfect).
+    Analyses show each latent's best-scoring label, and its strongest context where none reaches the floor."""
+    from ..labels.measure import score_store_labels
+
+    emit(score_store_labels(open_existing_store(store), corpus, list(sources) or None, max_docs, max_tokens),
+         fmt, output)
 
 
 @labels_group.command("describe", short_help="Store a corpus' latent descriptors as labels (source 'descriptor').")
@@ -39,18 +77,23 @@ def labels_import(file: str, store: str, sae: str | None, source: str | None, fm
 @output_options
 def labels_describe(corpus: str, store: str, fmt: str, output: str | None) -> None:
     """Compute CORPUS's latent descriptors (the words most distinctive of the documents each latent fires on
-    most) and store them as labels with label_source 'descriptor', next to the other sources: they then show
-    in features / labels list and are what --select labels matches. Descriptor selection (--select
-    descriptors, the default for corpora of 50+ documents) does not need this step."""
+    most) and store them as labels with label_source 'descriptor', next to the other sources, scored on
+    CORPUS (see `labels score`): they then show in features / labels list where they score best, and are
+    what --select labels matches. Descriptor selection (--select descriptors, the default for corpora of
+    50+ documents) does not need this step."""
     from ..analysis.common import corpus_info
-    from ..analysis.descriptors import descriptor_labels
+    from ..analysis.descriptors import DESCRIPTOR_LABEL_SOURCE, descriptor_labels
     from ..labels import write_labels
+    from ..labels.measure import score_store_labels
 
     st = open_existing_store(store)
     info = corpus_info(st, corpus)
     rows = descriptor_labels(st, info).filter(pl.col("label") != "")
     n = write_labels(st, info["sae"], rows)
-    emit(pl.DataFrame({"corpus": [corpus], "sae": [info["sae"]], "label_source": ["descriptor"], "labels": [n]}),
+    scored = score_store_labels(st, corpus, [DESCRIPTOR_LABEL_SOURCE])
+    emit(pl.DataFrame({"corpus": [corpus], "sae": [info["sae"]], "label_source": [DESCRIPTOR_LABEL_SOURCE],
+                       "labels": [n]}).join(scored.select("label_source", "scored", "at_or_above_floor",
+                                                          "median_score"), on="label_source", how="left"),
          fmt, output)
 
 
@@ -125,7 +168,7 @@ def label_cmd(corpus: str, store: str, feature_ids: tuple[int, ...], all_active:
     finally:
         report_usage(llm)
         llm.close()
-    emit(best.select("feature_id", "label", pl.col("f1").alias("score"), "accuracy", "n_active_docs",
+    emit(best.select("feature_id", "label", pl.col("auc").alias("score"), "f1", "accuracy", "n_active_docs",
                      "description"), fmt, output)
 
 

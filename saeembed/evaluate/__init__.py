@@ -14,7 +14,9 @@ store, ``STORE_doc.duckdb`` next to ``--store``, from the very same corpus files
 
 The retrieval tasks are split once, by a rule fixed in code before any tuning
 (:func:`~saeembed.evaluate.tasks.task_halves`), into a development half (where every method and
-setting was chosen) and a held-out half; the report gives dev, held-out and full means.
+setting was chosen) and a held-out half; the report gives dev, held-out and full means. The style
+tasks (``style``: irony, offensiveness, formality, voice, verbosity, ... on corpora no other task
+reads, :data:`~saeembed.evaluate.tasks.STYLE_TASKS`) are split by the same rule.
 
 Modules: ``tasks`` (corpora, queries, the split), ``harness`` (encoding), ``retrieval``,
 ``clustering``, ``steering`` (one-word clustering queries; its dev and held-out halves are whole
@@ -30,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from .metrics import average_precision, markdown, precision_at
 from .retrieval import full_ranking
-from .tasks import CORPORA, RETRIEVAL_TASKS, task_halves
+from .tasks import CORPORA, RETRIEVAL_TASKS, STYLE_TASKS, task_halves
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -40,4 +42,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["main", "average_precision", "precision_at", "full_ranking", "markdown", "CORPORA", "RETRIEVAL_TASKS",
-           "task_halves"]
+           "STYLE_TASKS", "task_halves"]

@@ -12,18 +12,20 @@ from .clustering import eval_clustering
 from .correlation import eval_correlation
 from .diffing import eval_diffing
 from .harness import Harness
+from .labels import TOP as LABEL_TOP
+from .labels import eval_label_quality
 from .length import eval_length
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
 from .steering import eval_steering, steering_section
-from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS
+from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS, STYLE_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
-TASKS = ("retrieval", "clustering", "steering", "diffing", "length", "correlation", "speed")
+TASKS = ("retrieval", "style", "labels", "clustering", "steering", "diffing", "length", "correlation", "speed")
 # the heading each task's section starts with, to carry sections of tasks not run over from the last report
-HEADINGS = {"retrieval": "### Property retrieval", "clustering": "### Targeted clustering",
-            "steering": "### Query steering",
+HEADINGS = {"retrieval": "### Property retrieval", "style": "### Style retrieval", "labels": "### Label quality",
+            "clustering": "### Targeted clustering", "steering": "### Query steering",
             "diffing": "### Dataset diffing", "length": "### Length control",
             "correlation": "### Correlations", "speed": "### Encode speed"}
 
@@ -102,6 +104,20 @@ def main(argv: list[str] | None = None) -> None:
         by_task["retrieval"] = ("### Property retrieval: MAP (dev half, held-out half, all tasks)\n\n"
                                 + markdown(retrieval_table(df, "map"))
                                 + "\n\n### Property retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
+        write()
+    if "style" in only:
+        df = eval_retrieval(h, STYLE_TASKS, doc)
+        results["style"] = df.to_dicts()
+        by_task["style"] = ("### Style retrieval: MAP on corpora and properties no other task reads (dev half, "
+                            "held-out half, all tasks)\n\n" + markdown(retrieval_table(df, "map"))
+                            + "\n\n### Style retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
+        write()
+    if "labels" in only:
+        df = eval_label_quality(h)
+        results["labels"] = df.to_dicts()
+        by_task["labels"] = (f"### Label quality: the labels shown for the top {LABEL_TOP} diff latents (share whose "
+                             "detection score is at or above the floor; the rest show their strongest context)\n\n"
+                             + markdown(df))
         write()
     if "clustering" in only:
         df = eval_clustering(h, doc)

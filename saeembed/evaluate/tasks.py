@@ -26,8 +26,8 @@ def _sample(df: pl.DataFrame, n: int, seed: int = 0) -> pl.DataFrame:
     return df.sample(n=min(n, df.height), seed=seed, shuffle=True) if n else df
 
 
-def _tweets(task: str) -> Callable[[pl.DataFrame, int], pl.DataFrame]:
-    return lambda df, n: _sample(df.filter((pl.col("task") == task) & (pl.col("split") == "test")), n).select(
+def _tweets(task: str, split: str = "test") -> Callable[[pl.DataFrame, int], pl.DataFrame]:
+    return lambda df, n: _sample(df.filter((pl.col("task") == task) & (pl.col("split") == split)), n).select(
         "text", "label")
 
 
@@ -42,6 +42,38 @@ def _m4_pairs(df: pl.DataFrame, n: int) -> pl.DataFrame:
     pairs = _sample(df.select("pair_id").unique().sort("pair_id"), n // 4)
     return (df.join(pairs, on="pair_id").sort("pair_id", "author")
             .select("pair_id", "domain", "author", pl.col("text").str.slice(0, 1500)))
+
+
+STYLE_DOCS = 400  # documents per style corpus (fewer where the source has fewer)
+
+
+def _style_tweets(task: str) -> Callable[[pl.DataFrame, int], pl.DataFrame]:
+    """TweetEval's validation split: documents no other task of the evaluation reads."""
+    return lambda df, n: _tweets(task, "validation")(df, min(n, STYLE_DOCS))
+
+
+def _reddit_voices(df: pl.DataFrame, n: int) -> pl.DataFrame:
+    """M4's Reddit answers written by Llama-2 in the voice its prompt asked for (one voice per text)."""
+    return (df.filter((pl.col("domain") == "reddit") & (pl.col("author") == "machine")).sort("pair_id")
+            .select("pair_id", "prompt_voice", pl.col("text").str.slice(0, 1200)))
+
+
+def _m4_authors(df: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Both texts of 25 M4 prompts per domain (the human one and Llama-2's), from the end of each domain's
+    pairs, so the pairs differ from the diffing corpora's (which take the first pairs)."""
+    pairs = (df.select("pair_id", "domain").unique().sort("pair_id")
+             .group_by("domain", maintain_order=True).tail(25)["pair_id"])
+    return (df.filter(pl.col("pair_id").is_in(pairs.implode())).sort("pair_id", "author")
+            .select("pair_id", "domain", "author", pl.col("text").str.slice(0, 1200)))
+
+
+def _alpaca_lengths(df: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Claude 2.1 and Mixtral answers asked to be concise or verbose, 50 per generator (instructions 300..349)."""
+    gens = ["claude-2.1_concise", "claude-2.1_verbose", "Mixtral-8x7B-Instruct-v0.1_concise",
+            "Mixtral-8x7B-Instruct-v0.1_verbose"]
+    return (df.filter(pl.col("generator").is_in(gens) & pl.col("instruction_id").is_between(300, 349))
+            .sort("generator", "instruction_id")
+            .select("instruction_id", "generator", "style", pl.col("output").str.slice(0, 1200).alias("text")))
 
 
 # ------------------------------------------------------------------- the length task's corpora --
@@ -136,6 +168,14 @@ CORPORA: dict[str, EvalCorpus] = {c.name: c for c in [
     EvalCorpus("m4_llama2", "m4_human_vs_llama2",
                lambda df, n: df.filter(pl.col("author") == "machine").sort("pair_id").head(n // 4 or 200)
                .select("pair_id", "domain", pl.col("text").str.slice(0, 1500))),
+    # style retrieval: corpora and properties none of the tasks above reads
+    EvalCorpus("style_irony", "tweeteval", _style_tweets("irony")),
+    EvalCorpus("style_offensive", "tweeteval", _style_tweets("offensive")),
+    EvalCorpus("style_sentiment", "tweeteval", _style_tweets("sentiment")),
+    EvalCorpus("style_emotion", "tweeteval", _style_tweets("emotion")),
+    EvalCorpus("style_voices", "m4_human_vs_llama2", _reddit_voices),
+    EvalCorpus("style_authors", "m4_human_vs_llama2", _m4_authors),
+    EvalCorpus("style_lengths", "alpacaeval_model_outputs", _alpaca_lengths),
     *LENGTH_CORPORA,
 ]}
 
@@ -174,6 +214,33 @@ RETRIEVAL_TASKS = [
     RetrievalTask("amazon", "negative reviews complaining about a product", _meta("sentiment") == "negative",
                   "Amazon negative"),
     RetrievalTask("amazon", "reviews of kitchen appliances", _meta("domain") == "kitchen", "Amazon kitchen"),
+]
+
+
+# Style properties: how a text is written rather than what it is about. The queries are what a person
+# would type; they were written, and the split below fixed, before any method was run on these corpora.
+STYLE_TASKS = [
+    RetrievalTask("style_irony", "tweets that are sarcastic or mocking", _meta("label") == "irony",
+                  "irony (TweetEval validation)"),
+    RetrievalTask("style_offensive", "rude or insulting tweets with swear words", _meta("label") == "offensive",
+                  "offensive (TweetEval validation)"),
+    RetrievalTask("style_sentiment", "neutral tweets that state facts without any opinion",
+                  _meta("label") == "neutral", "neutral, no opinion (TweetEval sentiment)"),
+    RetrievalTask("style_emotion", "optimistic, hopeful tweets", _meta("label") == "optimism",
+                  "optimism (TweetEval emotion)"),
+    RetrievalTask("style_emotion", "angry tweets", _meta("label") == "anger", "anger (TweetEval emotion)"),
+    RetrievalTask("style_voices", "formal academic writing", _meta("prompt_voice").str.starts_with("formal"),
+                  "formal academic voice (M4 Reddit, Llama-2)"),
+    RetrievalTask("style_voices", "written in the simple voice of a young child",
+                  _meta("prompt_voice").str.starts_with("10 year-old"), "child's voice (M4 Reddit, Llama-2)"),
+    RetrievalTask("style_voices", "confident expert answers", _meta("prompt_voice") == "expert confident",
+                  "expert confident voice (M4 Reddit, Llama-2)"),
+    RetrievalTask("style_authors", "text generated by an AI language model", _meta("author") == "machine",
+                  "written by an LLM (M4 human vs Llama-2)"),
+    RetrievalTask("style_lengths", "long, detailed answers", _meta("style") == "verbose",
+                  "verbose (AlpacaEval concise vs verbose)"),
+    RetrievalTask("style_lengths", "short, to-the-point answers", _meta("style") == "concise",
+                  "concise (AlpacaEval concise vs verbose)"),
 ]
 
 

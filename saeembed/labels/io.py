@@ -61,11 +61,27 @@ def _digits(s: str) -> str:
     return m.group(1) if m else ""
 
 
+def file_scores_to_description(labels: pl.DataFrame) -> pl.DataFrame:
+    """Move a file's own scores into the description and leave ``score`` empty.
+
+    Why: ``features.score`` holds one measure (detection AUC, :mod:`saeembed.labels.score`) so that
+    labels of different sources compare; a file's score measures something else (a Neuronpedia
+    simulation score, a team's rating) and would be compared as if it were the same.
+    """
+    note = pl.format("score in the file: {}", pl.col("score").round(4).cast(pl.String))
+    desc = (pl.when(pl.col("score").is_null()).then(pl.col("description"))
+            .when(pl.col("description").is_null() | (pl.col("description") == "")).then(note)
+            .otherwise(pl.concat_str([pl.col("description"), note], separator=" · ")))
+    return labels.with_columns(desc.alias("description"), pl.lit(None, pl.Float64).alias("score"))
+
+
 def import_labels(store: Store | str | Path, path: str | Path, sae: str | None = None,
                   source: str | None = None) -> pl.DataFrame:
     """Import a label file into the store for one SAE; returns (sae, label_source, n_labels).
 
-    All-or-nothing: any mismatch raises :class:`UserError` before anything is written.
+    All-or-nothing: any mismatch raises :class:`UserError` before anything is written. The labels
+    are stored unscored (a score in the file goes into the description: :func:`file_scores_to_description`);
+    :func:`saeembed.labels.measure.score_store_labels` measures them on a corpus.
     """
     st = as_store(store)
     info = resolve_sae_id(st, sae)
@@ -79,7 +95,7 @@ def import_labels(store: Store | str | Path, path: str | Path, sae: str | None =
         norm = lambda s: re.sub(r"[^a-z0-9]", "", s.lower())  # noqa: E731
         if norm(meta["modelId"]) not in norm(info["reader"]):
             log.warning("warning: %s was made for model %r, this SAE reads %r", path, meta["modelId"], info["reader"])
-    labels = validate_labels(frame, int(info["d_sae"]), str(path))
+    labels = file_scores_to_description(validate_labels(frame, int(info["d_sae"]), str(path)))
     write_labels(st, info["sae"], labels)
     return (labels.group_by("label_source").len("n_labels").sort("label_source")
             .select(pl.lit(info["sae"]).alias("sae"), "label_source", "n_labels"))
@@ -144,7 +160,7 @@ def export_labels(store: Store | str | Path, path: str | Path, *, sae: str | Non
             if rows.height == 0:
                 raise UserError(f"SAE {info['sae']} has no labels from source {source!r}; see saeembed labels list")
     else:
-        rows = st.features(info["sae"])
+        rows = st.features(info["sae"], contexts=False)
     rows = rows.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)")).select(
         "feature_id", "label", "label_source", "score", "description").sort("feature_id", "label_source")
     if kind == "csv":

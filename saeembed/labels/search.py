@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..fsutil import atomic_write
 from ..memo import Memo
 from ..paths import cache_path
+from ..store import CONTEXT_LABEL_SOURCE
 from .catalog import resolve_sae_id
 
 if TYPE_CHECKING:
@@ -126,7 +127,9 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
     each label finds paraphrases ("apologetic tone" ~ "saying sorry"); the keyword boost lifts labels
     that literally name the query's words, which short labels need because MiniLM similarities of
     one-word labels are noisy. Every label source of a latent is searched and the best-matching one
-    is reported. Columns: sae, feature_id, label, label_source, similarity, keyword_match, score.
+    is reported (a latent's ``context`` row is no label and is not searched). Columns: sae, feature_id,
+    label, label_source, label_score (the label's detection score, :mod:`saeembed.labels.score`),
+    similarity, keyword_match, score.
     """
     if not query or not query.strip():
         raise UserError("the search query is empty; pass some words, e.g. --search 'apologetic tone'")
@@ -136,11 +139,13 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
     where, params = "", None
     if sae is not None:
         where, params = "WHERE sae = ?", [resolve_sae_id(st, sae)["sae"]]
-    rows = st.sql(f"""SELECT sae, feature_id, label, label_source, description FROM features {where}
-                      ORDER BY sae, label_source, feature_id""", params)
-    rows = rows.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
+    rows = st.sql(f"""SELECT sae, feature_id, label, label_source, score AS label_score, description FROM features
+                      {where} ORDER BY sae, label_source, feature_id""", params)
+    rows = rows.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)")
+                       & (pl.col("label_source") != CONTEXT_LABEL_SOURCE))
     out_schema = {"sae": pl.String, "feature_id": pl.Int32, "label": pl.String, "label_source": pl.String,
-                  "similarity": pl.Float64, "keyword_match": pl.Float64, "score": pl.Float64}
+                  "label_score": pl.Float64, "similarity": pl.Float64, "keyword_match": pl.Float64,
+                  "score": pl.Float64}
     if rows.height == 0:
         return pl.DataFrame(schema=out_schema)
     from ..embed import get_embedder
@@ -152,7 +157,7 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
         labels = grp["label"].to_list()
         emb = embed_labels(labels)
         kw = _keyword_matches(qwords, grp["label"])
-        parts.append(grp.select("sae", "feature_id", "label", "label_source").with_columns(
+        parts.append(grp.select("sae", "feature_id", "label", "label_source", "label_score").with_columns(
             pl.Series("similarity", (emb @ q).astype(np.float64)), pl.Series("keyword_match", kw, pl.Float64)))
     res = pl.concat(parts).with_columns(
         (pl.col("similarity") + KEYWORD_WEIGHT * pl.col("keyword_match")).alias("score"))

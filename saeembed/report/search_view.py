@@ -14,7 +14,7 @@ from .tokens import Highlighter, shade_legend
 if TYPE_CHECKING:
     from ..api import Store
 
-TABLE_COLUMNS = ["rank", "doc_id", "score", "sae_rank", "dense_rank", "top_feature", "top_label", "document"]
+TABLE_COLUMNS = ["rank", "doc_id", "score", "sae_rank", "dense_rank", "top_feature", "explanation", "document"]
 SNIPPET_TOKENS = 14
 
 
@@ -25,8 +25,9 @@ def table_columns(df: pl.DataFrame) -> list[str]:
 
 
 def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS, shade: bool = False) -> Section:
-    """Every ranked document is shown; in sae/example/hybrid modes the latent that contributed
-    most to its score is shaded (dense mode has no latent, so its documents are plain)."""
+    """Every ranked document is shown; in sae/example/hybrid modes its explanation names the latents
+    that make up most of its score, with their shares, and the one that contributed most is shaded
+    (dense mode has no latent, so its documents are plain)."""
     has_latent = "top_feature" in df.columns
     rows = list(df.iter_rows(named=True))
     feats = {r["doc_id"]: [r["top_feature"]] if has_latent and r["top_feature"] is not None else [] for r in rows}
@@ -39,9 +40,9 @@ def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS, shad
     table = frame_table(df, table_columns(df), docs={"document": lambda r: view(r["doc_id"], SNIPPET_TOKENS)},
                         links={"doc_id": lambda r: links.doc(r["doc_id"], (feats[r["doc_id"]] or [None])[0]),
                                "top_feature": lambda r: links.latent(r["top_feature"]) if has_latent else None,
-                               "top_label": lambda r: links.latent(r["top_feature"]) if has_latent else None})
+                               "explanation": lambda r: links.latent(r["top_feature"]) if has_latent else None})
     exs = [Example(f"#{r['rank']} · doc {r['doc_id']} · score {r['score']:.4f}"
-                   + (f" · latent {r['top_feature']} {r['top_label'] or ''}" if feats[r["doc_id"]] else ""),
+                   + (f" · {r['explanation']}" if feats[r["doc_id"]] and r.get("explanation") else ""),
                    view(r["doc_id"], 60), links.doc(r["doc_id"], (feats[r["doc_id"]] or [None])[0])) for r in rows]
     charts = [ChartView("Scores", "score of each ranked document (hover for the text)", search_chart(df))] \
         if df.height else []

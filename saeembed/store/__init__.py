@@ -23,8 +23,9 @@ Tables (``activations`` keeps only non-zeros):
 from ..ids import doc_id  # re-exported for scripts
 from .connection import DEFAULT_WAIT_S, check_store_file, connect, lock_wait_seconds
 from .reader import StoreReader
-from .schema import OFFLINE_LABEL_SOURCE, SCHEMA
+from .schema import CONTEXT_LABEL_SOURCE, LABEL_FLOOR, OFFLINE_LABEL_SOURCE, SCHEMA
 from .write import ingest_corpus, next_corpus_id, register_sae, transaction
 
-__all__ = ["DEFAULT_WAIT_S", "OFFLINE_LABEL_SOURCE", "SCHEMA", "StoreReader", "check_store_file", "connect",
-           "doc_id", "ingest_corpus", "lock_wait_seconds", "next_corpus_id", "register_sae", "transaction"]
+__all__ = ["CONTEXT_LABEL_SOURCE", "DEFAULT_WAIT_S", "LABEL_FLOOR", "OFFLINE_LABEL_SOURCE", "SCHEMA", "StoreReader",
+           "check_store_file", "connect", "doc_id", "ingest_corpus", "lock_wait_seconds", "next_corpus_id",
+           "register_sae", "transaction"]

@@ -10,7 +10,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..ids import corpus_range
-from .schema import OFFLINE_LABEL_SOURCE
+from .schema import CONTEXT_LABEL_SOURCE, LABEL_FLOOR
 
 
 class StoreReader:
@@ -54,13 +54,16 @@ class StoreReader:
         check_readable(self.con, row["corpus_id"])
         return row
 
-    def features(self, sae: str | None = None, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
-        """One row per latent with its preferred label (only ``feature_ids`` when given: an analysis
+    def features(self, sae: str | None = None, feature_ids: Iterable[int] | None = None,
+                 contexts: bool = True) -> pl.DataFrame:
+        """One row per latent with the label analyses show (only ``feature_ids`` when given: an analysis
         that reports 200 latents need not rank the labels of all 65,536).
 
-        Imported and LLM labels beat the offline c-TF-IDF fallback whatever their scores (the
-        scores measure different things: detection F1 vs the share of top contexts with the top
-        term); within a kind, the highest score wins.
+        Every source's ``score`` is the label's detection AUC (:mod:`saeembed.labels.score`), so they
+        compare: the best label scoring at least ``LABEL_FLOOR`` is shown; else an unscored label (an
+        import not yet measured); else the latent's strongest context (source ``context``), rather
+        than a label measured to name nothing; else the best label below the floor. ``contexts=False``
+        leaves contexts out (for label files, which hold labels only).
         """
         conds, params = [], {}
         if sae:
@@ -69,15 +72,19 @@ class StoreReader:
         if feature_ids is not None:
             conds.append("feature_id IN (SELECT unnest($ids::INTEGER[]))")
             params["ids"] = [int(f) for f in feature_ids]
+        if not contexts:
+            conds.append("label_source != $context")
         where = ("WHERE " + " AND ".join(conds)) if conds else ""
         return self.sql(
             f"""
             SELECT sae, feature_id, label, label_source, score, density, description FROM (
-              SELECT *, row_number() OVER (PARTITION BY sae, feature_id
-                         ORDER BY (label_source = $offline), score DESC NULLS LAST, label_source) AS rk
+              SELECT *, row_number() OVER (PARTITION BY sae, feature_id ORDER BY
+                         CASE WHEN label_source = $context THEN 2 WHEN score >= $floor THEN 0
+                              WHEN score IS NULL THEN 1 ELSE 3 END,
+                         score DESC NULLS LAST, label_source) AS rk
               FROM features {where}) WHERE rk = 1 ORDER BY sae, feature_id
             """,
-            {"offline": OFFLINE_LABEL_SOURCE, **params},
+            {"context": CONTEXT_LABEL_SOURCE, "floor": LABEL_FLOOR, **params},
         )
 
     def embeddings(self, corpus: str, pooling: str = "max") -> tuple[Any, np.ndarray]:

@@ -71,7 +71,11 @@ ALTER TABLE activations ADD COLUMN IF NOT EXISTS peak_pos INTEGER;
 # activations
 ALL_SCHEMAS = (SCHEMA, STATS_SCHEMA, STRATA_SCHEMA, LAYOUT_SCHEMA)
 
-# label_source of the offline c-TF-IDF labels (saeembed.labels_offline); ranked below every other source
+# label_source of the offline c-TF-IDF labels (saeembed.labels_offline)
 OFFLINE_LABEL_SOURCE = "offline-ctfidf"
+# label_source of a latent's strongest context (``…Sure, <<here>> are…``), shown where no label scores
+# at least LABEL_FLOOR; features.score of every other source is the detection AUC of saeembed.labels.score
+CONTEXT_LABEL_SOURCE = "context"
+LABEL_FLOOR = 0.75
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..11 of every DuckDB database file

@@ -31,6 +31,7 @@ from .config import TrainConfig
 
 # torch-heavy parts load on first use, so the CLI can build its flags from TrainConfig cheaply.
 _LAZY = {"CACHE_FORMAT": "cache", "MANIFEST": "cache", "ActivationCache": "cache", "cache_activations": "cache",
+         "read_hidden_states": "cache",
          "CorpusSpec": "corpora", "load_documents": "corpora", "parse_corpus_spec": "corpora",
          "_step_loss": "topk", "evaluate_sae": "topk", "heldout_mask": "topk", "save_trained_sae": "topk",
          "train_topk_sae": "topk"}

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -91,6 +91,15 @@ def _chunk_arrays(reader: Any, docs: Sequence[str], lo: int, hi: int, token_budg
     return {"acts": torch.from_numpy(np.concatenate(acts)), "tok": torch.from_numpy(np.concatenate(empty + toks)),
             "doc": torch.from_numpy(np.concatenate(empty + doc_ids)),
             "pos": torch.from_numpy(np.concatenate(empty + pos))}
+
+
+def read_hidden_states(reader: Any, docs: Sequence[str], chunk_docs: int = 64, token_budget: int = 8192
+                       ) -> Iterator[dict[str, np.ndarray]]:
+    """The pooled tokens' hidden states of ``docs``, ``chunk_docs`` documents at a time, as the cache
+    holds them (``acts``, ``tok``, ``doc`` = index into ``docs``, ``pos``), without writing a cache."""
+    for lo in range(0, len(docs), chunk_docs):
+        arrays = _chunk_arrays(reader, docs, lo, min(lo + chunk_docs, len(docs)), token_budget)
+        yield {k: v.numpy() for k, v in arrays.items()}
 
 
 def cache_activations(

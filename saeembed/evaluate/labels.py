@@ -1,0 +1,84 @@
+"""Label quality where users meet labels: the latents ``diff`` reports first.
+
+For each diffing pair of the evaluation, the top latents by frequency difference, and for each of
+them the label analyses show and its detection score (:mod:`saeembed.labels.score`), measured on the
+target corpus: the share whose shown label scores at or above the floor (the rest show their
+strongest context). Every label is scored on the same windows, so three label sets compare:
+
+- ``c-TF-IDF``: the token-list label the SAE's training script writes, alone;
+- ``shipped``: every label the package ships for the SAE (the c-TF-IDF label, or the readable
+  offline label that replaced it where it scored better on the training mix);
+- ``shipped + descriptors``: those and the corpus' descriptor labels — what ``labels describe`` and
+  ``labels score`` store (measured here without writing to the store).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from .diffing import DIFF_PAIRS
+from .harness import Harness
+from .metrics import log
+
+TOP = 50
+
+
+def _shown(rows: pl.DataFrame, floor: float) -> pl.DataFrame:
+    """Per latent, the label analyses show among ``rows`` (feature_id, label_source, score)."""
+    ranked = rows.with_columns(pl.when(pl.col("score") >= floor).then(0).when(pl.col("score").is_null()).then(1)
+                               .otherwise(2).alias("tier"))
+    return (ranked.sort(["feature_id", "tier", "score"], descending=[False, False, True], nulls_last=True)
+            .unique("feature_id", keep="first", maintain_order=True))
+
+
+def _summary(name: str, shown: pl.DataFrame, top: list[int], floor: float) -> dict[str, Any]:
+    got = shown.filter(pl.col("feature_id").is_in(top))
+    scores = got["score"].fill_null(np.nan).to_numpy()
+    return {"labels": name, "latents": len(top), "scored": int(np.isfinite(scores).sum()),
+            "share at or above floor": float(np.mean(np.nan_to_num(scores, nan=-1) >= floor)) if len(top) else np.nan,
+            "median score": float(np.nanmedian(scores)) if np.isfinite(scores).any() else np.nan}
+
+
+def eval_label_quality(h: Harness) -> pl.DataFrame:
+    """One row per (diff pair, label set): the share of its top-``TOP`` diff latents whose shown label
+    scores at or above the floor on the target corpus, and the median score of the shown labels."""
+    from ..analysis import diff
+    from ..analysis.common import corpus_info
+    from ..analysis.descriptors import descriptor_labels
+    from ..labels.measure import corpus_contexts
+    from ..labels.score import detection_scores, embed_windows
+    from ..sae import open_sae
+    from ..store import CONTEXT_LABEL_SOURCE, OFFLINE_LABEL_SOURCE
+    from ..store import LABEL_FLOOR as FLOOR
+
+    shipped = open_sae(h.sae).labels
+    if shipped is None:
+        raise ValueError(f"the SAE {h.sae!r} ships no labels to evaluate")
+    shipped = shipped.filter((pl.col("label_source") != CONTEXT_LABEL_SOURCE) & (pl.col("label") != "(dead)"))
+    rows = []
+    for a, b, title in DIFF_PAIRS:
+        h.ensure(a)
+        h.ensure(b)
+        res = diff(h.store, [h.stored(a), h.stored(b)], top=None, examples=0).filter(
+            pl.col("target") == h.stored(a))
+        top = res.sort("diff", descending=True)["feature_id"].head(TOP).to_list()
+        info = corpus_info(h.store, h.stored(a))
+        ctx = corpus_contexts(h.store, info)
+        pool = pl.concat([shipped.filter(pl.col("feature_id").is_in(top)).select("feature_id", "label", "label_source"),
+                          descriptor_labels(h.store, info).filter((pl.col("label") != "")
+                                                                  & pl.col("feature_id").is_in(top)).select(
+                              "feature_id", "label", "label_source")])
+        pool = pool.with_columns(pl.Series("score", detection_scores(ctx, embed_windows(ctx), pool, "all"))
+                                 .fill_nan(None))
+        is_shipped = pl.col("label_source").is_in(shipped["label_source"].unique().to_list())
+        for name, subset in (("c-TF-IDF", pool.filter(pl.col("label_source") == OFFLINE_LABEL_SOURCE)),
+                             ("shipped", pool.filter(is_shipped)), ("shipped + descriptors", pool)):
+            rows.append({"comparison": title, **_summary(name, _shown(subset, FLOOR), top, FLOOR)})
+        log(f"labels {title}: " + "  ".join(f"{r['labels']} {r['share at or above floor']:.2f}" for r in rows[-3:]))
+    return pl.DataFrame(rows)
+
+
+__all__ = ["eval_label_quality", "TOP"]
