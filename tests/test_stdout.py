@@ -71,6 +71,8 @@ def test_every_command_prints_only_its_result(setup, tmp_path, monkeypatch) -> N
         "labels import": [(["labels", "import", str(root / "labels.csv"), *s, "--format", "json"], JSON)],
         "labels list": [(["labels", "list", *s, "--limit", "5", "--format", "json"], JSON)],
         "labels describe": [(["labels", "describe", "a", *s, "--format", "json"], JSON)],
+        "labels score": [(["labels", "score", "a", *s, "--docs", "10", "--tokens", "100", "--format", "json"], JSON),
+                         (["labels", "score", "a", *s, "--docs", "10", "--tokens", "100"], LINES)],
         "labels export": [(["labels", "export", str(tmp_path / "l.csv"), *s], EMPTY)],
         "corpora": [(["corpora", *s, "--format", "json"], JSON)],
         "features": [(["features", *s, "--limit", "5", "--format", "json"], JSON),
