@@ -215,7 +215,7 @@ def build_store(path: Path, n_docs: int, seed: int, memory_limit: str) -> dict:
                                                    groups, scale)
             nnz[row0:row0 + m] = counts
             con.register("_acts", frame.to_arrow())
-            con.execute("INSERT INTO activations SELECT * FROM _acts")
+            con.execute("INSERT INTO activations BY NAME SELECT * FROM _acts")
             con.unregister("_acts")
             nnz_total += frame.height
         docs = _documents(rng, cid, n, nnz)
@@ -225,7 +225,7 @@ def build_store(path: Path, n_docs: int, seed: int, memory_limit: str) -> dict:
             [cid, name, f"synthetic:{n_docs}:{seed}", n, "synthetic", 0, SAE_ID, "max",
              int(docs["n_tokens"].sum()), json.dumps({"synthetic": True})])
         con.register("_docs", docs.to_arrow())
-        con.execute("INSERT INTO documents SELECT * FROM _docs")
+        con.execute("INSERT INTO documents BY NAME SELECT * FROM _docs")
         con.unregister("_docs")
     con.execute("CHECKPOINT")
     con.close()
@@ -255,8 +255,9 @@ def derive_latent_major(src: Path, path: Path, src_meta: dict, memory_limit: str
     con.execute(f"SET memory_limit='{memory_limit}'")
     con.execute(f"ATTACH '{src}' AS src (READ_ONLY)")
     for table in ("saes", "features", "corpora", "documents"):
-        con.execute(f"INSERT INTO {table} SELECT * FROM src.{table}")
-    con.execute("INSERT INTO activations SELECT * FROM src.activations ORDER BY doc_id >> 32, feature_id, doc_id")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM src.{table}")
+    con.execute("INSERT INTO activations BY NAME SELECT * FROM src.activations "
+                "ORDER BY doc_id >> 32, feature_id, doc_id")
     con.execute("DETACH src")
     _kept_stats(con)
     con.execute("CHECKPOINT")
@@ -302,7 +303,7 @@ def derive_parquet(src: Path, path: Path, src_meta: dict, memory_limit: str) -> 
     con.execute(f"SET memory_limit='{memory_limit}'")
     con.execute(f"ATTACH '{src}' AS src (READ_ONLY)")
     for table in ("saes", "features", "corpora", "documents"):
-        con.execute(f"INSERT INTO {table} SELECT * FROM src.{table}")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM src.{table}")
     shard_dir = path.parent / f"{path.name}.shards"
     shard_dir.mkdir(exist_ok=True)
     export_s = 0.0

@@ -1,6 +1,7 @@
 """saeembed: interpretable SAE embeddings of text corpora, stored in DuckDB.
 
-Python entry point: :func:`open_store`. Every query returns a polars DataFrame.
+Python entry point: :func:`open_store`. Every query returns a polars DataFrame. :class:`SAEEncoder`
+gives SAE embeddings of texts inside scikit-learn pipelines (and BERTopic), without a store.
 """
 
 from .api import Store, open_store
@@ -18,4 +19,14 @@ def show(df, store, **options):
     return report(df, store, **options)
 
 
-__all__ = ["Store", "open_store", "UserError", "show", "__version__"]
+def __getattr__(name: str):
+    # SAEEncoder subclasses scikit-learn's estimator: imported on first use, so `import saeembed`
+    # (and every CLI command) stays light
+    if name == "SAEEncoder":
+        from .encoder import SAEEncoder
+
+        return SAEEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Store", "open_store", "UserError", "show", "SAEEncoder", "__version__"]

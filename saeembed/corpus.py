@@ -37,6 +37,9 @@ class Corpus:
     docs: pl.DataFrame
     kind: str  # "text" or "messages"
     fingerprint: str
+    column: str = "text"  # the source column the documents were read from
+    where: str | None = None  # the SQL condition that selected the rows, if any
+    source_rows: int | None = None  # rows of the source before --where / --limit / --drop-empty
 
     @property
     def n_docs(self) -> int:
@@ -188,6 +191,17 @@ def _normalise_messages(value: object, row: int) -> str:
     return json.dumps([{"role": m["role"], "content": m["content"]} for m in value], ensure_ascii=False)
 
 
+MESSAGE_SEPARATOR = "\n"  # between the contents of a chat document's messages in its text
+
+
+def document_text(doc: str | list[dict]) -> str:
+    """The text a document is shown as: itself, or a chat's message contents one per line (what
+    stored token ends index into and what a document-level reader embeds)."""
+    if isinstance(doc, str):
+        return doc
+    return MESSAGE_SEPARATOR.join(str(m.get("content", "")) for m in doc)
+
+
 STDIN = "-"
 MEMORY_PREFIX = "python:"  # ``source`` of corpora handed over in memory, e.g. python:polars.DataFrame
 
@@ -245,6 +259,14 @@ def _frame_from_memory(data: Any) -> tuple[pl.DataFrame, str] | None:
                     "list of strings or a datasets.Dataset")
 
 
+def describe_rows(corpus: Corpus) -> str:
+    """Where the documents come from within the source, for the encode log: the column, the filter."""
+    parts = [f"column {corpus.column!r}"]
+    if corpus.where is not None:
+        parts.append(f"{corpus.n_docs:,} of {corpus.source_rows:,} rows where {corpus.where}")
+    return ", ".join(parts)
+
+
 def describe_source(source: str) -> str:
     """A short name for messages: the file's name, 'standard input' or the in-memory type."""
     if source.startswith(MEMORY_PREFIX):
@@ -298,6 +320,36 @@ def _body_column(df: pl.DataFrame, where: str, text_col: str | None, messages_co
     return col, "text"
 
 
+def _matching(df: pl.DataFrame, where: str, what: str) -> pl.DataFrame:
+    """The rows of ``df`` (which has ``row_idx``) for which the SQL condition ``where`` holds, in order.
+
+    DuckDB evaluates it over the source's columns, on a connection without file access: a condition
+    selects rows and can read nothing else.
+    """
+    import duckdb
+
+    if not where.strip():
+        raise UserError("--where is empty; pass an SQL condition over the source's columns, e.g. "
+                        "--where \"generator = 'gpt4'\"")
+    con = duckdb.connect(":memory:", config={"enable_external_access": False})
+    try:
+        con.register("source_rows", df.to_arrow())
+        sql = f"SELECT row_idx FROM source_rows WHERE ({where})"
+        if len(duckdb.extract_statements(sql)) != 1:
+            raise UserError(f"--where {where!r} is not one condition; pass e.g. --where \"lang = 'en' AND n > 3\"")
+        keep = con.execute(sql).fetchnumpy()["row_idx"]
+    except duckdb.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"--where {where!r} does not run on {what} ({first}); write an SQL condition over its "
+                        f"columns: {', '.join(c for c in df.columns if c != 'row_idx')}") from None
+    finally:
+        con.close()
+    if len(keep) == 0:
+        raise UserError(f"--where {where!r} matches none of the {df.height} rows of {what}; check the condition "
+                        "and the values in those columns")
+    return df.filter(pl.col("row_idx").is_in(keep.tolist()))
+
+
 def _without_empty(df: pl.DataFrame, col: str, kind: str, where: str, drop_empty: bool) -> pl.DataFrame:
     """Refuse (or, with ``drop_empty``, skip) rows whose document is empty or null."""
     empty = pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "") if kind == "text" else pl.col(col).is_null()
@@ -330,26 +382,36 @@ def read_corpus(
     messages_col: str | None = None,
     drop_empty: bool = False,
     limit: int | None = None,
+    where: str | None = None,
 ) -> Corpus:
     """Read and validate a corpus from a file, stdin (``"-"``) or memory (polars/pandas frame, list of
-    strings, datasets.Dataset). Raises :class:`UserError` naming the problem and the fix."""
-    df, label, where, non_strings = _load(source)
+    strings, datasets.Dataset). Raises :class:`UserError` naming the problem and the fix.
+
+    The text comes from ``text_col``, else the first of :data:`DEFAULT_TEXT_COLUMNS` the source has,
+    else its only string column. ``where``: keep only the rows for which this SQL condition holds
+    (DuckDB, over the source's columns; a long-format file holding several corpora is split this
+    way); ``limit`` then keeps the first N of them. ``row_idx`` stays the row in the source.
+    """
+    df, label, what, non_strings = _load(source)
     if df.height == 0:
         raise UserError(f"corpus {describe_source(label)} has no rows; pass at least one document")
-    col, kind = _body_column(df, where, text_col, messages_col)
+    n_source = df.height
+    col, kind = _body_column(df, what, text_col, messages_col)
     if kind == "text" and col in non_strings:
-        raise UserError(f"{where} {non_strings[col]} as {col!r}, which is not a JSON string; documents must be "
+        raise UserError(f"{what} {non_strings[col]} as {col!r}, which is not a JSON string; documents must be "
                         "text: quote it, or fix or remove that row")
     df = df.with_row_index("row_idx")
+    if where is not None:
+        df = _matching(df, where, what)
     if limit is not None:
         if limit < 1:
             raise UserError(f"--limit must be at least 1 (got {limit}); leave it out to encode every row")
         df = df.head(limit)
-    df = _without_empty(df, col, kind, where, drop_empty)
+    df = _without_empty(df, col, kind, what, drop_empty)
     if kind == "text":
         nul = df.filter(pl.col(col).str.contains(NUL, literal=True))["row_idx"]
         if len(nul):
-            raise UserError(f"{len(nul)} document(s) of {where} hold a NUL character (U+0000), which is not text "
+            raise UserError(f"{len(nul)} document(s) of {what} hold a NUL character (U+0000), which is not text "
                             f"(first at row {nul[0]}); remove the NULs (e.g. tr -d '\\000') or those rows")
     meta_cols = [c for c in df.columns if c not in ("row_idx", col)]
     if meta_cols:
@@ -362,4 +424,5 @@ def read_corpus(
     else:
         body = df[col].alias("text")
     docs = pl.DataFrame([df["row_idx"].cast(pl.Int64), body, meta])
-    return Corpus(source=label, docs=docs, kind=kind, fingerprint=_fingerprint(kind, docs, body.name))
+    return Corpus(source=label, docs=docs, kind=kind, fingerprint=_fingerprint(kind, docs, body.name), column=col,
+                  where=where, source_rows=n_source)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +147,39 @@ def token_activations(store: Store | str | Path, doc_ids: list[int], feature_ids
             .sort("_o", "feature_id", "position").drop("_o"))
 
 
+CACHE_PAIRS = 20_000  # (document, latent) token rows kept per process
+
+_CACHE: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _store_key(store: Store) -> tuple:
+    """The store file and its last write: any write (a new encode, new labels) starts a new cache."""
+    path = Path(store.path)
+    stamps = tuple(q.stat().st_mtime_ns if q.exists() else 0 for q in (path, path.with_name(path.name + ".wal")))
+    return (str(path.resolve()), stamps)
+
+
+def cached_token_activations(store: Store, doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
+    """:func:`token_activations`, recomputing only (document, latent) pairs not
+    seen before in this process (for the requested pairs, in one batch of forwards): a browser page
+    reloaded, or a report and a table showing the same documents, cost no new forward."""
+    key = _store_key(store)
+    with _CACHE_LOCK:
+        missing = [(d, f) for d in doc_ids for f in feature_ids if (key, d, f) not in _CACHE]
+    if missing:
+        new = token_activations(store, sorted({d for d, _ in missing}), sorted({f for _, f in missing}))
+        groups = {(int(d), int(f)): g for (d, f), g in new.group_by("doc_id", "feature_id")}
+        with _CACHE_LOCK:
+            for d, f in missing:
+                _CACHE[(key, d, f)] = groups.get((d, f), pl.DataFrame(schema=TOKEN_SCHEMA))
+            while len(_CACHE) > CACHE_PAIRS:
+                _CACHE.popitem(last=False)
+    with _CACHE_LOCK:
+        parts = [_CACHE[(key, d, f)] for d in doc_ids for f in feature_ids if (key, d, f) in _CACHE]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=TOKEN_SCHEMA)
+
+
 ANSI_ON = "\x1b[1;38;5;{}m"
 ANSI_OFF = "\x1b[0m"
 _HEAT = (220, 214, 208, 202, 196)  # yellow → red as activation rises
@@ -198,4 +232,4 @@ def strip_markers(text: str) -> str:
     return re.sub(r"<<(.*?)>>", r"\1", text, flags=re.S)
 
 
-__all__ = ["token_activations", "render", "compute_token_activations", "strip_markers"]
+__all__ = ["token_activations", "cached_token_activations", "render", "compute_token_activations", "strip_markers"]

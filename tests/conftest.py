@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "datasets"
+SHARED = Path(os.environ.get("SAEEMBED_DATASETS") or REPO.parent / "shared" / "datasets")  # real corpora
 DATASETS = REPO / "datasets"
 GOEMOTIONS_SAMPLE = DATASETS / "goemotions" / "sample.parquet"  # 1,500 labelled comments, Apache-2.0
 

@@ -31,9 +31,9 @@ def split_corpus(store: Path, source: str, name: str, where: str) -> None:
         con.execute(f"CREATE TEMP TABLE pick AS SELECT doc_id, row_number() OVER (ORDER BY row_idx) - 1 AS new_row "
                     f"FROM documents WHERE corpus_id = {src} AND ({where})")
         con.execute(f"INSERT INTO documents SELECT ({cid}::BIGINT << 32) | p.new_row, {cid}, p.new_row, d.text, "
-                    f"d.n_tokens, d.meta FROM documents d JOIN pick p USING (doc_id)")
+                    f"d.n_tokens, d.meta, d.token_ends FROM documents d JOIN pick p USING (doc_id)")
         con.execute(f"INSERT INTO activations SELECT ({cid}::BIGINT << 32) | p.new_row, a.feature_id, a.value, "
-                    f"a.total, a.n_active FROM activations a JOIN pick p USING (doc_id) "
+                    f"a.total, a.n_active, a.peak_pos FROM activations a JOIN pick p USING (doc_id) "
                     f"ORDER BY a.feature_id, p.new_row")
         con.execute(f"INSERT INTO corpora SELECT {cid}, ?, source, (SELECT count(*) FROM pick), reader, layer, sae, "
                     f"pooling, current_timestamp, (SELECT sum(n_tokens) FROM documents WHERE corpus_id = {cid}), "

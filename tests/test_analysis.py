@@ -97,7 +97,9 @@ def store(real_store: Path, smollm2_reader, test_sae_spec: str, tmp_path_factory
 
 
 def _planted_latents(store: Path, n: int = 10) -> list[int]:
-    res = diff(store, ["planted", "ge"], target="planted", top=n, examples=0)
+    """The appended sentence's latents. Uncontrolled: appending makes the planted documents longer, and a
+    phrase that lengthens its documents is what length control attributes to length."""
+    res = diff(store, ["planted", "ge"], target="planted", top=n, examples=0, control="none")
     return res["feature_id"].to_list()
 
 

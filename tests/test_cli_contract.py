@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -184,3 +185,27 @@ def test_export_sae_writes_a_hub_folder_saelens_can_load(tiny: dict, tmp_path: P
     assert len(explanations) > 6000 and explanations[0]["index"] == "0"
     code, _, err = cli("export-sae", "default", "--out", str(tmp_path / "hub"))
     assert code == 2 and "--overwrite" in err
+
+
+def test_tables_are_readable_rounded_joined_captioned_and_wrapped(tiny: dict) -> None:
+    s = ["--store", str(tiny["store"])]
+    labels = tiny["root"] / "long_labels.csv"
+    labels.write_text("feature_id,label\n" + "".join(f'{i},"an unusually long label, for latent {i}, that wraps"\n'
+                                                     for i in range(128)))
+    assert cli("labels", "import", str(labels), *s, "--source", "long")[0] == 0
+    code, out, err = cli("cluster", *s, "a", "--unfiltered", "--k", "2", env={"COLUMNS": "90"})
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "2 clusters (" in err  # what was clustered: on stderr, so stdout starts with the table
+    assert lines[0].split()[:3] == ["cluster", "size", "share"], out[:300]
+    assert max(len(line) for line in lines) <= 90  # wide cells wrap instead of running off the screen
+    assert not re.search(r"\[[0-9'\"]", out)  # no Python list reprs
+    assert "wraps; an" in out  # labels joined with "; " (a label holds commas itself)
+    figures = re.findall(r"\b\d+\.\d+\b", out)
+    assert figures and all(len(f.split(".")[1]) <= 3 for f in figures)  # rounded
+    rows = json.loads(cli("cluster", *s, "a", "--unfiltered", "--k", "2", "--format", "json")[1])
+    assert isinstance(rows[0]["top_labels"], list)  # machines get the raw values
+    assert any(len(repr(d).split(".")[1]) > 3 for r in rows for d in r["top_diffs"])
+    code, out, err = cli("diff", *s, "a", "b", "--fdr", "1", "--min-diff", "0", env={"COLUMNS": "100"})
+    assert code == 0 and "a (40 documents) vs b (40)" in err, err[-300:]  # what was compared: on stderr
+    assert out.splitlines()[0].split()[:2] == ["target", "rank"], out[:300]  # stdout starts with the table

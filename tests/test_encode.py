@@ -1,9 +1,11 @@
-"""Encode pipeline and store: resume after kill -9, read-only SQL, every bad input, the Python API."""
+"""Encode pipeline and store: resume after kill -9, read-only SQL, every bad input, the Python API, row
+filters on long-format files, and the progress the encode reports."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,3 +230,53 @@ def test_corpus_formats_and_messages(tmp_path, tiny_llama, tiny_sae):
     assert code == 0, err
     docs = saeembed.open_store(store).documents("chats")
     assert json.loads(docs["text"][0])[1]["content"] == "hello!"
+
+
+def test_where_selects_rows_of_a_long_format_file(tmp_path, tiny_llama, tiny_sae):
+    """AlpacaEval holds every generator's answers in one table: --where encodes one generator's rows,
+    keeping their row numbers in the source; the log names the text column it read."""
+    from tests.conftest import shared_dataset
+
+    src = pl.read_parquet(shared_dataset("alpacaeval_model_outputs"))
+    long = src.filter(pl.col("instruction_id") < 12).with_columns(pl.col("output").str.slice(0, 300))
+    path = tmp_path / "long.parquet"
+    long.write_parquet(path)
+    store = tmp_path / "s.duckdb"
+    gen = "gpt4_1106_preview"
+    base = ["encode", str(path), "--store", str(store), "--reader", str(tiny_llama), "--sae", str(tiny_sae)]
+    code, out, err = cli(*base, "--name", "gpt4", "--where", f"generator = '{gen}'", "--format", "json")
+    assert code == 0, err
+    assert "column 'output'" in err and f"where generator = '{gen}'" in err
+    wanted = long.with_row_index("row").filter(pl.col("generator") == gen)
+    assert json.loads(out)[0]["n_docs"] == wanted.height == 12
+    docs = saeembed.open_store(store).documents("gpt4")
+    assert docs["row_idx"].to_list() == wanted["row"].to_list()
+    assert docs["text"].to_list() == wanted["output"].to_list()
+    assert {json.loads(m)["generator"] for m in docs["meta"]} == {gen}
+    # a condition with --limit: the first N matching rows
+    code, out, err = cli(*base, "--name", "two", "--where", "style = 'concise' AND instruction_id < 3", "--limit",
+                         "4", "--format", "json", "--quiet")
+    assert code == 0, err
+    assert json.loads(out)[0]["n_docs"] == 4
+    for bad, why in (("generator = ", "does not run"), ("no_such_column = 1", "no_such_column"),
+                     ("generator = 'nobody'", "matches none"), ("1 = 1; DROP TABLE x", "does not run")):
+        code, out, err = cli(*base, "--name", "bad", "--where", bad)
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and out == "", (bad, err)
+        assert why in err or "not one condition" in err, (bad, err)
+
+
+def test_progress_moves_per_batch_with_the_estimate_first_and_one_summary(tmp_path, tiny_llama, tiny_sae, ge_small):
+    store = tmp_path / "s.duckdb"
+    code, out, err = cli("encode", str(ge_small), "--store", str(store), "--name", "ge", "--reader", str(tiny_llama),
+                         "--sae", str(tiny_sae), "--batch-tokens", "256")
+    assert code == 0 and out == "", err  # stdout holds nothing unless --format asks
+    states = re.findall(r"encoding:\s+(\d+)%\|[^|]*\|\s*([\d.]+k?)/[\d.]+k? tokens, ([\d,]+)/120 docs", err)
+    docs_seen = [int(d.replace(",", "")) for _, _, d in states]
+    assert len(set(docs_seen)) >= 4  # one shard of 120 documents, and the bar moved batch by batch
+    assert docs_seen[-1] == 120 and docs_seen == sorted(docs_seen)
+    first_move = next(i for i, (_, n, _) in enumerate(states) if float(n.rstrip("k")) > 0)
+    estimate = err.index("estimated size on disk")
+    assert estimate < err.rindex(f"{states[-1][2]}/120 docs")  # the estimate before the end of the work
+    assert estimate < err.index("120/120 docs") and first_move < len(states) - 1
+    summary = [line for line in err.splitlines() if line.startswith("stored 'ge'")]
+    assert len(summary) == 1 and "tok/s" in summary[0] and "the store grew by" in summary[0]

@@ -1,6 +1,6 @@
-"""Encoding on Ray (--ray, --devices): rows equal a single-process encode, also when a worker is
-killed mid-shard (a real os._exit, restarted by Ray) or the driver is killed (kill -9, the re-run
-resumes from the finished shards without recomputing them); work folder and corpus on a
+"""Encoding on Ray (--ray, --devices): rows (token positions included) equal a single-process
+encode, also when a worker is killed mid-shard (a real os._exit, restarted by Ray) or the driver is
+killed (kill -9, the re-run resumes from the finished shards without recomputing them); work folder and corpus on a
 pyarrow.fs URI; every bad address, URI or device is one line, exit 2, store unchanged."""
 
 from __future__ import annotations
@@ -61,12 +61,15 @@ def setup(tmp_path_factory, tiny_llama, tiny_sae):
 
 
 def _rows(store: Path, name: str) -> pl.DataFrame:
-    """The corpus' activations by source row, with each document's token count."""
+    """The corpus' activations by source row (with the token positions highlights read), each document's
+    token count and token ends."""
     s = saeembed.open_store(store)
     cid = s.corpus(name)["corpus_id"]
-    df = s.sql("""SELECT d.row_idx, d.n_tokens, a.feature_id, a.value, a.total, a.n_active
-                  FROM activations a JOIN documents d USING (doc_id) WHERE d.corpus_id = ? ORDER BY 1, 3""", [cid])
+    df = s.sql("""SELECT d.row_idx, d.n_tokens, d.token_ends, a.feature_id, a.value, a.total, a.n_active,
+                         a.peak_pos
+                  FROM activations a JOIN documents d USING (doc_id) WHERE d.corpus_id = ? ORDER BY 1, 4""", [cid])
     s.close()
+    assert df["peak_pos"].null_count() == 0 and df["token_ends"].null_count() == 0
     return df
 
 

@@ -2,8 +2,9 @@
 
 The store is ``faces_store``: the session's real store (400 GoEmotions comments encoded with the
 shipped reader and SAE, plus Amazon reviews where ../shared exists) with ``pos``/``neg`` cut out of
-the GoEmotions comments for diffing. Every report is rendered for real (token activations
-recomputed by the reader) and checked for its rows, labels and highlighted spans.
+the GoEmotions comments for diffing. Every report is rendered for real (marks from the stored token
+positions, and with ``shade`` every token recomputed by the reader) and checked for its rows,
+labels and highlighted spans against token activations the reader recomputes.
 """
 
 from __future__ import annotations
@@ -56,14 +57,20 @@ def _self_contained(page: str) -> None:
     assert "vegaEmbed" in page and "sortable" in page
 
 
-def _check_marks_match_activations(st, view) -> None:
-    """The shaded tokens are exactly the tokens where the latent fires (recomputed independently)."""
+def _check_marks_match_activations(st, view, shade: bool = False) -> None:
+    """Marks lie on tokens where the latent fires (recomputed independently): by default its strongest
+    token; with ``shade`` every firing token."""
     toks = token_activations(st, [view.doc_id], [view.features[0]])
     firing = [t.strip() or t for t, a in zip(toks["token"], toks["activation"]) if a > 0]
-    marked = [s.text.strip() or s.text for s in view.segments if s.values[0] > 0]
+    marks = [s for s in view.segments if s.strengths[0] > 0 or s.values[0] > 0]
+    marked = [s.text.strip() or s.text for s in marks]
     assert marked and set(marked) <= set(firing)
-    if not (view.clipped_start or view.clipped_end):
-        assert sorted(marked) == sorted(firing)
+    if shade:
+        if not (view.clipped_start or view.clipped_end):
+            assert sorted(marked) == sorted(firing)
+        return
+    strongest = toks["token"][int(toks["activation"].arg_max())]
+    assert len(marks) == 1 and marked[0] == (strongest.strip() or strongest)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +102,8 @@ def test_diff_report_shows_rows_chart_and_highlights(faces_store: Path, diff_df:
     marks = MARK.findall(page)
     assert marks and all(0 < float(s) <= 1 for s, _, _, _ in marks)
     assert groups[0].examples[0].doc.marked_text[0] in {html.unescape(m[3]) for m in marks}
+    shaded = report(diff_df, st, examples=2, example_rows=1, shade=True).sections[0].examples
+    _check_marks_match_activations(st, shaded[0].examples[0].doc, shade=True)  # every token, by the reader
 
 
 def test_correlate_report_heatmap_and_coactive_documents(faces_store: Path, tmp_path: Path) -> None:
@@ -187,13 +196,15 @@ def test_cli_html_and_terminal_snippets(faces_store: Path, tmp_path: Path) -> No
     code, out, err = _cli(["diff", *s, "neg", "pos", "--fdr", "1", "--top", "3"])
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split()[-1] == "example" and "<<" in out and not re.search(r"\[\d{9,}", out)
+    assert lines[0].startswith("neg (")  # what was compared heads the table
+    assert any(line.split()[-1:] == ["example"] for line in lines[:4])
+    assert "<<" in out and not re.search(r"\[\d{9,}", out)
     code, out, err = _cli(["diff", *s, "neg", "pos", "--fdr", "1", "--top", "3", "--format", "json"])
     rows = json.loads(out)
     assert all(isinstance(d, int) for r in rows for d in r["examples_target"]) and "example" not in rows[0]
     code, out, err = _cli(["cluster", *s, "neg", "--unfiltered", "--k", "2"])
     assert code == 0, err
-    assert out.splitlines()[0].split()[-1] == "central" and "<<" in out
+    assert any(line.split()[-1:] == ["central"] for line in out.splitlines()[:4]) and "<<" in out
 
 
 def test_report_loads_in_headless_chromium(faces_store: Path, diff_df: pl.DataFrame, tmp_path: Path) -> None:

@@ -69,28 +69,40 @@ def frequent_features(store: Store, info: CorpusInfo, threshold: float, min_supp
                                                      "min_support": int(max(min_support, 1)), "n": int(n)})
 
 
-def highlighted_examples(store: Store, pairs: list[tuple[int, int]],
-                         max_chars: int = 300) -> dict[tuple[int, int], str]:
-    """Text of (doc_id, feature_id) pairs with the tokens where the latent fires marked ``<<…>>``.
+def highlighted_examples(store: Store, pairs: list[tuple[int, int]], max_chars: int = 300,
+                         shade: bool = False) -> dict[tuple[int, int], str]:
+    """Text of (doc_id, feature_id) pairs with the latent's strongest token marked ``<<…>>``, read from
+    the store (:mod:`saeembed.peaks`); ``shade``: every run of tokens where it fires is marked,
+    recomputed with the corpus' reader (one forward per document).
 
-    Highlighting recomputes token activations with the corpus' reader and SAE (one forward per
-    document); when that is impossible (SAE moved, model missing) the plain text is returned, so an
-    example is never lost for want of a highlight.
+    Corpora stored without token positions take the reader path (said once on stderr); where the
+    reader cannot run (SAE moved, model missing) the plain text is returned, so an example is never
+    lost for want of a highlight.
     """
     if not pairs:
         return {}
-    doc_ids = sorted({d for d, _ in pairs})
-    texts = dict(store.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
-                           [doc_ids]).iter_rows())
-    out: dict[tuple[int, int], str] = {}
-    try:
-        from ..highlight import render, token_activations
+    from ..peaks import marked_text, note_reader_fallback, read_peaks, split_by_positions
 
-        toks = token_activations(store, doc_ids, sorted({f for _, f in pairs}))
-        for d, f in pairs:
+    stored, by_reader = split_by_positions(store, [d for d, _ in pairs]) if not shade else ([], [d for d, _ in pairs])
+    keep = set(stored)
+    out = {k: _clip(marked_text(p), max_chars)
+           for k, p in read_peaks(store, [(d, f) for d, f in pairs if d in keep]).items()}
+    rest = [(d, f) for d, f in pairs if d not in keep]
+    if not rest:
+        return out
+    if not shade:
+        note_reader_fallback(store, by_reader)
+    doc_ids = sorted({d for d, _ in rest})
+    try:
+        from ..highlight import cached_token_activations, render
+
+        toks = cached_token_activations(store, doc_ids, sorted({f for _, f in rest}))
+        for d, f in rest:
             out[(d, f)] = _clip(render(toks, d, f, style="markers"), max_chars)
     except (UserError, OSError, ImportError):
-        for d, f in pairs:
+        texts = dict(store.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
+                               [doc_ids]).iter_rows())
+        for d, f in rest:
             out[(d, f)] = _clip(str(texts.get(d, "")), max_chars)
     return out
 

@@ -1,7 +1,7 @@
-"""Example documents beside result rows, with the tokens where a latent fires marked ``<<…>>``.
+"""Example documents beside result rows, with the token where a latent fires most marked ``<<…>>``.
 
-Token activations are recomputed with the corpus' reader and SAE (one forward per document), so
-only the first :data:`EXAMPLE_ROWS` rows of a result get them.
+The marks come from the store's token positions (``shade``: every firing run, recomputed with the
+corpus' reader, one forward per document); only the first :data:`EXAMPLE_ROWS` rows get examples.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ EXAMPLE_SCHEMA = pl.List(pl.Struct({"doc_id": pl.Int64, "side": pl.String, "feat
 Pairs = Callable[[dict[str, Any]], list[tuple[str, int, int]]]
 
 
-def attach_examples(st: Store, df: pl.DataFrame, pairs_of: Pairs) -> pl.DataFrame:
+def attach_examples(st: Store, df: pl.DataFrame, pairs_of: Pairs, shade: bool = False) -> pl.DataFrame:
     """Add ``examples`` [{doc_id, side, feature_id, text}] to the first EXAMPLE_ROWS rows.
 
     ``pairs_of(row)`` names (side, doc_id, feature_id) triples; the text is the document with the
-    tokens where that latent fires marked.
+    token where that latent fires most marked (``shade``: every token where it fires).
     """
     from .common import highlighted_examples
 
     rows = df.head(EXAMPLE_ROWS).to_dicts()
     wanted = [pairs_of(r) for r in rows]
-    texts = highlighted_examples(st, sorted({(d, f) for w in wanted for (_, d, f) in w}))
+    texts = highlighted_examples(st, sorted({(d, f) for w in wanted for (_, d, f) in w}), shade=shade)
     col = [[{"doc_id": d, "side": side, "feature_id": f, "text": texts.get((d, f), "")} for side, d, f in w]
            for w in wanted] + [[] for _ in range(df.height - len(rows))]
     return df.with_columns(pl.Series("examples", col, EXAMPLE_SCHEMA))

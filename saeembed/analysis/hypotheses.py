@@ -138,7 +138,7 @@ def diff_hypotheses(store: Store | Any, diff_result: pl.DataFrame, llm: LLM, *, 
             used.update(pos + neg)
             jobs.append((r, pos, neg))
             pairs += [(d, int(r["feature_id"])) for d in pos]
-        marked = highlighted_examples(st, pairs)
+        marked = highlighted_examples(st, pairs, shade=True)  # every firing run: more for the LLM to go on
         neg_text = dict(st.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
                                [sorted({d for _, _, neg in jobs for d in neg})]).iter_rows())
         prompts = [relabel_prompt([marked[(d, int(r["feature_id"]))] for d in pos],

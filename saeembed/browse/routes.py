@@ -107,21 +107,24 @@ def _register_pages(app: Any) -> None:
 
     @app.get("/doc/<int:doc_id>")
     def doc(doc_id: int) -> str:
-        from ..report.tokens import Highlighter
+        from ..report.tokens import Highlighter, shade_legend
 
         row = document(g.store, doc_id)
         info = sae_info(g.store, row["sae"])
         feature = int_arg("feature", -1, 0, 2**31 - 1)
+        shade = request.args.get("shade") == "1"
         view = None
         if feature >= 0:
             check_latent(info, feature)
-            view = Highlighter(g.store, [doc_id], [feature]).view(doc_id, [feature], window=10**7)
+            view = Highlighter(g.store, [doc_id], [feature], shade=shade).view(doc_id, [feature], window=10**7)
         links = _links(g.store, info)
         top = frame_table(document_latents(g.store, row),
                           links={"feature_id": lambda r: url_for("doc", doc_id=doc_id, feature=r["feature_id"]),
                                  "label": lambda r: links.latent(r["feature_id"])})
         return render("doc.html", doc=row, view=view, feature=feature if feature >= 0 else None, top=top,
-                      latent_href=links.latent(feature) if feature >= 0 else None)
+                      latent_href=links.latent(feature) if feature >= 0 else None, shade=shade,
+                      legend=shade_legend(shade, "this latent"),
+                      shade_href=url_for("doc", doc_id=doc_id, feature=feature, shade=1) if feature >= 0 else None)
 
 
 

@@ -2,7 +2,8 @@
 
 Each is a thin shell over :mod:`saeembed.analysis`; its flags are generated from the analysis'
 options dataclass, so the CLI and the Python API cannot drift apart. ``--examples N`` adds N
-example documents per row with the activating text marked ``<<…>>``; tables show the readable
+example documents per row with the latent's strongest token marked ``<<…>>`` from the store
+(``--shade``: every token where it fires, recomputed with the reader); tables show the readable
 columns, machine formats (csv/tsv/json/ndjson/parquet) keep every column.
 """
 
@@ -24,6 +25,9 @@ from .output import emit, output_options
 
 
 def examples_option(fn: Callable) -> Callable:
+    fn = click.option("--shade", is_flag=True,
+                      help="mark every token where the latent fires (re-runs the corpus' reader on the example "
+                           "documents), not only its strongest token (read from the store, instant)")(fn)
     return click.option("--examples", "highlight", type=click.IntRange(min=0), default=0, show_default=True,
                         help=f"N example documents per row (first {EXAMPLE_ROWS} rows) with the activating text "
                              "marked <<…>>")(fn)
@@ -40,11 +44,13 @@ def print_examples(df: pl.DataFrame, title: Callable[[dict], str]) -> None:
                 click.echo(f"  [{ex['side']}] doc {ex['doc_id']}: {ex['text']}")
 
 
-def emit_result(df: pl.DataFrame, fmt: str, output: str | None, table_cols: list[str] | None = None) -> None:
-    """Tables show the readable columns; machine formats keep every column."""
+def emit_result(df: pl.DataFrame, fmt: str, output: str | None, table_cols: list[str] | None = None,
+                caption: list[str] | None = None) -> None:
+    """Tables show the readable columns under ``caption`` (what was selected and tested); machine
+    formats keep every column and only the rows."""
     if fmt == "table" and table_cols is not None:
         df = df.select([c for c in table_cols if c in df.columns])
-    emit(df, fmt, output)
+    emit(df, fmt, output, caption=caption if fmt == "table" else None)
 
 
 def html_report(st: Any, df: pl.DataFrame, output: str | None, examples: int, **options: Any) -> None:
@@ -56,7 +62,8 @@ def html_report(st: Any, df: pl.DataFrame, output: str | None, examples: int, **
 
 
 def present(st: Any, df: pl.DataFrame, kind: str, fmt: str, output: str | None, highlight: int,
-            pairs: Callable[[int], Callable], table_cols: list[str] | None, title: Callable[[dict], str]) -> None:
+            pairs: Callable[[int], Callable], table_cols: list[str] | None, title: Callable[[dict], str],
+            shade: bool = False, caption: list[str] | None = None) -> None:
     """Show a result: the terminal table gets snippets of its example documents, ``--examples N``
     adds highlighted documents (printed under the table), machine formats keep every column."""
     from ..analysis.examples import attach_examples
@@ -64,10 +71,10 @@ def present(st: Any, df: pl.DataFrame, kind: str, fmt: str, output: str | None, 
     if fmt == "table":
         from ..report.terminal import table_snippets
 
-        df = table_snippets(st, df, kind)
+        df = table_snippets(st, df, kind, shade=shade)
     if highlight > 0:
-        df = attach_examples(st, df, pairs(highlight))
-    emit_result(df, fmt, output, table_cols)
+        df = attach_examples(st, df, pairs(highlight), shade=shade)
+    emit_result(df, fmt, output, table_cols, caption)
     if fmt == "table":
         print_examples(df, title)
 
@@ -90,8 +97,8 @@ HYPOTHESES_TABLE = ["target", "other", "hypothesis", "freq_target", "freq_other"
 @cli_options(LLMOptions)
 @examples_option
 @output_options(html=True)
-def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypotheses: int, highlight: int, fmt: str,
-             output: str | None, **kwargs: Any) -> None:
+def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypotheses: int, highlight: int, shade: bool,
+             fmt: str, output: str | None, **kwargs: Any) -> None:
     """Latents more frequent in one corpus than in the others: saeembed diff --store S A B [C ...].
 
     With several corpora each target is compared with the most frequent of the others. By default
@@ -121,15 +128,17 @@ def diff_cmd(corpora: tuple[str, ...], store: str, hypotheses: bool, n_hypothese
         emit_result(hyp, fmt, output, HYPOTHESES_TABLE)
         return
     if fmt == "html":  # the report's summary states the corpora from the rows; an empty result needs them here
-        return html_report(st, df, output, highlight, title=f"saeembed diff: {' vs '.join(corpora)}",
+        return html_report(st, df, output, highlight, title=f"saeembed diff: {' vs '.join(corpora)}", shade=shade,
                            notes=[] if df.height else _diff_notes(st, list(corpora), opts))
-    if fmt == "table":
-        for line in _diff_notes(st, list(corpora), opts):
+    if fmt == "table":  # what was compared, controlled and tested: on stderr, so stdout starts with the table
+        from ..report.diff_view import summary_lines
+
+        for line in _diff_notes(st, list(corpora), opts) + summary_lines(df):
             click.echo(line, err=True)
     table = DIFF_TABLE[:-1] + (PAIRED_COUNTS if opts.paired else []) + DIFF_TABLE[-1:]  # pairs: checkable by hand
     present(st, df, "diff", fmt, output, highlight, diff_example_pairs, table,
             lambda r: f"{r['target']} #{r['rank']} latent {r['feature_id']} {r['label'] or ''} "
-                      f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})")
+                      f"({r['freq_target']:.3f} vs {r['freq_other']:.3f} in {r['other']})", shade)
 
 
 def _diff_notes(st: Any, corpora: list[str], opts: DiffOptions) -> list[str]:
@@ -151,7 +160,8 @@ def _diff_notes(st: Any, corpora: list[str], opts: DiffOptions) -> list[str]:
 @cli_options(CorrelateOptions)
 @examples_option
 @output_options(html=True)
-def correlate_cmd(corpus: str, store: str, highlight: int, fmt: str, output: str | None, **kwargs: Any) -> None:
+def correlate_cmd(corpus: str, store: str, highlight: int, shade: bool, fmt: str, output: str | None,
+                  **kwargs: Any) -> None:
     """Pairs of latents that occur in the same documents (NPMI): saeembed correlate --store S CORPUS."""
     from ..analysis import correlate
     from ..analysis.correlate import coactive_documents
@@ -164,7 +174,7 @@ def correlate_cmd(corpus: str, store: str, highlight: int, fmt: str, output: str
     if fmt == "html":
         w = opts.with_corpus
         return html_report(st, df, output, highlight, corpus=None if w else corpus,
-                           title=f"saeembed correlate: {corpus}" + (f" with {w}" if w else ""))
+                           title=f"saeembed correlate: {corpus}" + (f" with {w}" if w else ""), shade=shade)
     if highlight > 0 and df.height:
         if opts.with_corpus is not None:
             raise UserError("--examples shows documents where both latents fire; with --with they are in two "
@@ -172,8 +182,11 @@ def correlate_cmd(corpus: str, store: str, highlight: int, fmt: str, output: str
         with st.reading():
             co = coactive_documents(st, corpus_info(st, corpus), df.head(EXAMPLE_ROWS), opts.threshold, highlight)
         df = attach_examples(st, df, lambda r: [(s, d, f) for d in co.get((r["feature_a"], r["feature_b"]), [])
-                                                for s, f in (("a", r["feature_a"]), ("b", r["feature_b"]))])
-    emit_result(df, fmt, output, [c for c in df.columns if c != "examples"])
+                                                for s, f in (("a", r["feature_a"]), ("b", r["feature_b"]))],
+                             shade=shade)
+    caption = [f"{df.height} pairs of latents of {corpus} that fire in the same documents more than chance (NPMI)"
+               + (f", over {df['n_docs'][0]} documents" if df.height and "n_docs" in df.columns else "")]
+    emit_result(df, fmt, output, [c for c in df.columns if c != "examples"], caption)
     if fmt == "table":
         print_examples(df, lambda r: f"{r['feature_a']} {r['label_a'] or ''} ~ {r['feature_b']} {r['label_b'] or ''} "
                                      f"(NPMI {r['npmi']:.3f})")
@@ -192,7 +205,7 @@ CLUSTER_TABLE = ["cluster", "size", "share", "top_features", "top_labels", "top_
 @cli_options(LLMOptions)
 @examples_option
 @output_options(html=True)
-def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highlight: int, fmt: str,
+def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highlight: int, shade: bool, fmt: str,
                 output: str | None, **kwargs: Any) -> None:
     """Cluster documents on the latents a query selects: saeembed cluster --store S CORPUS --query Q.
 
@@ -225,10 +238,10 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
         how = (f"query {opts.query!r}" if opts.query else
                f"latents {opts.features}" if opts.features else "all latents")
         return html_report(st, res, output, highlight, title=f"saeembed cluster: {corpus}",
-                           notes=[f"clustered on {how}"])
+                           notes=[f"clustered on {how}"], shade=shade)
     present(st, res, "cluster", fmt, output, highlight, cluster_example_pairs, CLUSTER_TABLE,
             lambda r: f"cluster {r['cluster']} ({r['size']} docs), central documents marked for "
-                      f"latent {r['top_features'][0]} {r['top_labels'][0]}")
+                      f"latent {r['top_features'][0]} {r['top_labels'][0]}", shade)
 
 
 @click.command("search", short_help="Documents that have a property.")
@@ -240,8 +253,8 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
                                              "the endpoint comes from SAEEMBED_LLM_BASE_URL / SAEEMBED_LLM_MODEL")
 @examples_option
 @output_options(html=True)
-def search_cmd(corpus: str, query: str, store: str, expand: bool, highlight: int, fmt: str, output: str | None,
-               **kwargs: Any) -> None:
+def search_cmd(corpus: str, query: str, store: str, expand: bool, highlight: int, shade: bool, fmt: str,
+               output: str | None, **kwargs: Any) -> None:
     """Documents of CORPUS that match QUERY: saeembed search --store S CORPUS "QUERY" [--mode ...]."""
     from ..analysis import search
     from ..analysis.examples import search_example_pairs
@@ -256,11 +269,14 @@ def search_cmd(corpus: str, query: str, store: str, expand: bool, highlight: int
     if fmt == "html":
         return html_report(st, df, output, highlight, title=f"saeembed search: {corpus}",
                            notes=[f"query {query!r}, mode {opts.mode}"
-                                  + (f", fused with {', '.join(opts.fuse)}" if opts.fuse else "")])
+                                  + (f", fused with {', '.join(opts.fuse)}" if opts.fuse else "")], shade=shade)
     pairs = search_example_pairs if "top_feature" in df.columns else (lambda n: lambda r: [])
+    caption = [f"{df.height} documents of {corpus} for {query!r}, best first (mode {opts.mode}"
+               + (f", fused with {', '.join(opts.fuse)}" if opts.fuse else "") + ")"]
     shown = [c for c in df.columns if c not in ("examples", "contributions", "top_label")]  # explanation says it
     present(st, df, "search", fmt, output, highlight, pairs, shown,
-            lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} {r.get('top_label') or ''})")
+            lambda r: f"#{r['rank']} doc {r['doc_id']} (latent {r.get('top_feature')} {r.get('top_label') or ''})",
+            shade, caption)
 
 
 def _expanded(query: str, kwargs: dict[str, Any]) -> str:

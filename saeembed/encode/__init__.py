@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .options import EncodeOptions
+from .progress import store_bytes, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +80,31 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
         n_shards, pending = pending_shards(req.work_dir, req.corpus.n_docs, opts.shard_docs)
         plan = EncodePlan(req.store_path, req.name, req.corpus, req.loaded, rdr, settings, req.work_dir, n_shards,
                           pending)
-        _run(plan, opts)
+        size_before = store_bytes(req.store_path)
+        tokens, seconds = _run(plan, opts)
         row = ingest(plan, wait=opts.wait, keep=opts.keep, parquet_dir=opts.parquet_dir)
-    log.info("stored %r: %s documents, %s tokens in %s", req.name, row["n_docs"], row["n_tokens"], req.store_path)
+    log.info(summary_line(req.name, row, tokens, seconds, store_bytes(req.store_path) - size_before, req.store_path))
     return row
 
 
-def _run(plan: Any, opts: EncodeOptions) -> None:
-    from ..corpus import describe_source
+def _run(plan: Any, opts: EncodeOptions) -> tuple[int, float]:
+    """Encode the pending shards; returns (content tokens encoded, seconds)."""
+    from ..corpus import describe_rows, describe_source
     from .plan import size_estimate
     from .run import run_shards
 
     s, cfg = plan.settings, plan.loaded.sae.cfg
-    log.info("encoding %d documents of %s as %r: reader %s layer %d, SAE %s (d_sae %d), device %s %s",
-             plan.corpus.n_docs, describe_source(plan.corpus.source), plan.name, s.reader, s.layer, s.sae,
-             cfg.d_sae, plan.reader.device, s.dtype)
+    log.info("encoding %d documents of %s (%s) as %r: reader %s layer %d, SAE %s (d_sae %d), device %s %s",
+             plan.corpus.n_docs, describe_source(plan.corpus.source), describe_rows(plan.corpus), plan.name, s.reader,
+             s.layer, s.sae, cfg.d_sae, plan.reader.device, s.dtype)
     if plan.done_docs:
         log.info("resuming: %d of %d shards already done", plan.n_shards - len(plan.pending), plan.n_shards)
     if not plan.pending:
-        return
+        return 0, 0.0
     sae = plan.loaded.sae.to(plan.reader.device)
-    run_shards(plan.reader, sae, plan.corpus, plan.work_dir, plan.pending, shard_docs=s.shard_docs,
-               batch_tokens=s.batch_tokens, done_docs=plan.done_docs, progress=opts.progress,
-               on_first_shard=lambda n, nnz: size_estimate(plan.corpus, n, nnz))
+    return run_shards(plan.reader, sae, plan.corpus, plan.work_dir, plan.pending, shard_docs=s.shard_docs,
+                      batch_tokens=s.batch_tokens, done_docs=plan.done_docs, progress=opts.progress,
+                      size_estimate=lambda per_doc: size_estimate(plan.corpus, per_doc))
 
 
 __all__ = ["encode_corpus", "EncodeOptions", "EncodeSettings", "EncodePlan", "ShardWork", "encode_shard",

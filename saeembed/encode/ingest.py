@@ -12,16 +12,20 @@ from typing import Any
 import polars as pl
 
 from .. import store as store_mod
+from ..corpus import Corpus
 from .plan import POOLINGS, EncodePlan
 from .workdir import act_path, docs_path, remove_work_dir
 
 
-def documents_frame(plan: EncodePlan) -> pl.DataFrame:
-    """row_idx, text, n_tokens, meta for every document, from the corpus and the shards' token counts."""
-    doc_tokens = pl.concat([pl.read_parquet(docs_path(plan.work_dir, s), glob=False) for s in range(plan.n_shards)])
-    col = "messages" if plan.corpus.kind == "messages" else "text"
-    return plan.corpus.docs.join(doc_tokens, on="row_idx", how="left").select(
-        "row_idx", pl.col(col).alias("text"), pl.col("n_tokens").cast(pl.Int32), "meta")
+def documents_frame(corpus: Corpus, shard_docs: list[pl.DataFrame]) -> pl.DataFrame:
+    """row_idx, text, n_tokens, meta, token_ends for every document, from the corpus and the shards'
+    per-document files (shards an older version wrote have no token_ends)."""
+    doc_tokens = pl.concat(shard_docs, how="diagonal_relaxed")
+    spans = [pl.col("token_ends") if "token_ends" in doc_tokens.columns
+             else pl.lit(None, pl.List(pl.Int32)).alias("token_ends")]
+    col = "messages" if corpus.kind == "messages" else "text"
+    return corpus.docs.join(doc_tokens, on="row_idx", how="left").select(
+        "row_idx", pl.col(col).alias("text"), pl.col("n_tokens").cast(pl.Int32), "meta", *spans)
 
 
 def sae_record(plan: EncodePlan) -> dict[str, Any]:
@@ -35,7 +39,8 @@ def ingest(plan: EncodePlan, wait: float | None = None, keep: str = "duckdb",
            parquet_dir: str | None = None) -> dict[str, Any]:
     """Store the finished corpus in one transaction (``keep="parquet"``: its activations as registered
     Parquet files, :mod:`saeembed.store.parquet`); returns its registry row."""
-    documents = documents_frame(plan)
+    documents = documents_frame(plan.corpus, [pl.read_parquet(docs_path(plan.work_dir, s), glob=False)
+                                              for s in range(plan.n_shards)])
     s = plan.settings
     con = store_mod.connect(plan.store_path, wait=wait)
     try:

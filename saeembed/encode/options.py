@@ -15,9 +15,11 @@ from ..options import option
 class EncodeOptions:
     """How a corpus is read, which reader/SAE encode it, and how the work is cut."""
 
-    text_col: str | None = option(None, "column holding the document text (default: text, or the only string "
-                                        "column)")
+    text_col: str | None = option(None, "column holding the document text (default: the first of text, document, "
+                                        "content, output, response, body, else the only string column)")
     messages_col: str | None = option(None, "column holding chat messages [{role, content}] instead of plain text")
+    where: str | None = option(None, "keep only the source rows for which this SQL condition holds (DuckDB, over the "
+                                     "source's columns), e.g. \"generator = 'gpt4_1106_preview'\"")
     reader: str | None = option(None, "Hugging Face model id or local path (default: the SAE's reader, "
                                       "SmolLM2-135M-Instruct for the default SAE)")
     layer: int | None = option(None, "block whose output (resid_post) the SAE reads (default: the SAE's)", min=0)

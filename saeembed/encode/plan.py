@@ -91,7 +91,7 @@ def request_for(store_path: str | Path, corpus: Any, name: str, opts: EncodeOpti
     name = check_corpus_name(name)
     store_path = Path(store_path)
     docs = read_corpus_any(corpus, text_col=opts.text_col, messages_col=opts.messages_col,
-                           drop_empty=opts.drop_empty, limit=opts.limit)
+                           drop_empty=opts.drop_empty, limit=opts.limit, where=opts.where)
     loaded = open_sae(opts.sae or "default")
     layer = resolve_layer(loaded, opts.layer)
     return EncodeRequest(store_path, name, docs, loaded, layer, work_dir(store_path, name))
@@ -187,6 +187,7 @@ def settings_for(opts: EncodeOptions, rdr: Reader, loaded: LoadedSAE, corpus: Co
         shard_docs=opts.shard_docs, dtype=str(rdr.dtype).replace("torch.", ""),
         corpus_fingerprint=corpus.fingerprint, n_docs=corpus.n_docs,
         extra={"text_col": opts.text_col, "messages_col": opts.messages_col, "kind": corpus.kind,
+               "column": corpus.column, "where": corpus.where,
                # whether the shared-prefix cache produced the rows (equal to the full forward within
                # the reader's self-checked tolerance, not bit for bit), so a resume cannot mix the two
                "prefix_cache": not rdr.prefix_cache_off_because},
@@ -198,14 +199,14 @@ def pending_shards(work_dir: Path, n_docs: int, shard_docs: int) -> tuple[int, l
     return n_shards, [s for s in range(n_shards) if not act_path(work_dir, s).exists()]
 
 
-def size_estimate(corpus: Corpus, docs: int, nonzeros: int) -> str:
-    """The store's growth predicted from one finished shard's non-zeros and the corpus' text size."""
+def size_estimate(corpus: Corpus, nonzeros_per_doc: float) -> str:
+    """The store's growth predicted from the non-zeros per document of the first batch and the
+    corpus' text size (the summary at the end gives the real figure)."""
     col = "messages" if corpus.kind == "messages" else "text"
     text_bytes = float(corpus.docs[col].str.len_bytes().sum())
-    per_doc = nonzeros / max(docs, 1)
-    est = corpus.n_docs * per_doc * BYTES_PER_NONZERO + text_bytes * 0.5 + corpus.n_docs * 40
-    return f"estimated size on disk: {est / 1e6:.1f} MB (≈{per_doc:.0f} latents per document over " \
-           f"{corpus.n_docs} documents, from the first shard)"
+    est = corpus.n_docs * nonzeros_per_doc * BYTES_PER_NONZERO + text_bytes * 0.5 + corpus.n_docs * 40
+    return f"estimated size on disk: {est / 1e6:.1f} MB (≈{nonzeros_per_doc:.0f} latents per document over " \
+           f"{corpus.n_docs} documents, from the first batch)"
 
 
 __all__ = ["EncodeSettings", "EncodePlan", "EncodeRequest", "request_for", "claimed", "resolve_layer",

@@ -61,7 +61,7 @@ def label_embedding_file(digest: str) -> str:
 
 def _label_embeddings_on_disk(digest: str, labels: list[str]) -> np.ndarray:
     from ..embed import get_embedder
-    from ..sae.resolve import SHIPPED
+    from ..sae.shipped import SHIPPED
 
     name = label_embedding_file(digest)
     for path in (*(d / name for d in SHIPPED.values()), cache_path("label_embeddings", name)):

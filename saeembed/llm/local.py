@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from ..errors import UserError
+from ..quiet import quiet_model_loading
 from .types import Completion, Messages
 
 
@@ -37,7 +38,8 @@ class LocalChat:
 
                 try:
                     tokenizer = AutoTokenizer.from_pretrained(self._load_from)
-                    lm = AutoModelForCausalLM.from_pretrained(self._load_from, dtype="auto").to(self.device).eval()
+                    with quiet_model_loading():
+                        lm = AutoModelForCausalLM.from_pretrained(self._load_from, dtype="auto").to(self.device).eval()
                 except OSError as exc:
                     raise UserError(f"cannot load local LLM {self.model!r} ({str(exc).splitlines()[0][:120]}); pass "
                                     "a local model directory or a cached hub id to --llm-model") from None

@@ -24,6 +24,7 @@ import logging
 import torch
 from torch import nn
 
+from ..corpus import MESSAGE_SEPARATOR
 from ..errors import UserError
 from .prefix import PrefixCache, cache_kwarg, max_relative_error, new_cache, prefix_cache_support, tolerance
 from .resolve import pick_device, pick_dtype, resolve_reader
@@ -104,16 +105,10 @@ class Reader:
                 "model directory or a hub id that is cached (offline: HF_HUB_OFFLINE=1)"
             ) from None
         _check_layer(name, config, layer)
-        from transformers.utils import logging as hf_logging
+        from ..quiet import quiet_model_loading
 
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()  # loading a CausalLM checkpoint into AutoModel reports the unused head
-        hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
-        try:
+        with quiet_model_loading():  # loading a CausalLM checkpoint into AutoModel reports the unused head
             model_obj = AutoModel.from_pretrained(load_from, dtype=torch_dtype)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
         self._setup(name, model_obj, tokenizer, layer, dev, torch_dtype, chat_template, include_special, window,
                     prefix_cache)
 
@@ -319,6 +314,34 @@ class Reader:
         out.append((self._encode_plain(rest), False))
         return out
 
+    def token_ends(self, doc: str | list[dict]) -> list[int] | None:
+        """Where each pooled token ends in :func:`saeembed.corpus.document_text` of the document (token
+        ``i`` covers ``[ends[i - 1], ends[i])``, the first from 0), or None where tokens have no place in
+        the text (pooled template tokens, a tokenizer without offsets).
+
+        Why stored at encode: a view marks where a latent fires from the stored token position and
+        these ends, with no tokenizer or forward. A token is given the text that decoding the tokens
+        up to it adds (as :func:`saeembed.highlight.token_activations` shows tokens), so the tokens
+        tile the text: whitespace a tokenizer skips, and the line between two messages, go to the
+        next token, and a character split over several byte-level tokens belongs to the token that
+        completes it (the ones before it end where they start).
+        """
+        if self.include_special or not getattr(self.tokenizer, "is_fast", False):
+            return None
+        messages = doc if isinstance(doc, list) else [{"role": "assistant", "content": doc}]
+        ends: list[int] = []
+        base = at = 0
+        for m in messages:
+            content = m["content"]
+            enc = self.tokenizer(content, add_special_tokens=False, return_offsets_mapping=True)
+            kept = [e for t, (_, e) in zip(enc["input_ids"], enc["offset_mapping"]) if t not in self.special_ids]
+            starts = [s for t, (s, _) in zip(enc["input_ids"], enc["offset_mapping"]) if t not in self.special_ids]
+            for i, e in enumerate(kept):
+                at = at if i + 1 < len(kept) and starts[i + 1] < e else max(base + e, at)
+                ends.append(at)
+            base += len(content) + len(MESSAGE_SEPARATOR)
+        return ends
+
     def windows(self, doc: str | list[dict], doc_idx: int) -> list[Window]:
         """Split a document into windows of at most ``self.window`` tokens.
 
@@ -342,7 +365,8 @@ class Reader:
             body_ids, body_pool = ids[first_content:], pool[first_content:]
             step = self.window - len(prefix_ids)
             wins = [
-                Window(doc_idx, prefix_ids + body_ids[s:s + step], prefix_pool + body_pool[s:s + step])
+                Window(doc_idx, prefix_ids + body_ids[s:s + step], prefix_pool + body_pool[s:s + step],
+                       offset=sum(prefix_pool) * (s // step) + sum(body_pool[:s]))
                 for s in range(0, len(body_ids), step)
             ]
         if self.prefix_cache:

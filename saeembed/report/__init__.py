@@ -10,8 +10,8 @@ and in Jupyter it displays itself: charts as SVG, examples with the activating t
     report(df, "demo.duckdb").save("diff.html")             # or just `report(df, store)` in a notebook
 
 Why a wrapper rather than a frame subclass: code that expects a polars DataFrame keeps getting
-exactly that, and looking at a result (which recomputes token activations with the reader, one
-forward per example document) stays an explicit, separate step.
+exactly that, and looking at a result (which reads example documents and, with ``shade``,
+recomputes their token activations with the reader) stays an explicit, separate step.
 """
 
 from __future__ import annotations
@@ -45,36 +45,37 @@ def detect_kind(df: pl.DataFrame) -> str:
 
 
 def build_section(store: Store, df: pl.DataFrame, kind: str, *, corpus: str | None = None, examples: int = 3,
-                  example_rows: int = 10, links: Links = NO_LINKS) -> Section:
+                  example_rows: int = 10, links: Links = NO_LINKS, shade: bool = False) -> Section:
     """The section of one result; shared by report files, notebooks and the browser."""
     if kind == "diff":
         from .diff_view import diff_section
 
-        return diff_section(store, df, examples, example_rows, links)
+        return diff_section(store, df, examples, example_rows, links, shade)
     if kind == "correlate":
         from .correlate_view import correlate_section
 
-        return correlate_section(store, df, corpus, examples, example_rows, links)
+        return correlate_section(store, df, corpus, examples, example_rows, links, shade)
     if kind == "cluster":
         from .cluster_view import cluster_section
 
-        return cluster_section(store, df, examples, links)
+        return cluster_section(store, df, examples, links, shade=shade)
     if kind == "search":
         from .search_view import search_section
 
-        return search_section(store, df, links)
+        return search_section(store, df, links, shade)
     return Section("Result", [], [], [("Rows", frame_table(df))])
 
 
 def report(df: pl.DataFrame, store: Store | str | Path, *, kind: str | None = None, corpus: str | None = None,
            examples: int = 3, example_rows: int = 10, title: str | None = None,
-           notes: list[str] | None = None) -> Report:
+           notes: list[str] | None = None, shade: bool = False) -> Report:
     """A :class:`Report` of an analysis result (``kind`` is detected from the columns).
 
-    ``examples``: example documents per row, shown for the first ``example_rows`` rows (each
-    costs a forward pass of the reader). ``corpus`` names the corpus a ``correlate`` result came
-    from (the frame does not say; without it there are no example documents). ``notes`` are
-    extra lines under the title (e.g. the query).
+    ``examples``: example documents per row, shown for the first ``example_rows`` rows, each
+    latent's strongest token shaded from the store. ``shade``: every token shaded by its
+    activation instead, recomputed with the reader (a forward per example document). ``corpus``
+    names the corpus a ``correlate`` result came from (the frame does not say; without it there
+    are no example documents). ``notes`` are extra lines under the title (e.g. the query).
     """
     from ..store.handle import as_store
     from .assets import require_faces
@@ -88,7 +89,7 @@ def report(df: pl.DataFrame, store: Store | str | Path, *, kind: str | None = No
     if examples < 0 or example_rows < 0:
         raise UserError("examples and example_rows must be >= 0")
     st = as_store(store)
-    section = build_section(st, df, kind, corpus=corpus, examples=examples, example_rows=example_rows)
+    section = build_section(st, df, kind, corpus=corpus, examples=examples, example_rows=example_rows, shade=shade)
     section.lines = list(notes or []) + section.lines
     return Report(kind, title or f"saeembed {kind}", [section], df)
 

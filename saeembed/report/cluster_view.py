@@ -11,7 +11,7 @@ import polars as pl
 from .charts import cluster_latents_chart, cluster_map
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
-from .tokens import Highlighter
+from .tokens import Highlighter, shade_legend
 
 if TYPE_CHECKING:
     from ..store.handle import Store
@@ -65,12 +65,12 @@ def map_points(store: Store, df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: i
 
 
 def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Links = NO_LINKS,
-                    seed: int = 0) -> Section:
+                    seed: int = 0, shade: bool = False) -> Section:
     """Each central document is shaded for the first of its cluster's distinctive latents that fires
     in it (a distinctive latent is more frequent in the cluster, not present in every member)."""
     central = {r["cluster"]: (r["central_docs"][:examples], r["top_features"]) for r in df.iter_rows(named=True)}
     hl = Highlighter(store, [d for ds, _ in central.values() for d in ds],
-                     [f for _, fs in central.values() for f in fs])
+                     [f for _, fs in central.values() for f in fs], shade=shade)
     labels = {f: lab for r in df.iter_rows(named=True) for f, lab in zip(r["top_features"], r["top_labels"])}
 
     def view(cluster: int, doc_id: int, window: int = 60):
@@ -104,7 +104,7 @@ def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Li
     lines[0] += (" (cluster −1: documents without any selected latent, or HDBSCAN noise)."
                  if (df["cluster"] < 0).any() else ".")
     return Section("Clusters", lines, charts, [("Clusters", table)], groups,
-                   ["shade: the first of the cluster's distinctive latents that fires in the document"])
+                   [shade_legend(shade, "the first of the cluster's distinctive latents that fires in the document")])
 
 
 __all__ = ["cluster_section", "map_points"]

@@ -31,13 +31,13 @@ def coactive(store: Store, corpus: str | None, df: pl.DataFrame, n: int, thresho
 
 
 def correlate_section(store: Store, df: pl.DataFrame, corpus: str | None, examples: int = 3,
-                      example_rows: int = 10, links: Links = NO_LINKS) -> Section:
+                      example_rows: int = 10, links: Links = NO_LINKS, shade: bool = False) -> Section:
     """``corpus`` is the correlated corpus (the frame does not name it); without it, or in cross
     mode, the section has no example documents."""
     head = df.head(example_rows)
     docs = coactive(store, corpus, head, examples)
     hl = Highlighter(store, [d for ds in docs.values() for d in ds],
-                     head["feature_a"].to_list() + head["feature_b"].to_list())
+                     head["feature_a"].to_list() + head["feature_b"].to_list(), shade=shade)
 
     def snippet(r: dict):
         ds = docs.get((r["feature_a"], r["feature_b"]))

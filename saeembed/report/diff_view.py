@@ -10,7 +10,7 @@ from ..analysis.diff_notes import PAIRED_TESTS, notes_from_rows
 from .charts import diff_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
-from .tokens import Highlighter
+from .tokens import Highlighter, shade_legend
 
 if TYPE_CHECKING:
     from ..store.handle import Store
@@ -27,7 +27,12 @@ SNIPPET_TOKENS = 10
 def _summary(store: Store, df: pl.DataFrame) -> list[str]:
     """The corpora (documents, content tokens), the length warning, what was controlled, and one line
     per target."""
-    lines = notes_from_rows(store, df)
+    return notes_from_rows(store, df) + summary_lines(df)
+
+
+def summary_lines(df: pl.DataFrame) -> list[str]:
+    """One line per target: the corpora compared, how many latents passed, the test (table caption, report)."""
+    lines = []
     for target in dict.fromkeys(df["target"].to_list()):
         grp = df.filter(pl.col("target") == target)
         r = grp.row(0, named=True)
@@ -38,14 +43,14 @@ def _summary(store: Store, df: pl.DataFrame) -> list[str]:
 
 
 def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows: int = 10,
-                 links: Links = NO_LINKS) -> Section:
+                 links: Links = NO_LINKS, shade: bool = False) -> Section:
     """Chart of the top latents per target, the full table, and the top rows' example documents
     (both sides) with the latent's tokens shaded."""
     head = df.filter(pl.col("rank") <= example_rows) if df.height else df
     pairs = [(d, r["feature_id"]) for r in head.iter_rows(named=True)
              for d in r["examples_target"][:examples] + r["examples_other"][:examples]]
     first = [r["examples_target"][0] for r in df.iter_rows(named=True) if r["examples_target"]]
-    hl = Highlighter(store, [d for d, _ in pairs], [f for _, f in pairs], plain_ids=first)
+    hl = Highlighter(store, [d for d, _ in pairs], [f for _, f in pairs], plain_ids=first, shade=shade)
     highlighted = {(r["target"], r["feature_id"]) for r in head.iter_rows(named=True)}
 
     def snippet(r: dict):
@@ -73,7 +78,7 @@ def diff_section(store: Store, df: pl.DataFrame, examples: int = 3, example_rows
     charts = [ChartView("Frequency per corpus", "share of documents where each latent fires, with 95% Wilson "
                         "intervals (top 25 per target)", diff_chart(df))] if df.height else []
     return Section("Dataset diff", _summary(store, df), charts, [("Latents", table)], groups,
-                   ["shade: activation of the latent on that token"])
+                   [shade_legend(shade, "the latent")])
 
 
-__all__ = ["diff_section"]
+__all__ = ["diff_section", "summary_lines"]

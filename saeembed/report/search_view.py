@@ -9,7 +9,7 @@ import polars as pl
 from .charts import search_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
-from .tokens import Highlighter
+from .tokens import Highlighter, shade_legend
 
 if TYPE_CHECKING:
     from ..store.handle import Store
@@ -24,7 +24,7 @@ def table_columns(df: pl.DataFrame) -> list[str]:
     return TABLE_COLUMNS[:5] + fused + TABLE_COLUMNS[5:]
 
 
-def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS) -> Section:
+def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS, shade: bool = False) -> Section:
     """Every ranked document is shown; in sae/example/hybrid modes its explanation names the latents
     that make up most of its score, with their shares, and the one that contributed most is shaded
     (dense mode has no latent, so its documents are plain)."""
@@ -32,7 +32,7 @@ def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS) -> S
     rows = list(df.iter_rows(named=True))
     feats = {r["doc_id"]: [r["top_feature"]] if has_latent and r["top_feature"] is not None else [] for r in rows}
     hl = Highlighter(store, [d for d, fs in feats.items() if fs], [f for fs in feats.values() for f in fs],
-                     plain_ids=list(feats))
+                     plain_ids=list(feats), shade=shade)
 
     def view(doc_id: int, window: int):
         return hl.view(doc_id, feats[doc_id], window) if feats[doc_id] else hl.plain(doc_id, chars=window * 12)
@@ -49,7 +49,7 @@ def search_section(store: Store, df: pl.DataFrame, links: Links = NO_LINKS) -> S
     lines = [f"{df.height} documents, best first."]
     return Section("Search", lines, charts, [("Ranked documents", table)],
                    [ExampleGroup("Ranked documents", exs)] if exs else [],
-                   ["shade: activation of the document's top-contributing latent"] if has_latent else [])
+                   [shade_legend(shade, "the document's top-contributing latent")] if has_latent else [])
 
 
 __all__ = ["search_section"]

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from ..fmt import fmt_value
 from .tokens import DocView
 
 
@@ -26,23 +27,6 @@ class Table:
     rows: list[list[Cell]]
     note: str = ""
     numeric: list[bool] = field(default_factory=list)
-
-
-def fmt_value(value: Any, column: str = "") -> str:
-    """Numbers as a reader wants them: p/q-values in scientific notation, shares to 3 decimals."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ""
-        if column in ("p_value", "q_value") and 0 < value < 1e-3:
-            return f"{value:.1e}"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.3f}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(fmt_value(v, column) for v in value)
-    return str(value)
 
 
 def _sort_key(value: Any) -> Any:

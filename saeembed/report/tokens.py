@@ -1,18 +1,19 @@
-"""Documents with the tokens where latents fire, shaded by strength, for reports and the browser.
+"""Documents with the tokens where latents fire marked, for reports and the browser.
 
-Token activations are recomputed by :func:`saeembed.highlight.token_activations` (the corpus'
-own reader and SAE, one forward per document). Strength is the activation over the largest
-activation of that latent among the documents fetched together, so the examples of one latent
-are comparable with each other. When recomputation is impossible (SAE moved, model missing)
-the plain text is shown and the view says so: an example is never lost for want of a highlight.
+By default a view is read from the store (:mod:`saeembed.peaks`): each latent's strongest token is
+shaded by its activation, with no forward at all. ``shade``
+(``--shade``) shades every token by its activation instead, recomputed by
+:func:`saeembed.highlight.token_activations` (the corpus' own reader and SAE, batched across the
+documents of a view and cached in the process); corpora stored without token positions take that
+path too. Strength is the activation over the largest activation of that latent among the
+documents fetched together, so the examples of one latent are comparable with each other. When
+recomputation is impossible (SAE moved, model missing) the plain text is shown and the view says
+so: an example is never lost for want of a highlight.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
@@ -21,56 +22,24 @@ import polars as pl
 from ..errors import UserError
 
 if TYPE_CHECKING:
+    from ..peaks import Peak
     from ..store.handle import Store
 
 WINDOW_TOKENS = 60  # tokens kept on each side of the strongest one
 PLAIN_CHARS = 400
-CACHE_PAIRS = 20_000  # (document, latent) token rows kept per process
-
-_CACHE: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-
-
-def _store_key(store: Store) -> tuple:
-    """The store file and its last write: any write (a new encode, new labels) starts a new cache."""
-    path = Path(store.path)
-    stamps = tuple(q.stat().st_mtime_ns if q.exists() else 0 for q in (path, path.with_name(path.name + ".wal")))
-    return (str(path.resolve()), stamps)
-
-
-def cached_token_activations(store: Store, doc_ids: list[int], feature_ids: list[int]) -> pl.DataFrame:
-    """:func:`saeembed.highlight.token_activations`, recomputing only (document, latent) pairs not
-    seen before in this process: a browser page reloaded, or a report and a page showing the same
-    documents, cost no new forward."""
-    from ..highlight import TOKEN_SCHEMA, token_activations
-
-    key = _store_key(store)
-    with _CACHE_LOCK:
-        missing = [(d, f) for d in doc_ids for f in feature_ids if (key, d, f) not in _CACHE]
-    if missing:
-        new = token_activations(store, sorted({d for d, _ in missing}), sorted({f for _, f in missing}))
-        groups = {(int(d), int(f)): g for (d, f), g in new.group_by("doc_id", "feature_id")}
-        with _CACHE_LOCK:
-            for d, f in missing:
-                _CACHE[(key, d, f)] = groups.get((d, f), pl.DataFrame(schema=TOKEN_SCHEMA))
-            while len(_CACHE) > CACHE_PAIRS:
-                _CACHE.popitem(last=False)
-    with _CACHE_LOCK:
-        parts = [_CACHE[(key, d, f)] for d in doc_ids for f in feature_ids if (key, d, f) in _CACHE]
-    return pl.concat(parts) if parts else pl.DataFrame(schema=TOKEN_SCHEMA)
-
-
 @dataclass(frozen=True)
 class Segment:
-    """A run of text; ``strengths``/``values`` per latent of the view (all 0 for unmarked text)."""
+    """A run of text; ``strengths``/``values`` per latent of the view (all 0 for unmarked text);
+    ``hint`` says what a mark means where the activation alone does not."""
 
     text: str
     strengths: tuple[float, ...]
     values: tuple[float, ...]
+    hint: str = ""
 
     @property
     def marked(self) -> bool:
-        return any(v > 0 for v in self.values)
+        return any(v > 0 for v in self.values) or any(v > 0 for v in self.strengths)
 
 
 @dataclass(frozen=True)
@@ -117,7 +86,7 @@ def _segments(tokens: list[str], acts: np.ndarray, scale: np.ndarray) -> list[Se
             out.append(Segment("".join(plain), zero, zero))
             plain = []
         strengths = tuple(round(float(min(1.0, v / s)), 2) if s > 0 and v > 0 else 0.0 for v, s in zip(row, scale))
-        out.append(Segment(tok, strengths, tuple(round(float(v), 3) for v in row)))
+        out.append(Segment(tok, strengths, tuple(float(f"{v:.3g}") for v in row)))
     if plain:
         out.append(Segment("".join(plain), zero, zero))
     return out
@@ -137,18 +106,72 @@ def _view(doc_id: int, features: tuple[int, ...], grp: pl.DataFrame, scale: dict
     return DocView(doc_id, features, tuple(segs), True, lo > 0, hi < len(tokens))
 
 
+def shade_legend(shade: bool, whose: str) -> str:
+    """What the colour of a mark means, for ``whose`` latent ("the latent", "the document's top latent")."""
+    if shade:
+        return f"shade: activation of {whose} on that token"
+    return f"shade: strongest token of {whose} (--shade shades every token)"
+
+
+def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None], scale: dict[int, float],
+                 window: int) -> DocView:
+    """The document clipped to ``window`` tokens around the first latent's strongest token, each
+    latent's strongest token shaded by its activation."""
+    from ..peaks import mark_span
+
+    doc = next((p.doc for p in peaks if p is not None), None)
+    if doc is None or doc.ends is None or not doc.n_tokens:
+        return _plain(doc_id, features, doc.text if doc else "")
+    n, zero = doc.n_tokens, tuple(0.0 for _ in features)
+    center = peaks[0].peak_pos if peaks[0] is not None and peaks[0].peak_pos is not None else 0
+    lo, hi = max(0, center - window), min(n, center + window + 1)
+    a, b = doc.span(lo)[0], doc.span(hi - 1)[1]
+    marks: dict[tuple[int, int], tuple[list[float], list[float], list[str]]] = {}
+    for j, (f, p) in enumerate(zip(features, peaks)):
+        span = p.peak if p is not None else None
+        if span is None or span[0] >= span[1] or not (a <= span[0] and span[1] <= b):
+            continue
+        top = scale.get(f, 0.0)
+        st, vals, hints = marks.setdefault(span, ([0.0] * len(features), [0.0] * len(features), []))
+        st[j] = max(0.01, round(min(1.0, p.value / top), 2) if top > 0 else 1.0)
+        vals[j] = float(f"{p.value:.3g}")
+        hints.append(f"latent {f}: activation {p.value:.3g}, its strongest of {p.n_active} firing tokens")
+    segs: list[Segment] = []
+    at = a
+    for (s, e), (st, vals, hints) in sorted(marks.items()):
+        if s < at:  # two latents' strongest tokens overlapping on a split character: keep the first
+            continue
+        s, e = mark_span(doc.text, s, e)
+        if at < s:
+            segs.append(Segment(doc.text[at:s], zero, zero))
+        segs.append(Segment(doc.text[s:e], tuple(st), tuple(vals), "; ".join(hints)))
+        at = e
+    if at < b:
+        segs.append(Segment(doc.text[at:b], zero, zero))
+    return DocView(doc_id, features, tuple(segs), True, lo > 0, hi < n)
+
+
 class Highlighter:
-    """Token activations of a set of documents for a set of latents, computed once (one batch of
-    forwards), from which any number of views (latents, window) are cut."""
+    """Views of a set of documents for a set of latents, read in one go (stored positions, or with
+    ``shade`` one batch of forwards), from which any number of views (latents, window) are cut."""
 
     def __init__(self, store: Store, doc_ids: Iterable[int], feature_ids: Iterable[int],
-                 plain_ids: Iterable[int] = ()) -> None:
+                 plain_ids: Iterable[int] = (), shade: bool = False) -> None:
+        from ..peaks import note_reader_fallback, read_peaks, split_by_positions
+
         self.doc_ids = sorted({int(d) for d in doc_ids})
         feats = sorted({int(f) for f in feature_ids})
+        stored, by_reader = ([], self.doc_ids) if shade else split_by_positions(store, self.doc_ids)
+        self._stored = set(stored)
+        self._peaks = read_peaks(store, [(d, f) for d in stored for f in feats]) if stored and feats else {}
         self.tokens: pl.DataFrame | None = None
-        if self.doc_ids and feats:
+        if by_reader and feats:
+            if not shade:
+                note_reader_fallback(store, by_reader)
             try:
-                self.tokens = cached_token_activations(store, self.doc_ids, feats)
+                from ..highlight import cached_token_activations
+
+                self.tokens = cached_token_activations(store, by_reader, feats)
             except (UserError, OSError, ImportError):
                 self.tokens = None  # plain text below
         self._texts = _texts(store, sorted(set(self.doc_ids) | {int(d) for d in plain_ids}))
@@ -156,11 +179,18 @@ class Highlighter:
                                                                                  "feature_id": pl.Int32,
                                                                                  "activation": pl.Float32})
         self._scale = dict(toks.group_by("feature_id").agg(pl.col("activation").max()).iter_rows())
+        for (_, f), p in self._peaks.items():
+            self._scale[f] = max(self._scale.get(f, 0.0), p.value)
         self._by_doc = {int(k[0]): g for k, g in toks.group_by("doc_id")}
 
     def view(self, doc_id: int, features: Iterable[int], window: int = WINDOW_TOKENS) -> DocView:
         """The document clipped to ``window`` tokens around the first latent's strongest token."""
         fs = tuple(int(f) for f in features)
+        if int(doc_id) in self._stored and fs:
+            peaks = [self._peaks.get((int(doc_id), f)) for f in fs]
+            if all(p is None for p in peaks):  # latents this highlighter did not read
+                return self.plain(doc_id, fs)
+            return _stored_view(int(doc_id), fs, peaks, self._scale, window)
         grp = self._by_doc.get(int(doc_id))
         if grp is None or not grp.height or not fs:
             return self.plain(doc_id, fs)
@@ -168,6 +198,9 @@ class Highlighter:
 
     def first_firing(self, doc_id: int, features: Iterable[int]) -> int | None:
         """The first of ``features`` that fires somewhere in the document (None: none does)."""
+        if int(doc_id) in self._stored:
+            return next((int(f) for f in features
+                         if (p := self._peaks.get((int(doc_id), int(f)))) is not None and p.value > 0), None)
         grp = self._by_doc.get(int(doc_id))
         if grp is None:
             return None
@@ -179,12 +212,12 @@ class Highlighter:
 
 
 def doc_views(store: Store, wanted: Iterable[tuple[int, tuple[int, ...]]],
-              window: int = WINDOW_TOKENS) -> dict[tuple[int, tuple[int, ...]], DocView]:
+              window: int = WINDOW_TOKENS, shade: bool = False) -> dict[tuple[int, tuple[int, ...]], DocView]:
     """(doc_id, latents) → the document with those latents' tokens shaded (first latent: colour 1,
     second: colour 2)."""
     wanted = list(dict.fromkeys((int(d), tuple(int(f) for f in fs)) for d, fs in wanted))
-    hl = Highlighter(store, [d for d, _ in wanted], [f for _, fs in wanted for f in fs])
+    hl = Highlighter(store, [d for d, _ in wanted], [f for _, fs in wanted for f in fs], shade=shade)
     return {(d, fs): hl.view(d, fs, window) for d, fs in wanted}
 
 
-__all__ = ["DocView", "Segment", "Highlighter", "doc_views", "WINDOW_TOKENS"]
+__all__ = ["DocView", "Segment", "Highlighter", "doc_views", "shade_legend", "WINDOW_TOKENS"]

@@ -29,12 +29,7 @@ import polars as pl
 from ..errors import UserError
 from .formats import SAEFormatError, checkpoint_files, detect_layout, load_sae
 from .model import SAEShapeError, SparseAutoencoder
-
-DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "data" / "default_sae"
-# the document-level SAE (on MiniLM document embeddings, saeembed.reader.doc): ``--sae doc``
-DOC_SAE_DIR = Path(__file__).resolve().parent.parent / "data" / "doc_sae"
-SHIPPED = {"default": DEFAULT_SAE_DIR, "doc": DOC_SAE_DIR}
-LABELS_FILE = "labels.parquet"
+from .shipped import DEFAULT_SAE_DIR, DOC_SAE_DIR, LABELS_FILE, SHIPPED  # noqa: F401 - re-exported
 
 
 @dataclass

@@ -7,13 +7,17 @@ never collide with another one.
 Tables (``activations`` keeps only non-zeros):
 
 - ``corpora(corpus_id, name, source, n_docs, reader, layer, sae, pooling, created_at, n_tokens, config)``
-- ``documents(doc_id, corpus_id, row_idx, text, n_tokens, meta)``
+- ``documents(doc_id, corpus_id, row_idx, text, n_tokens, meta, token_ends)`` — where each pooled
+  token ends in the text (token ``i`` covers ``[token_ends[i - 1], token_ends[i])``; NULL where the
+  corpus was stored without them)
 - ``saes(sae, d_in, d_sae, activation, k, reader, layer, hook_name, path)``
 - ``features(sae, feature_id, label, label_source, score, density, description)`` — one row per
   (latent, label source); several sources may label one latent.
-- ``activations(doc_id, feature_id, value, total, n_active)`` — ``value`` is the max over the
-  document's pooled tokens, ``total`` the sum, ``n_active`` the number of tokens where the latent
-  fired; mean pooling is ``total / documents.n_tokens``.
+- ``activations(doc_id, feature_id, value, total, n_active, peak_pos)`` — ``value`` is the max over
+  the document's pooled tokens, ``total`` the sum, ``n_active`` the number of tokens where the
+  latent fired; mean pooling is ``total / documents.n_tokens``. ``peak_pos`` is the (first) pooled
+  token where the latent reaches ``value`` (0-based, indexes ``token_ends``), so views mark it
+  without re-running the reader.
 """
 
 from ..ids import doc_id  # re-exported for scripts

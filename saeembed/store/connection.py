@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from ..errors import UserError
-from .schema import ALL_SCHEMAS, DUCKDB_MAGIC
+from .schema import ALL_SCHEMAS, DUCKDB_MAGIC, MIGRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ def connect(path: str | Path, read_only: bool = False, external_access: bool = T
     if not read_only:
         for schema in ALL_SCHEMAS:
             con.execute(schema)
+        con.execute(MIGRATIONS)
     else:
         # Parquet-kept corpora join the table in a temporary `activations` view; without external
         # access only their registered files stay readable (see saeembed.store.parquet)

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS parquet_corpora (
 FILE_SIZE = "256MB"  # per Parquet file; DuckDB starts a new file past this size
 ROW_GROUP = 122_880  # DuckDB's default row group: the unit its statistics prune
 COLUMNS = "doc_id, feature_id, value, total, n_active"
+POSITION_COLUMNS = ("peak_pos",)  # NULL for corpora stored before it was kept
 _GLOB = re.compile(r"[*?\[\]{}]")
 _DATA_FILE = re.compile(r"data_\d+\.parquet")  # DuckDB's names for the files of one COPY ... FILE_SIZE_BYTES
 PARQUET_MAGIC = b"PAR1"
@@ -79,10 +80,11 @@ def location_for(store_path: str | Path, parquet_dir: str | None) -> Path:
 
 
 def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, shards: Any, store_path: str | Path,
-                    parquet_dir: str | None) -> list[str]:
+                    parquet_dir: str | None, positions: bool = True) -> list[str]:
     """Write the corpus' activations (registered as the relation ``shards``: row_idx, feature_id, value,
-    total, n_active) as sorted Parquet files, register them and compute the corpus' latent
-    statistics from them; inside the caller's transaction. Returns the files."""
+    total, n_active and, with ``positions``, peak_pos) as sorted Parquet files, register
+    them and compute the corpus' latent statistics from them; inside the caller's transaction.
+    Returns the files."""
     from .stats import compute as compute_stats
     from .stats import write as write_stats
     from .strata import keep_strata
@@ -91,9 +93,10 @@ def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, sh
     where.mkdir(parents=True, exist_ok=True)
     final = where / f"{name}-c{corpus_id}-{uuid.uuid4().hex[:8]}"
     con.register("_keep_shards", shards)
+    pos = ", peak_pos::INTEGER AS peak_pos" if positions else ""
     with atomic_folder(final) as tmp:  # DuckDB writes the folder; it appears under its name only when complete
         con.execute(f"""COPY (SELECT ({int(lo)}::BIGINT | row_idx)::BIGINT AS doc_id, feature_id::INTEGER AS feature_id,
-                                     value::FLOAT AS value, total::FLOAT AS total, n_active::INTEGER AS n_active
+                                     value::FLOAT AS value, total::FLOAT AS total, n_active::INTEGER AS n_active{pos}
                               FROM _keep_shards ORDER BY feature_id, row_idx)
                         TO {_sql_str(str(tmp))}
                         (FORMAT parquet, COMPRESSION zstd, FILE_SIZE_BYTES '{FILE_SIZE}',
@@ -125,15 +128,24 @@ def _file_list(files: list[str]) -> str:
     return "[" + ", ".join(_sql_str(f) for f in files) + "]"
 
 
+def _columns(con: Any, relation: str) -> str:
+    """COLUMNS plus the token positions, NULL where ``relation`` predates them."""
+    have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()}
+    return ", ".join([COLUMNS] + [c if c in have else f"NULL::INTEGER AS {c}" for c in POSITION_COLUMNS])
+
+
 def _view(con: Any, files: list[str], include_table: bool = True) -> None:
     parts = []
     if include_table:
         db = con.execute("SELECT current_database()").fetchall()[0][0]
-        parts.append(f'SELECT {COLUMNS} FROM "{db.replace(chr(34), chr(34) * 2)}".main.activations')
+        table = f'"{db.replace(chr(34), chr(34) * 2)}".main.activations'
+        parts.append(f"SELECT {_columns(con, table)} FROM {table}")
     if files:
-        parts.append(f"SELECT {COLUMNS} FROM read_parquet({_file_list(files)}, hive_partitioning = false)")
+        # union_by_name: files of corpora kept before the positions existed lack those columns
+        kept = f"read_parquet({_file_list(files)}, hive_partitioning = false, union_by_name = true)"
+        parts.append(f"SELECT {_columns(con, kept)} FROM {kept}")
     if not parts:
-        parts.append(f"SELECT {COLUMNS} FROM main.activations WHERE false")
+        parts.append(f"SELECT {_columns(con, 'main.activations')} FROM main.activations WHERE false")
     con.execute("CREATE OR REPLACE TEMP VIEW activations AS " + " UNION ALL ".join(parts))
 
 

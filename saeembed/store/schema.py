@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS documents (
     row_idx BIGINT NOT NULL,
     text TEXT,
     n_tokens INTEGER,
-    meta JSON
+    meta JSON,
+    token_ends INTEGER[]
 );
 CREATE TABLE IF NOT EXISTS saes (
     sae TEXT PRIMARY KEY,
@@ -54,8 +55,16 @@ CREATE TABLE IF NOT EXISTS activations (
     feature_id INTEGER NOT NULL,
     value FLOAT NOT NULL,
     total FLOAT,
-    n_active INTEGER
+    n_active INTEGER,
+    peak_pos INTEGER
 );
+"""
+
+# Columns later versions added, for stores created before them (run by every writing connection;
+# a no-op once present). Rows of corpora stored before have NULL there.
+MIGRATIONS = """
+ALTER TABLE documents ADD COLUMN IF NOT EXISTS token_ends INTEGER[];
+ALTER TABLE activations ADD COLUMN IF NOT EXISTS peak_pos INTEGER;
 """
 
 # every table of a store: the catalog above, per-corpus latent statistics and length strata, Parquet-kept

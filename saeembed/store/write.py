@@ -50,6 +50,17 @@ def register_sae(con: duckdb.DuckDBPyConnection, sae_id: str, info: dict[str, An
         con.unregister("_labels")
 
 
+TOKEN_POSITIONS = "token_positions"  # corpora.config key: whether peak_pos and token_ends were stored
+
+
+def shards_have_positions(files: list[str], filesystem: Any = None) -> bool:
+    """Whether every activation shard carries peak_pos (shards an older version left in a work folder,
+    resumed, do not)."""
+    import pyarrow.parquet as pq
+
+    return bool(files) and all("peak_pos" in pq.read_schema(str(f), filesystem=filesystem).names for f in files)
+
+
 def next_corpus_id(con: duckdb.DuckDBPyConnection) -> int:
     return int(con.execute("SELECT coalesce(max(corpus_id), 0) + 1 FROM corpora").fetchall()[0][0])
 
@@ -73,25 +84,30 @@ def ingest_corpus(
 ) -> int:
     """Insert one corpus (registry row, documents, activations) inside the caller's transaction.
 
-    ``documents`` has row_idx, text, n_tokens, meta; ``activation_files`` are Parquet shards with
-    row_idx, feature_id, value, total, n_active (on ``filesystem``, a pyarrow filesystem, when
-    given). ``keep="parquet"`` keeps the activations as sorted Parquet files registered with the
-    store instead of copying them into it (:mod:`saeembed.store.parquet`).
+    ``documents`` has row_idx, text, n_tokens, meta (and token_ends where known); ``activation_files``
+    are Parquet shards with row_idx, feature_id, value, total, n_active and peak_pos (on
+    ``filesystem``, a pyarrow filesystem, when given). Shards without the
+    positions (written by an older version, resumed) store the corpus without them, and its config
+    says so (``token_positions``). ``keep="parquet"`` keeps the activations as sorted Parquet files
+    registered with the store instead of copying them into it (:mod:`saeembed.store.parquet`).
     """
     corpus_id = next_corpus_id(con)
     lo, _ = corpus_range(corpus_id)
+    positions = shards_have_positions(activation_files, filesystem)
+    if "token_ends" not in documents.columns or not positions:
+        documents = documents.with_columns(pl.lit(None, pl.List(pl.Int32)).alias("token_ends"))
     docs = documents.with_columns(
         (pl.lit(lo, dtype=pl.Int64) + pl.col("row_idx")).alias("doc_id"),
         pl.lit(corpus_id, dtype=pl.Int32).alias("corpus_id"),
-    ).select("doc_id", "corpus_id", "row_idx", "text", "n_tokens", "meta")
+    ).select("doc_id", "corpus_id", "row_idx", "text", "n_tokens", "meta", "token_ends")
     con.execute(
         "INSERT INTO corpora (corpus_id, name, source, n_docs, reader, layer, sae, pooling, n_tokens, config) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [corpus_id, name, source, docs.height, reader, layer, sae, pooling,
-         int(docs["n_tokens"].sum()), json.dumps(config)],
+         int(docs["n_tokens"].sum()), json.dumps({**config, TOKEN_POSITIONS: positions})],
     )
     con.register("_docs", docs.to_arrow())
-    con.execute("INSERT INTO documents SELECT * FROM _docs")
+    con.execute(f"INSERT INTO documents ({', '.join(docs.columns)}) SELECT * FROM _docs")
     con.unregister("_docs")
     hi = corpus_range(corpus_id)[1]
     if keep == "parquet":
@@ -104,7 +120,7 @@ def ingest_corpus(
 
         shards = pads.dataset([str(f) for f in activation_files], format="parquet", filesystem=filesystem)
         keep_as_parquet(con, corpus_id=corpus_id, name=name, lo=lo, hi=hi, shards=shards,
-                        store_path=store_path, parquet_dir=parquet_dir)
+                        store_path=store_path, parquet_dir=parquet_dir, positions=positions)
         return corpus_id
     if activation_files:
         # Activations are written latent-major within the corpus: the corpus stays one contiguous
@@ -116,9 +132,10 @@ def ingest_corpus(
 
         con.register("_shards", pads.dataset([str(f) for f in activation_files], format="parquet",
                                              filesystem=filesystem))
+        cols = "feature_id, value, total, n_active" + (", peak_pos" if positions else "")
         con.execute(
-            f"""INSERT INTO activations
-                SELECT {int(lo)}::BIGINT | row_idx, feature_id, value, total, n_active
+            f"""INSERT INTO activations (doc_id, {cols})
+                SELECT {int(lo)}::BIGINT | row_idx, {cols}
                 FROM _shards ORDER BY feature_id, row_idx"""
         )
         con.unregister("_shards")

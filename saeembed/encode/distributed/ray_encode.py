@@ -22,8 +22,6 @@ import logging
 import math
 import os
 import re
-import sys
-import time
 from types import SimpleNamespace
 from typing import Any, Iterator
 
@@ -184,21 +182,17 @@ class EncodeWorker:
                 "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def encode(self, shard: int) -> tuple[int, int, int, int]:
-        """Encode one shard and write it atomically; returns (shard, docs, non-zeros, tokens)."""
+        """Encode one shard and write it atomically; returns (shard, docs, non-zeros, content tokens)."""
         self._ensure()
-        import numpy as np
-        import polars as pl
-
         from ..run import encode_shard, tokenise_shard
 
         s = self.settings
         work = tokenise_shard(self.reader, self.corpus, shard, s["shard_docs"], s["batch_tokens"])
         acts = encode_shard(self.reader, self.sae, work)
-        self.folder.write_parquet(pl.DataFrame({"row_idx": work.row_idx.astype(np.int64),
-                                                "n_tokens": work.n_tokens}), self.folder.docs(shard))
+        self.folder.write_parquet(work.docs_frame(), self.folder.docs(shard))
         self._maybe_die()
         self.folder.write_parquet(acts, self.folder.acts(shard))
-        return shard, len(work.row_idx), acts.height, work.total_tokens
+        return shard, len(work.row_idx), acts.height, int(work.n_tokens.sum())
 
     def _maybe_die(self) -> None:
         if not self.fault_marker:
@@ -242,6 +236,7 @@ def encode_corpus_ray(store_path: Any, corpus: Any, name: str, opts: EncodeOptio
 
     from ...store.handle import registry_row
     from ..plan import claimed, request_for
+    from ..progress import store_bytes, summary_line
     from ..workdir import remove_work_dir, work_root
     from .shards import ShardFolder
 
@@ -258,22 +253,24 @@ def encode_corpus_ray(store_path: Any, corpus: Any, name: str, opts: EncodeOptio
         folder = ShardFolder.for_corpus(opts.work_dir or str(work_root(req.store_path)), req.name)
         connect(ray, opts.ray, devices)
         kinds = plan_workers(ray, opts, devices)
-        settings, n_shards, pending = _run(ray, opts, req.corpus, folder, kinds)
+        size_before = store_bytes(req.store_path)
+        settings, n_shards, pending, tokens, seconds = _run(ray, opts, req.corpus, folder, kinds)
         row = _ingest(req.store_path, req.name, req.corpus, req.loaded, settings, folder, n_shards, opts)
         if folder.local and Path(folder.path) == req.work_dir.resolve():
             remove_work_dir(req.work_dir, req.store_path)
         else:
             folder.remove()
-    log.info("stored %r: %s documents, %s tokens in %s", req.name, row["n_docs"], row["n_tokens"], req.store_path)
+    log.info(summary_line(req.name, row, tokens, seconds, store_bytes(req.store_path) - size_before, req.store_path))
     return row
 
 
-def _run(ray: Any, opts: EncodeOptions, docs: Any, folder: Any, kinds: list[str]) -> tuple[Any, int, list[int]]:
+def _run(ray: Any, opts: EncodeOptions, docs: Any, folder: Any,
+         kinds: list[str]) -> tuple[Any, int, list[int], int, float]:
     from ray.util import ActorPool
-    from tqdm import tqdm
 
-    from ...corpus import describe_source
-    from ..plan import EncodeSettings
+    from ...corpus import describe_rows, describe_source
+    from ..plan import EncodeSettings, size_estimate
+    from ..progress import EncodeProgress
 
     corpus_ref = ray.put(docs)
     fault = os.environ.get(FAULT_ENV) or None
@@ -296,23 +293,21 @@ def _run(ray: Any, opts: EncodeOptions, docs: Any, folder: Any, kinds: list[str]
         n_shards = math.ceil(docs.n_docs / s.shard_docs)
         done = folder.done(n_shards)
         pending = [i for i in range(n_shards) if i not in done]
-        log.info("encoding %d documents of %s on Ray: %d worker(s) (%s), reader %s layer %d, SAE %s, %s",
-                 docs.n_docs, describe_source(docs.source), len(actors),
+        log.info("encoding %d documents of %s (%s) on Ray: %d worker(s) (%s), reader %s layer %d, SAE %s, %s",
+                 docs.n_docs, describe_source(docs.source), describe_rows(docs), len(actors),
                  ", ".join(sorted({d["device"] for d in descs})), s.reader, s.layer, s.sae, s.dtype)
         if done:
             log.info("resuming: %d of %d shards already done", len(done), n_shards)
         done_docs = sum(min(s.shard_docs, docs.n_docs - i * s.shard_docs) for i in done)
-        bar = tqdm(total=docs.n_docs, initial=done_docs, unit="doc", disable=not opts.progress, file=sys.stderr,
-                   dynamic_ncols=True, smoothing=0.1)
-        tokens, t0 = 0, time.perf_counter()
+        # Ray reports whole shards: the bar moves per shard (the local encode's moves per batch)
+        bar = EncodeProgress(docs, pending, s.shard_docs, done_docs, opts.progress,
+                             lambda per_doc: size_estimate(docs, per_doc))
         pool = ActorPool(actors)
         try:
             with _worker_errors(ray):
-                for result in pool.map_unordered(lambda a, shard: a.encode.remote(shard), pending):
-                    _, n, _, t = result
-                    tokens += t
-                    bar.set_postfix_str(f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tok/s", refresh=False)
-                    bar.update(n)
+                for shard, n, nnz, t in pool.map_unordered(lambda a, shard: a.encode.remote(shard), pending):
+                    bar.shard_tokenised(shard, t)
+                    bar.batch_done(t, n, n, nnz)
         finally:
             bar.close()
     finally:
@@ -321,22 +316,17 @@ def _run(ray: Any, opts: EncodeOptions, docs: Any, folder: Any, kinds: list[str]
     missing = [i for i in range(n_shards) if i not in folder.done(n_shards)]
     if missing:
         raise UserError(f"{len(missing)} shard(s) missing after the run (first {missing[0]}); re-run to resume")
-    return s, n_shards, pending
+    return s, n_shards, pending, bar.tokens_done, bar.seconds
 
 
 def _ingest(store_path: Any, name: str, docs: Any, loaded: Any, settings: Any, folder: Any, n_shards: int,
             opts: EncodeOptions) -> dict[str, Any]:
     """The corpus enters the store in one transaction, from the shards in ``folder``."""
-    import polars as pl
-
     from ... import store as store_mod
-    from ..ingest import sae_record
+    from ..ingest import documents_frame, sae_record
     from ..plan import POOLINGS
 
-    doc_tokens = pl.concat([folder.read_parquet(folder.docs(s)) for s in range(n_shards)])
-    col = "messages" if docs.kind == "messages" else "text"
-    documents = docs.docs.join(doc_tokens, on="row_idx", how="left").select(
-        "row_idx", pl.col(col).alias("text"), pl.col("n_tokens").cast(pl.Int32), "meta")
+    documents = documents_frame(docs, [folder.read_parquet(folder.docs(s)) for s in range(n_shards)])
     plan = SimpleNamespace(loaded=loaded, settings=settings, reader=SimpleNamespace(name=settings.reader))
     con = store_mod.connect(store_path, wait=opts.wait)
     try:
