@@ -242,8 +242,8 @@ def agree(store: Path, docs: int = 20, per_doc: int = 3) -> dict:
 
     sys.path.insert(0, str(REPO))
     import saeembed
-    from saeembed.highlight import token_activations
-    from saeembed.peaks import read_peaks
+    from saeembed.highlight.recompute import token_activations
+    from saeembed.highlight.stored import read_peaks
 
     st = saeembed.open_store(store)
     res = {}

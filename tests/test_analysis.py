@@ -116,7 +116,7 @@ def test_diff_finds_planted_concept_on_its_side(store: Path) -> None:
     assert top["freq_other"] == pytest.approx(top["n_other"] / 400)
     # its strongest documents are planted rows, and it fires on the appended sentence's tokens
     assert all((d & 0xFFFFFFFF) < N_PLANTED for d in top["examples_target"])
-    from saeembed.highlight import render, token_activations
+    from saeembed.highlight.recompute import render, token_activations
 
     for doc in top["examples_target"]:
         toks = token_activations(store, [doc], [top["feature_id"]]).sort("position")

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.errors import UserError
-from saeembed.highlight import render, token_activations
+from saeembed.highlight.recompute import render, token_activations
 from saeembed.labels.autointerp import (
     AutoInterpConfig,
     detection_scores,

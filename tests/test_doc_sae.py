@@ -123,7 +123,7 @@ def test_encode_with_doc_sae_stores_the_sae_code_of_each_document(doc_store, ge_
 def test_highlighting_a_doc_latent_shades_the_whole_original_text(doc_store):
     """A document-level latent has no token positions: every word of the text, as written (not
     MiniLM's lower-cased word pieces), carries the document's value."""
-    from saeembed.highlight import token_activations
+    from saeembed.highlight.recompute import token_activations
 
     s = saeembed.open_store(doc_store)
     docs = s.documents("ge").sort("doc_id").head(3)

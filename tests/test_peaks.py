@@ -19,11 +19,11 @@ import pytest
 
 import saeembed
 import saeembed.analysis
-from saeembed.analysis.common import highlighted_examples
 from saeembed.encode import encode_corpus
-from saeembed.highlight import token_activations
-from saeembed.peaks import marked_text, read_peaks
-from saeembed.report.tokens import Highlighter
+from saeembed.highlight.recompute import token_activations
+from saeembed.highlight.snippets import highlighted_examples
+from saeembed.highlight.stored import marked_text, read_peaks
+from saeembed.highlight.views import Highlighter
 from tests.conftest import GOEMOTIONS_SAMPLE, REPO
 
 

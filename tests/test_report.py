@@ -23,7 +23,7 @@ from saeembed.analysis import cluster, correlate, diff, search
 from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.errors import UserError
-from saeembed.highlight import token_activations
+from saeembed.highlight.recompute import token_activations
 from saeembed.report import detect_kind, report
 from tests.conftest import needs_amazon
 from tests.faces_support import load_in_chromium

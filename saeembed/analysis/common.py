@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import UserError
+from ..highlight.snippets import clip_text
 from ..store.queries import load_query, run_query
 from ..store.stats import STATS_TOP_DOCS, corpus_stats
 
@@ -69,60 +70,12 @@ def frequent_features(store: Store, info: CorpusInfo, threshold: float, min_supp
                                                      "min_support": int(max(min_support, 1)), "n": int(n)})
 
 
-def highlighted_examples(store: Store, pairs: list[tuple[int, int]], max_chars: int = 300,
-                         shade: bool = False) -> dict[tuple[int, int], str]:
-    """Text of (doc_id, feature_id) pairs with the latent's strongest token marked ``<<…>>``, read from
-    the store (:mod:`saeembed.peaks`); ``shade``: every run of tokens where it fires is marked,
-    recomputed with the corpus' reader (one forward per document).
-
-    Corpora stored without token positions take the reader path (said once on stderr); where the
-    reader cannot run (SAE moved, model missing) the plain text is returned, so an example is never
-    lost for want of a highlight.
-    """
-    if not pairs:
-        return {}
-    from ..peaks import marked_text, note_reader_fallback, read_peaks, split_by_positions
-
-    stored, by_reader = split_by_positions(store, [d for d, _ in pairs]) if not shade else ([], [d for d, _ in pairs])
-    keep = set(stored)
-    out = {k: _clip(marked_text(p), max_chars)
-           for k, p in read_peaks(store, [(d, f) for d, f in pairs if d in keep]).items()}
-    rest = [(d, f) for d, f in pairs if d not in keep]
-    if not rest:
-        return out
-    if not shade:
-        note_reader_fallback(store, by_reader)
-    doc_ids = sorted({d for d, _ in rest})
-    try:
-        from ..highlight import cached_token_activations, render
-
-        toks = cached_token_activations(store, doc_ids, sorted({f for _, f in rest}))
-        for d, f in rest:
-            out[(d, f)] = _clip(render(toks, d, f, style="markers"), max_chars)
-    except (UserError, OSError, ImportError):
-        texts = dict(store.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
-                               [doc_ids]).iter_rows())
-        for d, f in rest:
-            out[(d, f)] = _clip(str(texts.get(d, "")), max_chars)
-    return out
-
-
-def _clip(text: str, n: int) -> str:
-    """Keep the first highlight in view: start shortly before it when the text is long."""
-    text = " ".join(text.split())
-    if len(text) <= n:
-        return text
-    at = text.find("<<")
-    start = max(0, min(at - n // 4, len(text) - n)) if at > n // 2 else 0
-    return ("…" if start else "") + text[start:start + n] + "…"
-
-
 def doc_texts(store: Store, doc_ids: list[int], max_chars: int = 200) -> dict[int, str]:
     if not doc_ids:
         return {}
     df = store.sql("SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
                    [[int(d) for d in doc_ids]])
-    return {int(d): _clip(str(t or ""), max_chars) for d, t in df.iter_rows()}
+    return {int(d): clip_text(str(t or ""), max_chars) for d, t in df.iter_rows()}
 
 
 GROUPED_MIN_NNZ = 1_000_000  # below this scipy's conversion is as fast as loading the compiled kernel

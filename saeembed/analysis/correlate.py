@@ -285,7 +285,7 @@ def same_token_share(fire_a: list[set[int]], fire_b: list[set[int]]) -> float | 
 def _token_check(store: Store, info: CorpusInfo, pairs: pl.DataFrame, threshold: float,
                  sample: int) -> pl.DataFrame:
     """Add same_token_share, from token activations recomputed for sampled co-active documents."""
-    from ..highlight import token_activations
+    from ..highlight.recompute import token_activations
 
     if pairs.height == 0:
         return pairs.with_columns(pl.lit(None, pl.Float64).alias("same_token_share"))

@@ -26,7 +26,7 @@ def attach_examples(st: Store, df: pl.DataFrame, pairs_of: Pairs, shade: bool = 
     ``pairs_of(row)`` names (side, doc_id, feature_id) triples; the text is the document with the
     token where that latent fires most marked (``shade``: every token where it fires).
     """
-    from .common import highlighted_examples
+    from ..highlight.snippets import highlighted_examples
 
     rows = df.head(EXAMPLE_ROWS).to_dicts()
     wanted = [pairs_of(r) for r in rows]

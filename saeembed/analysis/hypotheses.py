@@ -26,10 +26,10 @@ import numpy as np
 import polars as pl
 
 from ..errors import UserError
+from ..highlight.snippets import highlighted_examples
 from ..labels.autointerp import SYSTEM, detect_prompt, parse_detection, parse_explanation
 from ..store.corpusinfo import corpus_info
 from ..store.handle import as_store
-from .common import highlighted_examples
 from .diff import two_proportion_test
 
 if TYPE_CHECKING:

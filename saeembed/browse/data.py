@@ -11,10 +11,10 @@ import polars as pl
 
 from ..analysis.common import feature_labels, top_documents
 from ..errors import UserError
+from ..highlight.views import Highlighter
 from ..report.charts import density_chart, histogram_chart
 from ..report.page import ChartView, Example, ExampleGroup, Links, Section
 from ..report.tables import frame_table
-from ..report.tokens import Highlighter
 from ..store.corpusinfo import corpus_info
 from ..store.queries import run_query
 

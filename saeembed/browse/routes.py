@@ -107,7 +107,7 @@ def _register_pages(app: Any) -> None:
 
     @app.get("/doc/<int:doc_id>")
     def doc(doc_id: int) -> str:
-        from ..report.tokens import Highlighter, shade_legend
+        from ..highlight.views import Highlighter, shade_legend
 
         row = document(g.store, doc_id)
         info = sae_info(g.store, row["sae"])

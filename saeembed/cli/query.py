@@ -97,7 +97,7 @@ def drop_cmd(name: str, store: str, parquet_dir: str | None, keep_files: bool) -
               help="colour the highlights (default: on a terminal unless NO_COLOR is set; off: <<markers>>)")
 def show_cmd(doc_id: int, feature_ids: tuple[int, ...], store: str, fmt: str, color: bool | None) -> None:
     """Print document DOC_ID with the tokens where each --feature fires highlighted."""
-    from ..highlight import render, token_activations
+    from ..highlight.recompute import render, token_activations
 
     st = open_existing_store(store)
     tokens = token_activations(st, [doc_id], list(feature_ids))

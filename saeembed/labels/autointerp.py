@@ -129,7 +129,7 @@ def _window_text(tokens: pl.DataFrame, doc_id: int, fid: int, cfg: AutoInterpCon
     hi = min(sel.height, max(lo + span, centre + cfg.context_after + 1))
     lo = max(0, min(lo, hi - span))
     win = sel.slice(lo, hi - lo)
-    from ..highlight import render
+    from ..highlight.recompute import render
 
     text = render(win, doc_id, fid, style="markers") if markers else "".join(win["token"].to_list())
     text = " ".join(text.split())
@@ -250,7 +250,7 @@ def label_features(store: Store | str | Path, corpus: str, feature_ids: list[int
             continue
         docs = sorted({d for s in samples for d in (s.explain_pool[: cfg.n_explain * cfg.candidates]
                                                     + s.holdout_pos + s.holdout_neg + s.contrast)})
-        from ..highlight import token_activations
+        from ..highlight.recompute import token_activations
 
         tokens = token_activations(st, docs, [s.feature_id for s in samples])
         jobs = []

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ..highlight.views import Highlighter
 from .charts import correlate_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
-from .tokens import Highlighter
 
 if TYPE_CHECKING:
     from ..store.handle import Store

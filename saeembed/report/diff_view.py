@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from ..analysis.diff_notes import PAIRED_TESTS, notes_from_rows
+from ..highlight.views import Highlighter, shade_legend
 from .charts import diff_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
-from .tokens import Highlighter, shade_legend
 
 if TYPE_CHECKING:
     from ..store.handle import Store

@@ -15,8 +15,8 @@ from typing import Any
 
 import polars as pl
 
+from ..highlight.views import DocView
 from .tables import Table
-from .tokens import DocView
 
 
 class Links:

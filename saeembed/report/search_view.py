@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ..highlight.views import Highlighter, shade_legend
 from .charts import search_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
-from .tokens import Highlighter, shade_legend
 
 if TYPE_CHECKING:
     from ..store.handle import Store

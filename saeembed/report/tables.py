@@ -9,7 +9,7 @@ from typing import Any, Callable
 import polars as pl
 
 from ..fmt import fmt_value
-from .tokens import DocView
+from ..highlight.views import DocView
 
 
 @dataclass

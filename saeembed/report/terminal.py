@@ -20,7 +20,7 @@ SNIPPET_CHARS = 58  # fits the table's 60-character cells with the marks in view
 
 
 def _marked(store: Store, pairs: list[tuple[int, int] | None], chars: int, shade: bool) -> list[str | None]:
-    from ..analysis.common import highlighted_examples
+    from ..highlight.snippets import highlighted_examples
 
     texts = highlighted_examples(store, sorted({p for p in pairs if p is not None}), max_chars=chars, shade=shade)
     return [texts.get(p) if p is not None else None for p in pairs]

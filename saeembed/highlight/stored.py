@@ -18,11 +18,11 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
-from .corpus import document_text
-from .ids import corpus_of
+from ..corpus import document_text
+from ..ids import corpus_of
 
 if TYPE_CHECKING:
-    from .store.handle import Store
+    from ..store.handle import Store
 
 log = logging.getLogger(__name__)
 _TOLD: set[tuple[str, int]] = set()

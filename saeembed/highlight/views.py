@@ -1,6 +1,6 @@
 """Documents with the tokens where latents fire marked, for reports and the browser.
 
-By default a view is read from the store (:mod:`saeembed.peaks`): each latent's strongest token is
+By default a view is read from the store (:mod:`saeembed.highlight.stored`): each latent's strongest token is
 shaded by its activation, with no forward at all. ``shade``
 (``--shade``) shades every token by its activation instead, recomputed by
 :func:`saeembed.highlight.token_activations` (the corpus' own reader and SAE, batched across the
@@ -22,8 +22,8 @@ import polars as pl
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from ..peaks import Peak
     from ..store.handle import Store
+    from .stored import Peak
 
 WINDOW_TOKENS = 60  # tokens kept on each side of the strongest one
 PLAIN_CHARS = 400
@@ -117,7 +117,7 @@ def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None
                  window: int) -> DocView:
     """The document clipped to ``window`` tokens around the first latent's strongest token, each
     latent's strongest token shaded by its activation."""
-    from ..peaks import mark_span
+    from .stored import mark_span
 
     doc = next((p.doc for p in peaks if p is not None), None)
     if doc is None or doc.ends is None or not doc.n_tokens:
@@ -157,7 +157,7 @@ class Highlighter:
 
     def __init__(self, store: Store, doc_ids: Iterable[int], feature_ids: Iterable[int],
                  plain_ids: Iterable[int] = (), shade: bool = False) -> None:
-        from ..peaks import note_reader_fallback, read_peaks, split_by_positions
+        from .stored import note_reader_fallback, read_peaks, split_by_positions
 
         self.doc_ids = sorted({int(d) for d in doc_ids})
         feats = sorted({int(f) for f in feature_ids})
@@ -169,7 +169,7 @@ class Highlighter:
             if not shade:
                 note_reader_fallback(store, by_reader)
             try:
-                from ..highlight import cached_token_activations
+                from .recompute import cached_token_activations
 
                 self.tokens = cached_token_activations(store, by_reader, feats)
             except (UserError, OSError, ImportError):

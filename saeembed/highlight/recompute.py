@@ -23,14 +23,14 @@ import numpy as np
 import polars as pl
 import torch
 
-from .errors import UserError
-from .models import corpus_models, is_messages_corpus
-from .store.handle import reads_store
+from ..errors import UserError
+from ..models import corpus_models, is_messages_corpus
+from ..store.handle import reads_store
 
 if TYPE_CHECKING:
-    from .reader import Reader
-    from .sae import SparseAutoencoder
-    from .store.handle import Store
+    from ..reader import Reader
+    from ..sae import SparseAutoencoder
+    from ..store.handle import Store
 
 TOKEN_SCHEMA = {"doc_id": pl.Int64, "position": pl.Int32, "token": pl.String, "feature_id": pl.Int32,
                 "activation": pl.Float32}
@@ -70,7 +70,7 @@ def compute_token_activations(reader: Reader, sae: SparseAutoencoder, docs: list
     the max over positions equals the document's stored max activation. A document-level reader's
     one vector describes the whole document, so there every word of the text gets its value.
     """
-    from .reader import batches_by_budget, pad_batch
+    from ..reader import batches_by_budget, pad_batch
 
     feats = torch.tensor(sorted({int(f) for f in feature_ids}), dtype=torch.long)
     if len(feats) and (int(feats.min()) < 0 or int(feats.max()) >= sae.d_sae):
