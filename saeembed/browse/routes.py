@@ -144,9 +144,7 @@ def _register_analyses(app: Any) -> None:
         if a or b:
             if not (a and b):
                 raise UserError("pick two corpora to compare (a and b)")
-            control = request.args.get("control", "length")
-            if control not in CONTROLS:
-                raise UserError(f"unknown control {control!r}; use one of {', '.join(CONTROLS)}")
+            control = choice_arg("control", "length", CONTROLS, "control")
             df = diff(g.store, [a, b], fdr=float_arg("fdr", 0.05, 1e-12, 1.0), control=control,
                       min_diff=float_arg("min_diff", 0.03, 0.0, 1.0), top=int_arg("top", 100, 1, 2000), examples=3)
             info = sae_info(g.store, g.store.corpus(a)["sae"])
@@ -158,41 +156,49 @@ def _register_analyses(app: Any) -> None:
     @app.get("/search")
     def search_page() -> str:
         from ..analysis import search
-        from ..report import build_section
 
-        corpus, q = request.args.get("corpus", ""), text_arg("q")
         mode = choice_arg("mode", "sae", SEARCH_MODES, "mode")
-        section = None
-        if q:
-            if not corpus:
-                raise UserError("pick a corpus to search")
+
+        def run(corpus: str, q: str) -> Any:
             if mode in ("sae", "hybrid"):
                 _bounded_phrases(q)
             fuse = request.args.get("fuse", "").strip()
-            df = search(g.store, corpus, q, k=int_arg("k", 20, 1, 200), mode=mode, cache=False,
-                        fuse=[fuse] if fuse else [], max_example_tokens=EXAMPLE_TOKENS)
-            info = sae_info(g.store, g.store.corpus(corpus)["sae"])
-            section = build_section(g.store, df, "search", links=_links(g.store, info))
-        return render("analysis.html", title="Search a corpus", form="search", section=section, args=request.args)
+            return search(g.store, corpus, q, k=int_arg("k", 20, 1, 200), mode=mode, cache=False,
+                          fuse=[fuse] if fuse else [], max_example_tokens=EXAMPLE_TOKENS), {}
+
+        return _query_page("search", "Search a corpus", run)
 
     @app.get("/cluster")
     def cluster_page() -> str:
         """A query's clustering, headed by how its latents were chosen and why (the CLI's header lines)."""
         from ..analysis import cluster
-        from ..report import build_section
 
-        corpus, q = request.args.get("corpus", ""), text_arg("q")
         select = choice_arg("select", "auto", CLUSTER_SELECT, "selection")
-        section = None
-        if q:
-            if not corpus:
-                raise UserError("pick a corpus to cluster")
+
+        def run(corpus: str, q: str) -> Any:
             _bounded_phrases(q)
             k = int_arg("k", 0, 0, 50)
-            df = cluster(g.store, corpus, query=q, k=k or None, select=select)
-            info = sae_info(g.store, g.store.corpus(corpus)["sae"])
-            section = build_section(g.store, df, "cluster", examples=2, links=_links(g.store, info))
-        return render("analysis.html", title="Cluster a corpus", form="cluster", section=section, args=request.args)
+            return cluster(g.store, corpus, query=q, k=k or None, select=select), {"examples": 2}
+
+        return _query_page("cluster", "Cluster a corpus", run)
+
+
+def _query_page(form: str, title: str, run: Any) -> str:
+    """A page that runs one analysis of a corpus for the query ``q``: ``run(corpus, q)`` returns the result
+    and the view's options; without a query the page shows only its form."""
+    from flask import g, request
+
+    from ..report import build_section
+
+    corpus, q = request.args.get("corpus", ""), text_arg("q")
+    section = None
+    if q:
+        if not corpus:
+            raise UserError(f"pick a corpus to {form}")
+        df, view = run(corpus, q)
+        info = sae_info(g.store, g.store.corpus(corpus)["sae"])
+        section = build_section(g.store, df, form, links=_links(g.store, info), **view)
+    return render("analysis.html", title=title, form=form, section=section, args=request.args)
 
 
 def _bounded_phrases(query: str) -> None:

@@ -49,7 +49,8 @@ class EncodeProgress:
         self.tokens_done, self.started = 0, time.perf_counter()
         self._size_estimate = size_estimate
         self.bar = tqdm(total=self._estimate(), unit="tok", unit_scale=True, disable=not enabled, file=sys.stderr,
-                        dynamic_ncols=True, smoothing=0.1, desc="encoding", bar_format=BAR_FORMAT)
+                        dynamic_ncols=True, smoothing=0.1, desc="encoding", bar_format=BAR_FORMAT,
+                        mininterval=0, miniters=1)  # every batch redraws: a batch is the unit of progress
         self._show_docs()
 
     def _estimate(self) -> int:
