@@ -85,7 +85,7 @@ class SteerData:
 
     @cached_property
     def emb(self) -> np.ndarray:
-        from .retrieve import aligned_doc_embeddings
+        from .dense import aligned_doc_embeddings
 
         return aligned_doc_embeddings(self.store, self.info, self.doc_ids)
 

@@ -75,7 +75,7 @@ def compute_topics(emb: np.ndarray, texts: list[str], n_topics: int, seed: int =
 def corpus_topics(store: Store, info: CorpusInfo, doc_ids: np.ndarray, emb: np.ndarray,
                   n_topics: int = N_TOPICS) -> CorpusTopics:
     """The topics of the corpus ``info`` whose documents ``doc_ids`` have the MiniLM embeddings ``emb``
-    (from :func:`~saeembed.analysis.retrieve.aligned_doc_embeddings`); built once per process."""
+    (from :func:`~saeembed.analysis.dense.aligned_doc_embeddings`); built once per process."""
     key = (str(store.path), info.corpus_id, info.n_docs, str(info.created_at), n_topics)
 
     def build() -> CorpusTopics:
