@@ -6,6 +6,7 @@ gives SAE embeddings of texts inside scikit-learn pipelines (and BERTopic), with
 
 from .api import Store, open_store
 from .errors import UserError
+from .report import report
 
 __version__ = "0.1.0"
 
@@ -14,8 +15,6 @@ def show(df, store, **options):
     """Look at an analysis result: a :class:`saeembed.report.Report` that displays itself in Jupyter
     (charts, highlighted examples) and writes a self-contained HTML file with ``.save(path)``; the
     frame itself is unchanged (``.df``). Options: see :func:`saeembed.report.report`."""
-    from .report import report
-
     return report(df, store, **options)
 
 

@@ -18,8 +18,10 @@ import numpy as np
 
 from .errors import UserError
 from .memo import Memo
+from .minilm import NumpyBert, supported
 from .paths import minilm_wheel_dir
 from .quiet import quiet_model_loading
+from .threads import torch_threads
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -36,8 +38,6 @@ class TextEmbedder:
     """
 
     def __init__(self, model: str | None = None, device: str = "cpu", max_length: int = 256) -> None:
-        from .minilm import NumpyBert, supported
-
         source = model or DEFAULT_EMBEDDER
         if source == DEFAULT_EMBEDDER and minilm_wheel_dir() is not None:
             source = str(minilm_wheel_dir())
@@ -75,7 +75,6 @@ class TextEmbedder:
                 self._load_torch()
         if len(texts) > SMALL_BATCH:
             return self._embed(texts, batch_size)
-        from .threads import torch_threads
 
         with _THREADS_LOCK, torch_threads(1):
             return self._embed(texts, batch_size)

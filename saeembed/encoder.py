@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from .corpus import Corpus
 from .errors import UserError
 
 POOLINGS = ("max", "sum", "mean", "count", "share", "binary")
@@ -117,7 +118,6 @@ class SAEEncoder(TransformerMixin, BaseEstimator):
         """Per text: (latent ids, max, sum, count, content tokens), from the cache or a forward."""
         import polars as pl
 
-        from .corpus import Corpus
         from .encode.run import encode_shard, tokenise_shard
 
         rdr, sae, _ = self._models()

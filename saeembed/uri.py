@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .corpus import read_corpus
 from .errors import UserError
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -38,8 +39,6 @@ def filesystem_for(uri: str, what: str) -> tuple[Any, str]:
 def read_corpus_any(source: Any, **kwargs: Any) -> Any:
     """:func:`saeembed.corpus.read_corpus`, also for a corpus file given as a URI (copied once into a
     temporary file, read like a local one; the URI is recorded as the corpus' source)."""
-    from .corpus import read_corpus
-
     if not is_uri(source):
         return read_corpus(source, **kwargs)
     import pyarrow.fs as pafs

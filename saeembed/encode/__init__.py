@@ -14,8 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..corpus import describe_rows, describe_source
+from ..errors import UserError
+from ..options import resolve
+from ..store.handle import registry_row
 from .options import EncodeOptions
 from .progress import store_bytes, summary_line
+from .workdir import prepare_manifest
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +48,8 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
     ``datasets.Dataset``. Options: :class:`~saeembed.encode.options.EncodeOptions` (as an object or
     as keywords); ``wait`` is how long to wait for other processes to release the store.
     """
-    from ..errors import UserError
-    from ..options import resolve
-    from ..store.handle import registry_row
     from .ingest import ingest
     from .plan import EncodePlan, claimed, load_reader, pending_shards, request_for, settings_for
-    from .workdir import prepare_manifest
 
     opts = resolve(EncodeOptions, options, kwargs, "encode_corpus")
     if opts.keep == "parquet":
@@ -89,7 +90,6 @@ def encode_corpus(store_path: str | Path, corpus: Any, name: str, options: Encod
 
 def _run(plan: Any, opts: EncodeOptions) -> tuple[int, float]:
     """Encode the pending shards; returns (content tokens encoded, seconds)."""
-    from ..corpus import describe_rows, describe_source
     from .plan import size_estimate
     from .run import run_shards
 

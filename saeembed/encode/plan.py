@@ -17,8 +17,10 @@ from typing import Any, Iterator
 from .. import store as store_mod
 from ..corpus import Corpus
 from ..errors import UserError
+from ..names import check_corpus_name
 from ..reader import Reader, make_reader, resolve_reader
-from ..sae import LoadedSAE
+from ..sae import LoadedSAE, open_sae
+from ..uri import read_corpus_any
 from .options import EncodeOptions
 from .workdir import act_path, remove_work_dir, work_dir, work_lock
 
@@ -84,10 +86,6 @@ class EncodeRequest:
 def request_for(store_path: str | Path, corpus: Any, name: str, opts: EncodeOptions) -> EncodeRequest:
     """Check the name, read the corpus, open the SAE and resolve its layer: the refusals that must
     come before any work, shared by both encode paths so they cannot drift apart."""
-    from ..names import check_corpus_name
-    from ..sae import open_sae
-    from ..uri import read_corpus_any
-
     name = check_corpus_name(name)
     store_path = Path(store_path)
     docs = read_corpus_any(corpus, text_col=opts.text_col, messages_col=opts.messages_col,

@@ -25,6 +25,7 @@ from ..fsutil import atomic_write_parquet
 from ..reader import Reader, Window, batches_by_budget, pad_batch
 from ..sae import SparseAutoencoder
 from .pool import ACT_SCHEMA, combine_windows, pool_windows
+from .progress import EncodeProgress
 from .workdir import act_path, docs_path
 
 log = logging.getLogger(__name__)
@@ -207,8 +208,6 @@ def run_shards(reader: Reader, sae: SparseAutoencoder, corpus: Corpus, work_dir:
 
     ``size_estimate(nonzeros_per_document)`` gives the line shown after the first batch.
     """
-    from .progress import EncodeProgress
-
     writer = _ShardWriter(work_dir)
     bar = EncodeProgress(corpus, pending, shard_docs, done_docs, progress, size_estimate)
     try:

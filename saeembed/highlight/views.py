@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import UserError
+from .stored import mark_span, note_reader_fallback, read_peaks, split_by_positions
 
 if TYPE_CHECKING:
     from ..store.handle import Store
@@ -117,8 +118,6 @@ def _stored_view(doc_id: int, features: tuple[int, ...], peaks: list[Peak | None
                  window: int) -> DocView:
     """The document clipped to ``window`` tokens around the first latent's strongest token, each
     latent's strongest token shaded by its activation."""
-    from .stored import mark_span
-
     doc = next((p.doc for p in peaks if p is not None), None)
     if doc is None or doc.ends is None or not doc.n_tokens:
         return _plain(doc_id, features, doc.text if doc else "")
@@ -157,8 +156,6 @@ class Highlighter:
 
     def __init__(self, store: Store, doc_ids: Iterable[int], feature_ids: Iterable[int],
                  plain_ids: Iterable[int] = (), shade: bool = False) -> None:
-        from .stored import note_reader_fallback, read_peaks, split_by_positions
-
         self.doc_ids = sorted({int(d) for d in doc_ids})
         feats = sorted({int(f) for f in feature_ids})
         stored, by_reader = ([], self.doc_ids) if shade else split_by_positions(store, self.doc_ids)

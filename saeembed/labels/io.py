@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from ..errors import UserError
+from ..fsutil import atomic_write_bytes
+from ..store.guard import check_output_path
 from ..store.handle import as_store
-from .catalog import resolve_sae_id, write_labels
+from .catalog import labels_of, resolve_sae_id, write_labels
 from .parse import parse_label_file
 
 if TYPE_CHECKING:
@@ -145,9 +147,6 @@ def export_labels(store: Store | str | Path, path: str | Path, *, sae: str | Non
     import gzip
     import json
 
-    from ..fsutil import atomic_write_bytes
-    from ..store.guard import check_output_path
-    from .catalog import labels_of
 
     st = as_store(store)
     path = check_output_path(path, st.path)

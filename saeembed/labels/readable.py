@@ -24,6 +24,9 @@ import numpy as np
 import polars as pl
 
 from .contexts import Contexts
+from .ctfidf import distinctive_words
+from .score import embed_texts
+from .search import _STOP
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?|[^\w\s]")
 _WORD = re.compile(r"[a-z][a-z'-]{2,}")
@@ -80,8 +83,6 @@ def phrase_candidates(ctx: Contexts, latent: int, n: int = N_PHRASES) -> list[st
 
 def corpus_vocabulary(texts: Sequence[str], min_docs: int = 3, max_words: int = 12000) -> list[str]:
     """Words (3+ letters, not stop words) in at least ``min_docs`` of ``texts``, most frequent first."""
-    from .search import _STOP
-
     df: Counter[str] = Counter()
     for t in texts:
         df.update({w.strip("'-") for w in _WORD.findall(str(t).lower())})
@@ -105,9 +106,6 @@ def candidates(ctx: Contexts, windows: object, texts: Sequence[str], latents: Se
     ``windows``: a :class:`~saeembed.labels.score.WindowEmbeddings` holding the explain windows and
     the negatives; ``texts``: the documents the contexts were read from (the codes' ``doc`` indexes).
     """
-    from .ctfidf import distinctive_words
-    from .score import embed_texts
-
     rows: list[tuple[int, str, str]] = []
     latents = [int(j) for j in latents if len(ctx.explain.get(int(j), ())) >= 2]
     for j in latents:

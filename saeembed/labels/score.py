@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
+from ..embed import get_embedder
 from ..memo import Memo
 from ..store import LABEL_FLOOR
 from .contexts import Contexts
@@ -40,8 +41,6 @@ _WINDOWS: Memo[np.ndarray] = Memo("window embeddings", max_entries=4)
 
 def embed_texts(texts: Sequence[str]) -> np.ndarray:
     """MiniLM embeddings of ``texts`` (duplicates embedded once), memoised for the process."""
-    from ..embed import get_embedder
-
     texts = list(texts)
     digest = hashlib.sha1("\x00".join(texts).encode()).hexdigest()
 

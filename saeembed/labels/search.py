@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from ..embed import get_embedder
 from ..errors import UserError
 from ..fsutil import atomic_write
 from ..memo import Memo
 from ..paths import cache_path
+from ..sae.shipped import SHIPPED
 from ..store import CONTEXT_LABEL_SOURCE
 from ..store.handle import reads_store
 from .catalog import resolve_sae_id
@@ -60,9 +62,6 @@ def label_embedding_file(digest: str) -> str:
 
 
 def _label_embeddings_on_disk(digest: str, labels: list[str]) -> np.ndarray:
-    from ..embed import get_embedder
-    from ..sae.shipped import SHIPPED
-
     name = label_embedding_file(digest)
     for path in (*(d / name for d in SHIPPED.values()), cache_path("label_embeddings", name)):
         if path.exists():
@@ -148,7 +147,6 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
                   "score": pl.Float64}
     if rows.height == 0:
         return pl.DataFrame(schema=out_schema)
-    from ..embed import get_embedder
 
     q = get_embedder().embed([query.strip()])[0]
     qwords = _words(query)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..errors import UserError
 from ..paths import cache_path
+from .http import OpenAIChat
+from .local import LocalChat
 from .options import LLMOptions
 from .types import Completion, Messages, Usage
 
@@ -133,9 +135,6 @@ def make_llm(backend: str = "openai", model: str | None = None, base_url: str | 
              api_key: str | None = None, cache: str | Path | None = None, use_cache: bool = True,
              workers: int = 4, timeout: float = 60.0, max_retries: int = 5, backoff: float = 1.0) -> LLM:
     """Build an :class:`LLM` from CLI-style options."""
-    from .http import OpenAIChat
-    from .local import LocalChat
-
     if backend == "local":
         return LLM(LocalChat(model), cache=cache, use_cache=use_cache, workers=1)
     if backend != "openai":

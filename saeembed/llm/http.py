@@ -23,6 +23,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from ..errors import UserError
+from .keys import resolve_api_key, resolve_base_url
 from .types import Completion, Messages
 
 MAX_RETRY_AFTER_S = 60.0
@@ -57,8 +58,6 @@ class OpenAIChat:
     def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 5, backoff: float = 1.0,
                  on_retry: Callable[[], None] | None = None) -> None:
-        from .keys import resolve_api_key, resolve_base_url
-
         self.model = model
         self.base_url = resolve_base_url(base_url)
         self.api_key = resolve_api_key(api_key, self.base_url)

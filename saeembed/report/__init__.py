@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from ..errors import UserError
+from ..store.guard import check_output_path
+from ..store.handle import as_store
+from .assets import require_faces
 from .page import NO_LINKS, Links, Report, Section
 from .tables import frame_table
 
@@ -77,9 +80,6 @@ def report(df: pl.DataFrame, store: Store | str | Path, *, kind: str | None = No
     names the corpus a ``correlate`` result came from (the frame does not say; without it there
     are no example documents). ``notes`` are extra lines under the title (e.g. the query).
     """
-    from ..store.handle import as_store
-    from .assets import require_faces
-
     require_faces()
     if not isinstance(df, pl.DataFrame):
         raise UserError(f"report() takes a polars DataFrame from an analysis, not {type(df).__name__}")
@@ -98,7 +98,6 @@ def write_report(df: pl.DataFrame, store: Store | str | Path, output: str | Path
     """``--format html``: write the report of ``df`` to ``output`` (required)."""
     if not output:
         raise UserError("--format html writes a file; add --output FILE.html")
-    from ..store.guard import check_output_path
 
     check_output_path(output, store if isinstance(store, (str, Path)) else store.path)
     return report(df, store, **options).save(output)  # type: ignore[arg-type]

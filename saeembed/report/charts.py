@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from .assets import require_faces
+
 WIDTH = 520
 LABEL_CHARS = 42
 Z95 = 1.959963984540054
 
 
 def _alt():
-    from .assets import require_faces
-
     require_faces()
     import altair as alt
 

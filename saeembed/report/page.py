@@ -15,7 +15,11 @@ from typing import Any
 
 import polars as pl
 
+from ..errors import UserError
+from ..fsutil import atomic_write_text
 from ..highlight.views import DocView
+from ..store.guard import check_output_path
+from .assets import page_css, sortable_js, vega_bundle
 from .tables import Table
 
 
@@ -93,18 +97,12 @@ class Report:
 
     def html(self) -> str:
         """One self-contained HTML page: Vega and the table sorter inlined, no network needed."""
-        from .assets import page_css, sortable_js, vega_bundle
-
         return environment().get_template("report.html").render(
             title=self.title, sections=self.sections, inline=True, css=page_css(), vega_js=vega_bundle(),
             sortable_js=sortable_js())
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`html` to ``path`` (atomically: a half-written report never replaces a good one)."""
-        from ..errors import UserError
-        from ..fsutil import atomic_write_text
-        from ..store.guard import check_output_path
-
         path = check_output_path(path)
         page = self.html()
         try:
@@ -114,8 +112,6 @@ class Report:
         return path
 
     def _repr_html_(self) -> str:
-        from .assets import page_css
-
         return environment().get_template("fragment.html").render(title=self.title, sections=self.sections,
                                                                   css=page_css())
 

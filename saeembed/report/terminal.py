@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ..highlight.snippets import highlighted_examples
+
 if TYPE_CHECKING:
     from ..store.handle import Store
 
@@ -20,8 +22,6 @@ SNIPPET_CHARS = 58  # fits the table's 60-character cells with the marks in view
 
 
 def _marked(store: Store, pairs: list[tuple[int, int] | None], chars: int, shade: bool) -> list[str | None]:
-    from ..highlight.snippets import highlighted_examples
-
     texts = highlighted_examples(store, sorted({p for p in pairs if p is not None}), max_chars=chars, shade=shade)
     return [texts.get(p) if p is not None else None for p in pairs]
 

@@ -10,6 +10,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..ids import corpus_range
+from .parquet import check_readable
 from .schema import CONTEXT_LABEL_SOURCE, LABEL_FLOOR
 
 
@@ -49,7 +50,6 @@ class StoreReader:
             raise UserError(f"no corpus named {name!r} in this store (corpora: {known}); check the name")
         row = rows.row(0, named=True)
         # a Parquet-kept corpus whose files this connection could not use is one line, not an empty result
-        from .parquet import check_readable
 
         check_readable(self.con, row["corpus_id"])
         return row

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from .connection import check_store_file, lock_wait_seconds, open_waiting
 from .schema import DUCKDB_MAGIC
 
 # Folders next to STORE that saeembed (or DuckDB itself) keeps: unfinished shards, Parquet-kept
@@ -37,7 +38,6 @@ def _registered(store: Path) -> list[tuple[Path, list[Path]]]:
     store yet)."""
     import duckdb
 
-    from .connection import check_store_file, lock_wait_seconds, open_waiting
 
     if not check_store_file(store):
         return []

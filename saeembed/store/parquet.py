@@ -38,6 +38,10 @@ from typing import Any
 
 from ..errors import UserError
 from ..fsutil import atomic_folder
+from ..uri import is_uri
+from .stats import compute as compute_stats
+from .stats import write as write_stats
+from .strata import keep_strata
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +70,6 @@ def _sql_str(s: str) -> str:
 def location_for(store_path: str | Path, parquet_dir: str | None) -> Path:
     """The folder that receives the corpus' Parquet folder; refuses URIs and glob characters (DuckDB
     expands globs in file names it reads)."""
-    from ..uri import is_uri
-
     if parquet_dir and is_uri(parquet_dir) and not parquet_dir.startswith("file://"):
         raise UserError(f"--parquet-dir {parquet_dir!r}: DuckDB reads the kept files in place, so they must be on a "
                         "path this machine mounts (a local or network file system), not an object-store URI")
@@ -85,10 +87,6 @@ def keep_as_parquet(con: Any, *, corpus_id: int, name: str, lo: int, hi: int, sh
     total, n_active and, with ``positions``, peak_pos) as sorted Parquet files, register
     them and compute the corpus' latent statistics from them; inside the caller's transaction.
     Returns the files."""
-    from .stats import compute as compute_stats
-    from .stats import write as write_stats
-    from .strata import keep_strata
-
     where = location_for(store_path, parquet_dir)
     where.mkdir(parents=True, exist_ok=True)
     final = where / f"{name}-c{corpus_id}-{uuid.uuid4().hex[:8]}"

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from ..memo import Memo
+from .queries import load_query
 
 if TYPE_CHECKING:
     import duckdb
@@ -54,8 +55,6 @@ STATS_SCHEMA = {"feature_id": pl.Int32, "n_present": pl.Int64, "p90": pl.Float64
 
 
 def _query() -> str:
-    from .queries import load_query
-
     return load_query("latent_stats")
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from ..ids import corpus_range
+from .queries import load_query
 from .stats import kept_statistics
 
 if TYPE_CHECKING:
@@ -101,16 +102,12 @@ def stratum_of(n_tokens: np.ndarray) -> np.ndarray:
 
 
 def _summary(con: duckdb.DuckDBPyConnection, corpus_id: int) -> pl.DataFrame:
-    from .queries import load_query
-
     return con.sql(load_query("length_strata"), params={"corpus": int(corpus_id),
                                                         "per_octave": BINS_PER_OCTAVE}).pl()
 
 
 def latent_counts(con: duckdb.DuckDBPyConnection, corpus_id: int, threshold: float = 0.0) -> dict[str, np.ndarray]:
     """feature_id, stratum, n_present of one corpus at ``threshold`` (one scan of its activations)."""
-    from .queries import load_query
-
     lo, hi = corpus_range(int(corpus_id))
     return _arrays(con.sql(load_query("latent_length_strata"), params={
         "corpus": int(corpus_id), "lo": int(lo), "hi": int(hi),

@@ -22,6 +22,7 @@ from safetensors.torch import save
 
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes, atomic_write_json
+from ..reader import Reader, batches_by_budget, make_reader, pad_batch
 from .corpora import CorpusSpec, load_documents
 
 CACHE_FORMAT = 1
@@ -66,8 +67,6 @@ def _check_identity(man_path: Path, identity: dict[str, Any]) -> None:
 
 def _chunk_arrays(reader: Any, docs: Sequence[str], lo: int, hi: int, token_budget: int) -> dict[str, torch.Tensor]:
     """Hidden states of the pooled tokens of documents ``lo..hi-1``, in document and position order."""
-    from ..reader import batches_by_budget, pad_batch
-
     wins = [w for d in range(lo, hi) for w in reader.windows(docs[d], d)]
     serial = {id(w): s for s, w in enumerate(wins)}
     parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -122,8 +121,6 @@ def cache_activations(
     with AVX512-BF16, see ``benchmarks/cpu_bf16.py``; the chunks are fp16 either way). Caching
     stops once ``max_tokens`` tokens are cached.
     """
-    from ..reader import Reader, make_reader
-
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     if not isinstance(reader, Reader):

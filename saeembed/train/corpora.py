@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..corpus import read_corpus
 from ..errors import UserError
 
 
@@ -41,8 +42,6 @@ def load_documents(specs: Sequence[CorpusSpec], seed: int = 0) -> list[str]:
     Why interleave: ``max_tokens`` stops caching early; without interleaving the last corpora
     would be missing from the training data.
     """
-    from ..corpus import read_corpus
-
     per: list[list[str]] = []
     for i, spec in enumerate(specs):
         corpus = read_corpus(spec.path, text_col=spec.text_col, drop_empty=True)

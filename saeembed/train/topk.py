@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional name
 
 from ..errors import UserError
+from ..reader import pick_device
 from ..sae.formats import save_saelens
 from ..sae.model import SAEConfig, SparseAutoencoder
 from ..threads import torch_threads
@@ -171,8 +172,6 @@ def train_topk_sae(
 
 def _train(cache: ActivationCache | str | Path, cfg: TrainConfig, progress: Callable[[str], None] | None
            ) -> tuple[SparseAutoencoder, dict[str, Any]]:
-    from ..reader import pick_device
-
     if not isinstance(cache, ActivationCache):
         cache = ActivationCache(cache)
     dev = pick_device(cfg.device)
