@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from .analysis.common import feature_labels
+from .analysis.dense import dense_doc_embeddings
 from .errors import UserError
+from .report.project import idf_weighted, project_vectors
+from .store.corpusinfo import corpus_info
+from .store.handle import as_store
+from .store.queries import run_query
 
 if TYPE_CHECKING:
     from .store.corpusinfo import CorpusInfo
@@ -29,16 +35,11 @@ RESERVED = ("doc_id", "row_idx", "text", "x", "y", "top_latent", "top_latents", 
 
 
 def _sae_xy(store: Store, corpus: str, seed: int) -> np.ndarray:
-    from .report.project import idf_weighted, project_vectors
-
     x, _ = store.embeddings(corpus)  # rows in doc_id order, like store.documents()
     return project_vectors(idf_weighted(x, np.asarray((x > 0).sum(axis=0)).ravel(), x.shape[0]), seed)
 
 
 def _dense_xy(store: Store, info: CorpusInfo, seed: int) -> np.ndarray:
-    from .analysis.dense import dense_doc_embeddings
-    from .report.project import project_vectors
-
     _, emb = dense_doc_embeddings(store, info, cache=True)  # doc_id order, like store.documents()
     return project_vectors(emb, seed)
 
@@ -64,11 +65,6 @@ def atlas_frame(store: Store | str | Path, corpus: str, *, dense: bool = False, 
                 seed: int = 0) -> pl.DataFrame:
     """One row per document: doc_id, row_idx, text, x, y, top_latent, top_latents (labels, best
     first), latents (Embedding Atlas' features list: {feature, index}), then the metadata."""
-    from .analysis.common import feature_labels
-    from .store.corpusinfo import corpus_info
-    from .store.handle import as_store
-    from .store.queries import run_query
-
     if top_latents < 1:
         raise UserError("--top-latents must be at least 1")
     st = as_store(store)

@@ -38,8 +38,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import polars as pl
 
+from ..embed import get_embedder
 from ..errors import UserError
+from ..llm import make_llm
 from ..memo import Memo
+from .dense import aligned_doc_embeddings
 from .score_latents import latent_score_correlations, standardised_projection
 
 if TYPE_CHECKING:
@@ -100,8 +103,6 @@ def parse_pole_answer(text: str) -> tuple[str, str] | None:
 
 
 def _local_llm() -> LLM:
-    from ..llm import make_llm
-
     return _LOCAL.get_or_build("default", lambda: make_llm("local"))
 
 
@@ -146,8 +147,6 @@ def propose_poles(query: str, llm: LLM | None = None) -> tuple[str, str] | None:
 def pole_score(emb: np.ndarray, poles: tuple[str, str], query: str | None) -> np.ndarray:
     """The weak dense score of every document: z-scored projections of its MiniLM embedding on
     ``e(A) − e(B)``, plus on ``e(A query) − e(B query)`` when the poles came from a query."""
-    from ..embed import get_embedder
-
     pairs = [poles] + ([(f"{poles[0]} {query}", f"{poles[1]} {query}")] if query else [])
     vecs = np.asarray(get_embedder().embed([p for pair in pairs for p in pair]), dtype=np.float32)
     score = np.zeros(len(emb))
@@ -178,8 +177,6 @@ def select_axis(store: Store, info: CorpusInfo, poles: tuple[str, str], query: s
                 shares: Any | None = None, doc_ids: np.ndarray | None = None) -> Axis:
     """The axis of ``poles`` in the corpus: its ``n`` most correlated latents (see the module docstring).
     ``shares``/``doc_ids``: :func:`axis_matrix`, when the caller already has it."""
-    from .dense import aligned_doc_embeddings
-
     if shares is None or doc_ids is None:
         shares, doc_ids = axis_matrix(store, info.name)
     emb = aligned_doc_embeddings(store, info, doc_ids)

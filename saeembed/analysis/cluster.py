@@ -56,12 +56,14 @@ from ..options import resolve
 from ..store.corpusinfo import corpus_info
 from ..store.handle import reads_store
 from ..store.queries import run_query
+from .axis import select_axis, split_axis
+from .clustering import assign_nearest, central_references, eigengap_k, jaccard, partition
 from .clustering import central_references as _references  # noqa: F401 - tests and users import it here
-from .clustering import eigengap_k, jaccard, partition
 from .common import binary_matrix, check_threshold, doc_texts, feature_labels, frequent_features
+from .facets import select_facets, split_facets
 from .options import ClusterOptions
 from .proposals import STEERED, Selection, SteerData, cluster_selection, selected_by  # noqa: F401 - re-exported
-from .select import parse_feature_list, select_features
+from .select import parse_feature_list, select_features, split_phrases
 
 if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
@@ -100,8 +102,6 @@ def coverage_features(store: Store, query: str, info: CorpusInfo, share: float, 
     A fixed number per phrase suits neither a wide token-level SAE, where a handful of latents already
     fire in nearly every document, nor a narrow document-level one (512 latents, 8 per document),
     where 100 latents leave a fifth of the documents with none: coverage adapts to both."""
-    from .select import split_phrases
-
     out: dict[int, None] = {}
     for phrase in split_phrases(query):
         ranked = select_features(store, phrase, info.sae, k=int(info.d_sae), method=method,
@@ -115,8 +115,6 @@ def _join_nearest(store: Store, info: CorpusInfo, rows: np.ndarray, clusters: np
                   threshold: float) -> None:
     """Documents with no selected latent (cluster −1) join the cluster whose most central members they
     are most similar to on all latents (mean Jaccard); documents with no latent at all stay −1."""
-    from .clustering import assign_nearest, central_references
-
     todo = np.flatnonzero(clusters < 0)
     done = np.flatnonzero(clusters >= 0)
     if len(todo) == 0 or len(done) == 0:
@@ -223,9 +221,6 @@ def _cluster_steered(data: SteerData, o: ClusterOptions, sel: Selection, rng: np
     """An axis query: segments of the axis between the poles (k default 2, one per pole). Facets (or the
     corpus' topics): k-means on the documents' coordinates along the categories (k default: the eigengap).
     Every document is placed."""
-    from .axis import select_axis, split_axis
-    from .facets import select_facets, split_facets
-
     kind = {"axis": "an axis query", "facets": "a facet query", "topics": "a topic query"}[sel.method]
     if o.coverage is not None:
         raise UserError(f"--coverage applies to label and descriptor selection; {kind} takes --per-phrase "

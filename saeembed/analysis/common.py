@@ -11,6 +11,7 @@ from ..errors import UserError
 from ..highlight.snippets import clip_text
 from ..store.queries import load_query, run_query
 from ..store.stats import STATS_TOP_DOCS, corpus_stats
+from .cooccurrence import binary_csr, numba_available
 
 if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
@@ -92,7 +93,6 @@ def binary_matrix(store: Store, info: CorpusInfo, feature_ids: list[int], thresh
     """
     from scipy import sparse
 
-    from .cooccurrence import binary_csr, numba_available
 
     if rows is None:
         rows = store.con.execute("SELECT row_idx FROM documents WHERE corpus_id = ? ORDER BY row_idx",

@@ -33,6 +33,7 @@ from ..store.corpusinfo import corpus_info
 from ..store.handle import reads_store
 from ..store.queries import run_query
 from .common import binary_matrix, check_threshold, feature_labels, frequent_features, paired_rows
+from .cooccurrence import DENSE_MAX, dense_pair_counts, numba_available
 from .options import CorrelateOptions
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -
     every column j of ``xb`` (same rows). Exact integer counts from either engine of
     :mod:`.cooccurrence` (``engine``: auto, numba or scipy), so both give identical pairs.
     """
-    from .cooccurrence import DENSE_MAX, dense_pair_counts, numba_available
-
     n = xa.shape[0]
     fa, fb = xa.shape[1], (xb if xb is not None else xa).shape[1]
     if engine not in ("auto", "numba", "scipy"):

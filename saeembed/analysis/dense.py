@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from ..embed import DEFAULT_EMBEDDER, get_embedder  # deferred: the embedder's import is start-up cost
 from ..fsutil import atomic_write_parquet
 from ..names import NAME_MAX, NAME_PATTERN
 
@@ -40,8 +41,6 @@ def aligned_doc_embeddings(store: Store, info: CorpusInfo, doc_ids: np.ndarray, 
 
 def dense_doc_embeddings(store: Store, info: CorpusInfo, cache: bool) -> tuple[np.ndarray, np.ndarray]:
     """MiniLM embeddings of every document, from the sidecar cache when it matches the corpus."""
-    from ..embed import DEFAULT_EMBEDDER, get_embedder  # deferred: the embedder's import is start-up cost
-
     side = Path(str(store.path) + ".dense") / f"{sidecar_name(info)}.parquet"
     stamp = f"{info['corpus_id']}|{info['n_docs']}|{info['created_at']}|{DEFAULT_EMBEDDER}"
     if cache and side.exists():
@@ -67,8 +66,6 @@ def dense_doc_embeddings(store: Store, info: CorpusInfo, cache: bool) -> tuple[n
 
 def dense_ranking(store: Store, info: CorpusInfo, query: str, k: int, cache: bool) -> pl.DataFrame:
     """The ``k`` documents most similar to ``query`` by MiniLM cosine (search --mode dense)."""
-    from ..embed import get_embedder
-
     ids, emb = dense_doc_embeddings(store, info, cache)
     q = get_embedder().embed([query])[0]
     sims = emb @ q

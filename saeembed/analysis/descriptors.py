@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from ..embed import DEFAULT_EMBEDDER
 from ..labels.ctfidf import distinctive_words
 from ..memo import Memo
+from .dense import aligned_doc_embeddings, sidecar_name
 
 if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
@@ -62,15 +64,11 @@ class Descriptors:
 
 
 def _stamp(info: CorpusInfo, top: int) -> str:
-    from ..embed import DEFAULT_EMBEDDER
-
     parts = (f"v{VERSION}", info.corpus_id, info.n_docs, info.created_at, info.sae, top, DEFAULT_EMBEDDER)
     return "|".join(map(str, parts))
 
 
 def _sidecar(store: Store, info: CorpusInfo) -> Path:
-    from .dense import sidecar_name
-
     return Path(str(store.path) + ".descriptors") / f"{sidecar_name(info)}.npz"
 
 
@@ -112,8 +110,6 @@ def _load_or_compute(store: Store, info: CorpusInfo, top: int, stamp: str, cache
 
 def compute_descriptors(store: Store, info: CorpusInfo, top: int = DESCRIPTOR_TOP, cache: bool = True) -> Descriptors:
     """Compute descriptors from the corpus' activations and MiniLM document embeddings (no cache)."""
-    from .dense import aligned_doc_embeddings
-
     mat, doc_ids = store.embeddings(info.name)
     emb = aligned_doc_embeddings(store, info, doc_ids, cache)
     mean = emb.mean(axis=0) if len(emb) else np.zeros(emb.shape[1], np.float32)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import polars as pl
 
+from ..highlight.snippets import highlighted_examples
+
 if TYPE_CHECKING:
     from ..store.handle import Store
 
@@ -26,8 +28,6 @@ def attach_examples(st: Store, df: pl.DataFrame, pairs_of: Pairs, shade: bool = 
     ``pairs_of(row)`` names (side, doc_id, feature_id) triples; the text is the document with the
     token where that latent fires most marked (``shade``: every token where it fires).
     """
-    from ..highlight.snippets import highlighted_examples
-
     rows = df.head(EXAMPLE_ROWS).to_dicts()
     wanted = [pairs_of(r) for r in rows]
     texts = highlighted_examples(st, sorted({(d, f) for w in wanted for (_, d, f) in w}), shade=shade)

@@ -44,7 +44,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..embed import get_embedder
 from ..errors import UserError
+from .axis import ask_reader, reader_answer
+from .clustering import eigengap_k
+from .dense import aligned_doc_embeddings
 from .score_latents import latent_score_correlations, standardised_projection
 
 if TYPE_CHECKING:
@@ -135,8 +139,6 @@ def propose_facets(query: str, llm: LLM | None = None) -> list[str] | None:
 
     ``llm``: an endpoint (asked in chat) or a local model (greedy few-shot continuation); default the
     shipped local reader. Answers are cached on disk by the LLM layer and in-process here."""
-    from .axis import ask_reader, reader_answer
-
     def ask(model: LLM, query: str) -> list[str] | None:
         if model.continues_text:
             texts = [reader_answer(model, query)]
@@ -152,8 +154,6 @@ def propose_facets(query: str, llm: LLM | None = None) -> list[str] | None:
 def facet_profile(emb: np.ndarray, categories: list[str], query: str | None) -> np.ndarray:
     """[docs, categories]: each document's relative MiniLM similarity to every category name (and to
     "name query"), z-scored over the corpus (see the module docstring)."""
-    from ..embed import get_embedder
-
     phrases = list(categories) + ([f"{c} {query}" for c in categories] if query else [])
     vecs = np.asarray(get_embedder().embed(phrases), dtype=np.float32)
     profile = np.zeros((len(emb), len(categories)))
@@ -169,8 +169,6 @@ def select_facets(store: Store, info: CorpusInfo, categories: list[str], query: 
     """The ``n`` latents of the corpus that follow the categories' profile most (see the module docstring);
     ``shares``/``doc_ids``: :func:`~.axis.axis_matrix`. ``profile`` [docs, categories]: a dense score to
     follow instead of the names' (the corpus' topics, :meth:`~.topics.CorpusTopics.profile`)."""
-    from .dense import aligned_doc_embeddings
-
     if profile is None:
         profile = facet_profile(aligned_doc_embeddings(store, info, doc_ids), categories, query)
     corr, mean, std = latent_score_correlations(shares.tocsc(), profile)
@@ -189,7 +187,6 @@ def split_facets(coordinates: np.ndarray, k: int | None, seed: int = 0) -> tuple
     by size (0 largest)."""
     from sklearn.cluster import KMeans
 
-    from .clustering import eigengap_k
 
     norms = np.linalg.norm(coordinates, axis=1, keepdims=True)
     x = coordinates / np.maximum(norms, 1e-12)

@@ -37,7 +37,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..embed import get_embedder
+from ..labels.search import _STOP
 from ..memo import Memo
+from .axis import pole_score
+from .facets import facet_profile
 from .score_latents import latent_score_correlations, standardised_projection
 
 N_RANDOM = 32  # random proposals of the same shape each proposal is ranked against
@@ -79,9 +83,6 @@ class Grounding:
 def generic_words() -> list[str]:
     """Lower-case whole words of 4–12 letters from the embedder's vocabulary, stop words removed: the
     corpus-independent vocabulary random proposals are drawn from."""
-    from ..embed import get_embedder
-    from ..labels.search import _STOP
-
     def build() -> list[str]:
         vocab = get_embedder().tokenizer.get_vocab()
         return sorted(w for w in vocab if _WORD.fullmatch(w) and w not in _STOP)
@@ -92,9 +93,6 @@ def generic_words() -> list[str]:
 def proposal_profile(emb: np.ndarray, proposal: tuple[str, str] | Sequence[str], phrase: str | None) -> np.ndarray:
     """[docs, m]: the dense score an axis (``proposal`` a pair of poles, m = 1) or facets (a list of
     categories, m = len) steer along (:func:`~.axis.pole_score`, :func:`~.facets.facet_profile`)."""
-    from .axis import pole_score
-    from .facets import facet_profile
-
     if isinstance(proposal, tuple):
         return pole_score(emb, proposal, phrase).reshape(-1, 1)
     return facet_profile(emb, list(proposal), phrase)

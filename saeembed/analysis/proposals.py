@@ -27,6 +27,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import UserError
+from .axis import axis_matrix, explicit_poles, propose_poles
+from .dense import aligned_doc_embeddings
+from .facets import explicit_facets, propose_facets
+from .grounding import check
+from .select import resolve_method
+from .topics import N_TOPICS, corpus_topics
 
 if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
@@ -71,8 +77,6 @@ class SteerData:
 
     @cached_property
     def matrix(self) -> tuple[Any, np.ndarray]:
-        from .axis import axis_matrix
-
         return axis_matrix(self.store, self.info.name)
 
     @property
@@ -85,18 +89,12 @@ class SteerData:
 
     @cached_property
     def emb(self) -> np.ndarray:
-        from .dense import aligned_doc_embeddings
-
         return aligned_doc_embeddings(self.store, self.info, self.doc_ids)
 
     def topics(self, n_topics: int | None = None) -> CorpusTopics:
-        from .topics import N_TOPICS, corpus_topics
-
         return corpus_topics(self.store, self.info, self.doc_ids, self.emb, max(N_TOPICS, n_topics or 0))
 
     def check(self, proposal: tuple[str, str] | list[str], phrase: str | None) -> Grounding:
-        from .grounding import check
-
         key = (str(self.store.path), self.info.corpus_id, self.info.n_docs, str(self.info.created_at))
         return check(self.shares, self.emb, self.topics().labels, proposal, phrase, corpus_key=key)
 
@@ -148,10 +146,6 @@ def cluster_selection(store: Store, info: CorpusInfo, method: str, query: str | 
     descriptors: on a corpus whose main variation is its topic *every* query's best descriptors are
     topic latents and the clustering follows the topic whatever was asked.
     """
-    from .axis import explicit_poles, propose_poles
-    from .facets import explicit_facets, propose_facets
-    from .select import resolve_method
-
     data = data or SteerData(store, info)
     poles, named = explicit_poles(query), explicit_facets(query)
     if method == "topics":
@@ -203,8 +197,6 @@ def cluster_selection(store: Store, info: CorpusInfo, method: str, query: str | 
 
 def _fallback(store: Store, info: CorpusInfo, method: str) -> Selection:
     """Labels when the corpus' SAE has any in this store, else the descriptor rule."""
-    from .select import resolve_method
-
     labelled = store.con.execute("SELECT 1 FROM features WHERE sae = ? AND label IS NOT NULL LIMIT 1",
                                  [info.sae]).fetchall()
     return Selection("labels" if labelled else resolve_method(method, info))

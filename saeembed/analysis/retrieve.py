@@ -31,6 +31,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..ids import ROW_MASK
+from ..models import corpus_models
 from ..options import resolve
 from ..store.corpusinfo import corpus_info
 from ..store.handle import reads_store
@@ -89,7 +90,6 @@ def encode_query(store: Store, info: CorpusInfo, text: str,
     """
     import torch
 
-    from ..models import corpus_models
     from ..reader import pad_batch
 
     path = store.con.execute("SELECT path FROM saes WHERE sae = ?", [info.sae]).fetchall()

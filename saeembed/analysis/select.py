@@ -28,7 +28,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ..embed import get_embedder
 from ..errors import UserError
+from ..labels import search_features
+from .common import feature_labels
+from .descriptors import corpus_descriptors
 from .options import PER_PHRASE
 
 if TYPE_CHECKING:
@@ -73,7 +77,6 @@ def select_features(store: Store, query: str, sae: str, k: int = PER_PHRASE,
         raise UserError("the number of latents per phrase must be positive")
     if resolve_method(method, info) == "descriptors":
         return _select_by_descriptors(store, query, info, k)
-    from ..labels import search_features
 
     parts = []
     for phrase in split_phrases(query):
@@ -122,8 +125,6 @@ def _z(x: np.ndarray) -> np.ndarray:
 def _label_scores(store: Store, phrase: str, info: CorpusInfo, feature_ids: np.ndarray) -> np.ndarray | None:
     """:func:`~saeembed.labels.search_features` score of every latent in ``feature_ids`` (None when the
     SAE has no labels in this store)."""
-    from ..labels import search_features
-
     hits = search_features(store, phrase, k=int(info.d_sae), sae=info.sae)
     if hits.height == 0:
         return None
@@ -137,10 +138,6 @@ def _select_by_descriptors(store: Store, query: str, info: CorpusInfo, k: int,
     """The top ``k`` latents per phrase by descriptor score (fused with the label score when the SAE
     has labels: ``z(descriptor score) + label_weight × z(label score)``, z = standardised over the
     corpus' latents, so neither scale dominates by accident), united (best score kept)."""
-    from ..embed import get_embedder
-    from .common import feature_labels
-    from .descriptors import corpus_descriptors
-
     label_weight = LABEL_WEIGHT if label_weight is None else label_weight
     desc = corpus_descriptors(store, info)
     if len(desc.feature_ids) == 0:

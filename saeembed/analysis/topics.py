@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..labels.ctfidf import distinctive_words
 from ..memo import Memo
 
 if TYPE_CHECKING:
@@ -57,7 +58,6 @@ def compute_topics(emb: np.ndarray, texts: list[str], n_topics: int, seed: int =
     """k-means topics of the document embeddings ``emb`` (rows aligned with ``texts``)."""
     from sklearn.cluster import KMeans
 
-    from ..labels.ctfidf import distinctive_words
 
     n_topics = max(1, min(n_topics, len(emb)))
     fit = emb

@@ -15,9 +15,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .. import store as store_mod
 from ..errors import UserError
+from ..report.assets import require_faces
 from ..store.handle import Store
 from .data import NotFoundError
+from .routes import register
 
 log = logging.getLogger("saeembed.browse")
 
@@ -26,8 +29,6 @@ class RequestStore(Store):
     """A Store whose connection is read-only and cannot touch other files (``read_parquet`` & co.)."""
 
     def _reader(self):
-        from .. import store as store_mod
-
         if self._con is None:
             self._con = store_mod.connect(self.path, read_only=True, external_access=False)
         return store_mod.StoreReader(self._con)
@@ -50,7 +51,6 @@ def create_app(store_path: str | Path, hosts: tuple[str, ...] = ("localhost", "1
     from flask import Flask, abort, g, request
     from jinja2 import ChoiceLoader, PackageLoader
 
-    from ..report.assets import require_faces
 
     require_faces()
     path = Path(store_path)
@@ -84,7 +84,6 @@ def create_app(store_path: str | Path, hosts: tuple[str, ...] = ("localhost", "1
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
-    from .routes import register
 
     register(app)
     _register_errors(app)

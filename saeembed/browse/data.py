@@ -10,12 +10,15 @@ import numpy as np
 import polars as pl
 
 from ..analysis.common import feature_labels, top_documents
+from ..analysis.correlate import npmi
 from ..errors import UserError
 from ..highlight.views import Highlighter
+from ..labels import labels_of, resolve_sae_id
 from ..report.charts import density_chart, histogram_chart
 from ..report.page import ChartView, Example, ExampleGroup, Links, Section
 from ..report.tables import frame_table
 from ..store.corpusinfo import corpus_info
+from ..store.parquet import unreadable_corpora
 from ..store.queries import run_query
 
 if TYPE_CHECKING:
@@ -33,8 +36,6 @@ class NotFoundError(UserError):
 
 def sae_info(store: Store, sae: str | None) -> dict[str, Any]:
     """The SAE meant by ``sae`` (a prefix is enough); by default the SAE of the first corpus."""
-    from ..labels import resolve_sae_id
-
     saes = store.sql("SELECT sae FROM saes ORDER BY sae")["sae"].to_list()
     if not saes:
         raise NotFoundError("the store has no SAE yet; encode a corpus first")
@@ -64,8 +65,6 @@ def latent_histogram(store: Store, sae: str, feature_id: int, bins: int = HIST_B
 
 def neighbours(store: Store, corpus: str, feature_id: int, n: int = NEIGHBOURS) -> pl.DataFrame:
     """Latents co-occurring with ``feature_id`` in ``corpus``, by NPMI (feature_id, label, npmi, n_ab, n_b)."""
-    from ..analysis.correlate import npmi
-
     info = corpus_info(store, corpus)
     df = run_query(store, "latent_cooccurrence", {"lo": info["lo"], "hi": info["hi"], "feature": int(feature_id),
                                                   "threshold": 0.0, "min_cooccur": MIN_COOCCUR})
@@ -81,8 +80,6 @@ def neighbours(store: Store, corpus: str, feature_id: int, n: int = NEIGHBOURS) 
 def latent_sections(store: Store, info: dict[str, Any], feature_id: int, corpus: str | None,
                     links: Links) -> tuple[list[Section], pl.DataFrame, str | None]:
     """([where it fires, in numbers], labels, corpus used for neighbours) of one latent's page."""
-    from ..labels import labels_of
-
     check_latent(info, feature_id)
     sae = info["sae"]
     labels = labels_of(store, sae, [feature_id]).select("label", "label_source", "score", "density", "description")
@@ -115,8 +112,6 @@ def latent_sections(store: Store, info: dict[str, Any], feature_id: int, corpus:
 
 
 def _unreadable_names(store: Store) -> list[str]:
-    from ..store.parquet import unreadable_corpora
-
     left_out = unreadable_corpora(store.con)
     if not left_out:
         return []

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..analysis import cluster, diff, search
+from ..analysis.diff_notes import diff_notes
+from ..analysis.options import CONTROLS
+from ..analysis.select import split_phrases
 from ..errors import UserError
+from ..highlight.views import Highlighter, shade_legend
+from ..labels import search_features
+from ..report import build_section
+from ..report.assets import served_assets
+from ..report.tables import frame_table
 from .data import check_latent, document, document_latents, latent_sections, sae_info
 from .request import BrowserLinks, choice_arg, float_arg, int_arg, text_arg
 
@@ -32,7 +41,6 @@ def _corpora(store: Any) -> list[dict[str, Any]]:
 def render(template: str, **ctx: Any) -> str:
     from flask import g, render_template
 
-    from ..analysis.options import CONTROLS
 
     return render_template(template, corpora=_corpora(g.store), modes=SEARCH_MODES, selects=CLUSTER_SELECT,
                            controls=CONTROLS, **ctx)
@@ -47,8 +55,6 @@ def _register_pages(app: Any) -> None:
     """Corpora, assets, latent search, latent and document pages."""
     from flask import Response, abort, g, redirect, request, url_for
 
-    from ..report.assets import served_assets
-    from ..report.tables import frame_table
 
     @app.get("/")
     def index() -> str:
@@ -70,8 +76,6 @@ def _register_pages(app: Any) -> None:
 
     @app.get("/features")
     def features() -> str:
-        from ..labels import search_features
-
         info = sae_info(g.store, request.args.get("sae") or None)
         links = _links(g.store, info)
         q = text_arg("q")
@@ -107,8 +111,6 @@ def _register_pages(app: Any) -> None:
 
     @app.get("/doc/<int:doc_id>")
     def doc(doc_id: int) -> str:
-        from ..highlight.views import Highlighter, shade_legend
-
         row = document(g.store, doc_id)
         info = sae_info(g.store, row["sae"])
         feature = int_arg("feature", -1, 0, 2**31 - 1)
@@ -134,11 +136,6 @@ def _register_analyses(app: Any) -> None:
 
     @app.get("/diff")
     def diff_page() -> str:
-        from ..analysis import diff
-        from ..analysis.diff_notes import diff_notes
-        from ..analysis.options import CONTROLS
-        from ..report import build_section
-
         a, b = request.args.get("a", ""), request.args.get("b", "")
         section = None
         if a or b:
@@ -155,8 +152,6 @@ def _register_analyses(app: Any) -> None:
 
     @app.get("/search")
     def search_page() -> str:
-        from ..analysis import search
-
         mode = choice_arg("mode", "sae", SEARCH_MODES, "mode")
 
         def run(corpus: str, q: str) -> Any:
@@ -171,8 +166,6 @@ def _register_analyses(app: Any) -> None:
     @app.get("/cluster")
     def cluster_page() -> str:
         """A query's clustering, headed by how its latents were chosen and why (the CLI's header lines)."""
-        from ..analysis import cluster
-
         select = choice_arg("select", "auto", CLUSTER_SELECT, "selection")
 
         def run(corpus: str, q: str) -> Any:
@@ -188,7 +181,6 @@ def _query_page(form: str, title: str, run: Any) -> str:
     and the view's options; without a query the page shows only its form."""
     from flask import g, request
 
-    from ..report import build_section
 
     corpus, q = request.args.get("corpus", ""), text_arg("q")
     section = None
@@ -204,8 +196,6 @@ def _query_page(form: str, title: str, run: Any) -> str:
 def _bounded_phrases(query: str) -> None:
     """Refuse a query of more than :data:`MAX_PHRASES` comma-separated phrases: each selects its own latents
     (label and descriptor scores over every latent), so the phrases bound a request's cost."""
-    from ..analysis.select import split_phrases
-
     n = len(split_phrases(query))
     if n > MAX_PHRASES:
         raise UserError(f"the query holds {n} comma-separated phrases; the browser takes at most {MAX_PHRASES} "

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..analysis.cluster import cluster
+from ..embed import get_embedder
 from .harness import Harness
 from .metrics import log
 from .steering import assignments_by_row, ground_truth
@@ -29,8 +31,6 @@ def eval_clustering(h: Harness, doc: Harness | None = None) -> pl.DataFrame:
     from sklearn.cluster import HDBSCAN, KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from ..analysis.cluster import cluster
-    from ..embed import get_embedder
 
     name = h.ensure("amazon")
     frame = h.frame(name)

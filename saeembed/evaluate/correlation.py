@@ -7,6 +7,7 @@ import time
 import numpy as np
 import polars as pl
 
+from ..analysis import correlate
 from .harness import Harness
 from .metrics import log
 
@@ -17,8 +18,6 @@ PLANT_SHARE = 0.02
 
 def eval_correlation(h: Harness) -> pl.DataFrame:
     """Plant a phrase in 2 % of the documents that have latent X; where does correlate rank (X, phrase)?"""
-    from ..analysis import correlate
-
     base = h.ensure("goemotions")
     frame = h.frame(base)
     emb, ids = h.store.embeddings(base)

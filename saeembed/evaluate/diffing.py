@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from ..analysis import diff
+from ..analysis.common import bh_qvalues
+from ..analysis.diff import two_proportion_test
+from ..store.corpusinfo import corpus_info
 from .harness import Harness
 from .metrics import log
 
@@ -16,8 +20,6 @@ REPLICATION_TOP = 50
 
 def _half_counts(h: Harness, name: str, half: int) -> tuple[np.ndarray, int]:
     """Per-latent document counts (max-pool > 0) over the rows of one half (row_idx parity)."""
-    from ..store.corpusinfo import corpus_info
-
     info = corpus_info(h.store, name)
     df = h.store.sql("SELECT feature_id, count(*) AS n FROM activations WHERE doc_id BETWEEN $lo AND $hi "
                      "AND (doc_id & 1) = $half AND value > 0 GROUP BY feature_id",
@@ -32,9 +34,6 @@ def _half_counts(h: Harness, name: str, half: int) -> tuple[np.ndarray, int]:
 def _significant_diffs(ka: np.ndarray, na: int, kb: np.ndarray, nb: int,
                        fdr: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """(signed frequency difference, BH-significant mask) of A vs B for every latent, with diff's own test."""
-    from ..analysis.common import bh_qvalues
-    from ..analysis.diff import two_proportion_test
-
     _, p = two_proportion_test(ka, na, kb, nb)
     tested = (ka + kb) > 0
     q = np.ones(len(ka))
@@ -43,8 +42,6 @@ def _significant_diffs(ka: np.ndarray, na: int, kb: np.ndarray, nb: int,
 
 
 def eval_diffing(h: Harness) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    from ..analysis import diff
-
     summary, tops = [], {}
     for a, b, title in DIFF_PAIRS:
         h.ensure(a)

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..encode import encode_corpus
+from ..store.handle import open_store
 from .tasks import CORPORA
 
 
@@ -22,8 +24,6 @@ class Harness:
         ``<name><suffix>`` — another SAE over the very same documents in the same store, as a user
         would keep them to fuse the two (``search --fuse``). ``loaded_reader``: a reader already in
         memory, cut at the SAE's layer (saves loading the model again)."""
-        from ..store.handle import open_store
-
         self.store_path, self.data, self.docs, self.sae, self.suffix = store, data, docs, sae, suffix
         self.work = share.work if share is not None else store.parent / (store.stem + ".corpora")
         self.work.mkdir(parents=True, exist_ok=True)
@@ -61,8 +61,6 @@ class Harness:
         return path
 
     def ensure(self, name: str, frame: pl.DataFrame | None = None) -> str:
-        from ..encode import encode_corpus
-
         known = set(self.store.corpora()["name"].to_list()) if self.store_path.exists() else set()
         stored = self.stored(name)
         if stored not in known:

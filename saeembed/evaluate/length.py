@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..analysis import diff
 from .harness import Harness
 from .metrics import log
 
@@ -71,8 +72,6 @@ def phrase_latents(h: Harness, name: str) -> set[int]:
 
 
 def _null_row(h: Harness, kind: str, role: str, method: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    from ..analysis import diff
-
     short, joined = h.stored(f"len_{kind}_short"), h.stored(f"len_{kind}_joined")
     everything = diff(h.store, [joined, short], target=joined, fdr=None, min_diff=-2.0, top=None, examples=0,
                       keep_ubiquitous=True, **kwargs)
@@ -86,8 +85,6 @@ def _null_row(h: Harness, kind: str, role: str, method: str, kwargs: dict[str, A
 
 def _planted_row(h: Harness, kind: str, part: str, role: str, method: str, kwargs: dict[str, Any],
                  phrase: set[int]) -> dict[str, Any]:
-    from ..analysis import diff
-
     short, planted = h.stored(f"len_{kind}_short"), h.stored(f"len_{kind}_{part}")
     res = diff(h.store, [planted, short], target=planted, top=None, examples=0, **kwargs)
     hits = res.filter(pl.col("feature_id").is_in(sorted(phrase)))
@@ -133,8 +130,6 @@ def matched_reference(h: Harness, a: str, b: str) -> tuple[np.ndarray, int, int]
 
 def _alpaca_row(h: Harness, a: str, b: str, role: str, method: str, kwargs: dict[str, Any], ref: np.ndarray,
                 n_matched: int) -> dict[str, Any]:
-    from ..analysis import diff
-
     res = diff(h.store, [h.stored(a), h.stored(b)], examples=0, **kwargs)
     top = res.sort(["adj_diff", "q_value"], descending=[True, False]).head(TOP)
     sign = np.where(top["target"].to_numpy() == h.stored(a), 1.0, -1.0)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..analysis import search
 from .harness import Harness
 from .metrics import average_precision, log, precision_at
 from .tasks import RetrievalTask, task_halves
@@ -40,8 +41,6 @@ def measure(row: dict[str, Any], column: str, relevant: dict[int, bool], all_ids
     """Time one search of every document, then its MAP and P@50 (unreturned documents at random
     below the ranking) into ``row``; ``to_main`` maps the doc ids of another corpus holding the same
     documents to the evaluated one's."""
-    from ..analysis import search
-
     t0 = time.perf_counter()
     returned = search(store, corpus, query, k=len(all_ids), **options)["doc_id"].to_list()
     row[f"{column}_s"] = time.perf_counter() - t0

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..analysis.cluster import cluster, cluster_assignments
+from ..embed import get_embedder
 from .harness import Harness
 from .metrics import log, markdown
 
@@ -94,8 +96,6 @@ def ground_truth(h: Harness, corpus: str) -> dict[str, np.ndarray]:
 
 def assignments_by_row(x: Harness, corpus: str, result: pl.DataFrame) -> dict[int, int]:
     """Frame row → cluster of a :func:`~saeembed.analysis.cluster.cluster` result."""
-    from ..analysis.cluster import cluster_assignments
-
     row_of = {int(d): i for i, d in enumerate(x.doc_ids(corpus)) if d >= 0}
     d = cluster_assignments(result)
     return {row_of[int(i)]: int(c) for i, c in zip(d["doc_id"].to_list(), d["cluster"].to_list())}
@@ -115,8 +115,6 @@ def eval_steering(h: Harness, cases: tuple[SteeringCase, ...] = STEERING_CASES,
     did not place form one extra group."""
     from sklearn.cluster import KMeans
 
-    from ..analysis.cluster import cluster
-    from ..embed import get_embedder
 
     rows: list[dict[str, Any]] = []
     dense: dict[str, np.ndarray] = {}

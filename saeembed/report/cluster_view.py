@@ -8,9 +8,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
+from ..analysis.diff import feature_counts
+from ..analysis.proposals import cluster_header
 from ..highlight.views import Highlighter, shade_legend
+from ..store.corpusinfo import corpus_info
 from .charts import cluster_latents_chart, cluster_map
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
+from .project import idf_weighted, project_vectors
 from .tables import frame_table
 
 if TYPE_CHECKING:
@@ -45,9 +49,6 @@ def map_points(store: Store, df: pl.DataFrame, max_docs: int = MAP_DOCS, seed: i
     coloured by cluster: only the sampled documents' activations leave the store."""
     from scipy import sparse
 
-    from ..analysis.diff import feature_counts
-    from ..store.corpusinfo import corpus_info
-    from .project import idf_weighted, project_vectors
 
     ids, labs = _sample(df, max_docs, seed)
     info = corpus_info(store, _corpus_of(store, int(ids[0])))
@@ -98,7 +99,6 @@ def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Li
                                 cluster_map(map_points(store, df, seed=seed))))
     charts.append(ChartView("Distinctive latents", "share inside minus share outside each cluster",
                             cluster_latents_chart(df)))
-    from ..analysis.proposals import cluster_header
 
     lines = cluster_header(df.row(0, named=True), int(df["size"].sum()))
     lines[0] += (" (cluster −1: documents without any selected latent, or HDBSCAN noise)."

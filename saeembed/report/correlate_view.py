@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from ..analysis.correlate import coactive_documents
 from ..highlight.views import Highlighter
+from ..store.corpusinfo import corpus_info
 from .charts import correlate_chart
 from .page import NO_LINKS, ChartView, Example, ExampleGroup, Links, Section
 from .tables import frame_table
@@ -24,8 +26,6 @@ def coactive(store: Store, corpus: str | None, df: pl.DataFrame, n: int, thresho
     """(feature_a, feature_b) → documents of ``corpus`` where both fire; {} without a corpus."""
     if corpus is None or n <= 0 or df.height == 0:
         return {}
-    from ..analysis.correlate import coactive_documents
-    from ..store.corpusinfo import corpus_info
 
     return coactive_documents(store, corpus_info(store, corpus), df, threshold, n)
 
