@@ -82,7 +82,7 @@ def test_import_three_formats_keeps_every_source(store: Path, tmp_path: Path) ->
     shipped = ["offline-ctfidf"] if "offline-ctfidf" in set(feats["label_source"]) else []
     assert sorted(one["label_source"]) == sorted(["csv:team", "json:mine", "neuronpedia:gpt-4o-mini"] + shipped)
     assert feats.filter((pl.col("feature_id") == 2) & (pl.col("label_source") == "json:mine")).row(
-        0, named=True)["description"] == "angry words"
+        0, named=True)["description"] == "angry words · score in the file: 0.7"
     # a file's own score measures something else than detection AUC: it is kept in the description and
     # the label stays unscored until `labels score` measures it
     five = feats.filter((pl.col("feature_id") == 5) & (pl.col("label_source") != "offline-ctfidf")).row(0, named=True)

@@ -56,7 +56,8 @@ def test_parquet_files_are_sorted_latent_major_and_registered(stores) -> None:
         assert files and all(Path(f).parent == Path(row["location"]) for f in files)
         assert Path(row["location"]).parent == Path(f"{stores['parquet']}.parquet")
         df = pl.concat([pl.read_parquet(f) for f in files])
-        assert df.height == row["n_rows"] and df.columns == ["doc_id", "feature_id", "value", "total", "n_active"]
+        assert df.height == row["n_rows"]
+        assert df.columns == ["doc_id", "feature_id", "value", "total", "n_active", "peak_pos"]
         assert df.equals(df.sort("feature_id", "doc_id")), "files must be latent-major like the table"
         assert ((df["doc_id"].to_numpy() >> 32) == row["corpus_id"]).all()
         total += df.height

@@ -196,7 +196,7 @@ def test_cli_html_and_terminal_snippets(faces_store: Path, tmp_path: Path) -> No
     code, out, err = _cli(["diff", *s, "neg", "pos", "--fdr", "1", "--top", "3"])
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("neg (")  # what was compared heads the table
+    assert "neg (" in err and not lines[0].startswith("neg (")  # what was compared: on stderr, before the table
     assert any(line.split()[-1:] == ["example"] for line in lines[:4])
     assert "<<" in out and not re.search(r"\[\d{9,}", out)
     code, out, err = _cli(["diff", *s, "neg", "pos", "--fdr", "1", "--top", "3", "--format", "json"])

@@ -46,11 +46,15 @@ def print_examples(df: pl.DataFrame, title: Callable[[dict], str]) -> None:
 
 def emit_result(df: pl.DataFrame, fmt: str, output: str | None, table_cols: list[str] | None = None,
                 caption: list[str] | None = None) -> None:
-    """Tables show the readable columns under ``caption`` (what was selected and tested); machine
-    formats keep every column and only the rows."""
+    """Tables show the readable columns; ``caption`` (what was selected and tested) goes to stderr just
+    before them, as diff's and cluster's header lines do, so stdout starts with the table's header.
+    Machine formats keep every column and only the rows."""
     if fmt == "table" and table_cols is not None:
         df = df.select([c for c in table_cols if c in df.columns])
-    emit(df, fmt, output, caption=caption if fmt == "table" else None)
+    if fmt == "table":
+        for line in caption or []:
+            click.echo(line, err=True)
+    emit(df, fmt, output)
 
 
 def html_report(st: Any, df: pl.DataFrame, output: str | None, examples: int, **options: Any) -> None:

@@ -34,7 +34,8 @@ import polars as pl
 from ..errors import UserError
 from ..llm import LLM
 from ..options import option
-from . import as_store, write_labels
+from ..store.handle import as_store
+from .catalog import write_labels
 
 if TYPE_CHECKING:
     from ..store.handle import Store
@@ -185,7 +186,7 @@ def label_aucs(labels: list[str], truths: list[list[bool]], texts: list[list[str
     """The label's detection AUC on its held-out windows (:mod:`saeembed.labels.score`): the same
     measure every other label source is scored by, so analyses can compare them (None when a side
     is empty)."""
-    from .labels.score import auc, embed_texts
+    from .score import auc, embed_texts
 
     lab = embed_texts(labels)
     win = embed_texts([t for ts in texts for t in ts])
