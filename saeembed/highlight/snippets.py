@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def highlighted_examples(store: Store, pairs: list[tuple[int, int]], max_chars: int = 300,
                          shade: bool = False) -> dict[tuple[int, int], str]:
     """Text of (doc_id, feature_id) pairs with the latent's strongest token marked ``<<…>>``, read from
-    the store (:mod:`saeembed.highlight.stored`); ``shade``: every run of tokens where it fires is marked,
+    the store (:mod:`saeembed.peaks`); ``shade``: every run of tokens where it fires is marked,
     recomputed with the corpus' reader (one forward per document).
 
     Corpora stored without token positions take the reader path (said once on stderr); where the
