@@ -177,7 +177,8 @@ def test_amazon_product_category_follows_the_domain_not_the_sentiment(real_store
     st = open_store(real_store)
     sentiment, domain = _truth(st, "amazon", "sentiment"), _truth(st, "amazon", "domain")
     res = cluster(st, "amazon", query="product category", k=4)
-    assert res["selection"][0] == "facets"
+    # the reader's categories, or the corpus' own topics where the categories only restate them
+    assert res["selection"][0] in ("facets", "topics")
     by_domain, by_sentiment = _nmi(domain, res), _nmi(sentiment, res)
     by_labels = _nmi(domain, cluster(st, "amazon", query="product category", k=4, select="labels"))
     unfiltered = _nmi(domain, cluster(st, "amazon", unfiltered=True, k=4))
