@@ -120,6 +120,7 @@ def test_glob_characters_in_the_store_path_never_pull_in_other_shards(tmp_path, 
 
 
 # -------------------------------------------------------------------------- the store file --
+@pytest.mark.slow  # a dozen encodes: seconds each on 2 cores
 def test_store_must_be_a_duckdb_file_and_creation_leaves_nothing_behind(tmp_path, ge10, models):
     not_a_store = tmp_path / "data.parquet"
     pl.read_parquet(ge10).write_parquet(not_a_store)

@@ -59,6 +59,7 @@ def setup(tiny_llama, tiny_sae, tmp_path_factory) -> dict:
             "llama": tiny_llama}
 
 
+@pytest.mark.slow  # every command, one process each: seconds each on 2 cores
 def test_every_command_prints_only_its_result(setup, tmp_path, monkeypatch) -> None:
     root, models = setup["root"], setup["models"]
     s = ["--store", str(setup["store"])]

@@ -164,6 +164,7 @@ def test_views_read_the_store_and_shade_reruns_the_reader(tiny_store):
         assert strongest[0].text.strip() in marked
 
 
+@pytest.mark.slow  # a process per view: seconds each on 2 cores
 def test_a_table_or_json_view_never_loads_the_reader(tiny_store):
     """Commands that read the store (tables with snippets included) import no torch at all."""
     code = ("import sys; from saeembed.cli import main\n"
