@@ -91,6 +91,13 @@ def tiny_sae(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
+def topk_sae(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random TopK SAE on the tiny reader: every token fires k latents, so results have rows."""
+    return make_random_sae(tmp_path_factory.mktemp("topk_sae"), d_in=32, d_sae=128, layer=2,
+                           model_name=str(tiny_llama), activation="topk", k=8)
+
+
+@pytest.fixture(scope="session")
 def test_sae_spec() -> str:
     return os.environ.get("SAEEMBED_TEST_SAE", "default")
 

@@ -26,7 +26,7 @@ from saeembed.encode.workdir import work_dir
 from saeembed.errors import UserError
 from saeembed.names import check_corpus_name, default_corpus_name
 from tests.cli_support import cli, one_line_error
-from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
+from tests.conftest import GOEMOTIONS_SAMPLE
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -43,13 +43,6 @@ def ge10(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ge10") / "ge.parquet"
     pl.read_parquet(GOEMOTIONS_SAMPLE).head(10).select("text").write_parquet(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def topk_sae(tiny_llama: Path, tmp_path_factory) -> Path:
-    """A random TopK SAE on the tiny reader: every token fires k latents, so results have rows."""
-    return make_random_sae(tmp_path_factory.mktemp("topk_sae"), d_in=32, d_sae=128, layer=2,
-                           model_name=str(tiny_llama), activation="topk", k=8)
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import pytest
 import saeembed
 from saeembed.errors import UserError
 from tests.cli_support import cli, one_line_error
-from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
+from tests.conftest import GOEMOTIONS_SAMPLE
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -19,16 +19,14 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def store(tiny_llama: Path, tmp_path_factory) -> Path:
+def store(tiny_llama: Path, topk_sae: Path, tmp_path_factory) -> Path:
     """Two corpora, one kept in DuckDB and one as Parquet files next to the store."""
     root = tmp_path_factory.mktemp("outsafe")
-    sae = make_random_sae(root / "sae", d_in=32, d_sae=128, layer=2, model_name=str(tiny_llama),
-                          activation="topk", k=8)
     docs = pl.read_parquet(GOEMOTIONS_SAMPLE).select("text")
     docs.head(12).write_parquet(root / "a.parquet")
     docs.slice(12, 12).write_parquet(root / "b.parquet")
     path = root / "s.duckdb"
-    models = ["--reader", str(tiny_llama), "--sae", str(sae), "--quiet"]
+    models = ["--reader", str(tiny_llama), "--sae", str(topk_sae), "--quiet"]
     assert cli("encode", str(root / "a.parquet"), "--store", str(path), "--name", "a", *models)[0] == 0
     assert cli("encode", str(root / "b.parquet"), "--store", str(path), "--name", "b", "--keep", "parquet",
                *models)[0] == 0

@@ -15,17 +15,15 @@ import pytest
 
 import saeembed
 from tests.cli_support import cli, one_line_error
-from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
+from tests.conftest import GOEMOTIONS_SAMPLE
 
 
 @pytest.fixture(scope="module")
-def template(tiny_llama: Path, tmp_path_factory) -> Path:
+def template(tiny_llama: Path, topk_sae: Path, tmp_path_factory) -> Path:
     """Three corpora: ``a`` and ``c`` kept in DuckDB, ``b`` kept as Parquet files next to the store."""
     root = tmp_path_factory.mktemp("trust")
-    sae = make_random_sae(root / "sae", d_in=32, d_sae=128, layer=2, model_name=str(tiny_llama),
-                          activation="topk", k=8)
     docs = pl.read_parquet(GOEMOTIONS_SAMPLE).select("text")
-    models = ["--reader", str(tiny_llama), "--sae", str(sae), "--quiet"]
+    models = ["--reader", str(tiny_llama), "--sae", str(topk_sae), "--quiet"]
     path = root / "store" / "s.duckdb"
     path.parent.mkdir()
     for i, (name, keep) in enumerate((("a", "duckdb"), ("b", "parquet"), ("c", "duckdb"))):
