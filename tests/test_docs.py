@@ -9,7 +9,10 @@ from pathlib import Path
 from saeembed.cli.reference import cli_reference
 
 REPO = Path(__file__).resolve().parent.parent
-HISTORY = re.compile(r"\b([Ii]ssues?|[Ss]tops?) #?[0-9]+|before issue|since stop|\blanded\b|before this change")
+# Words that date a text instead of describing the code: a work item's number, or a narration of a change.
+# Written with \s+ so that this file describes the rule without matching it.
+DATING = re.compile(r"\b(?:[Ii]ssues?|[Ss]tops?)\s+#?\d+|\bbefore\s+issue|\bsince\s+stop|\bland(?:ed)\b"
+                    r"|\bbefore\s+this\s+change")
 
 
 def test_cli_reference_page_is_what_the_commands_print():
@@ -28,6 +31,6 @@ def test_readme_is_a_front_page_with_the_two_commands():
 def test_no_page_speaks_of_the_projects_history():
     files = [REPO / "README.md", *(REPO / "docs").rglob("*.md"), *(REPO / "saeembed").rglob("*.py"),
              *(REPO / "tests").glob("*.py"), *(REPO / "scripts").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]
-    hits = [f"{f.relative_to(REPO)}:{i}: {line.strip()}" for f in files if f.name != Path(__file__).name
-            for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if HISTORY.search(line)]
+    hits = [f"{f.relative_to(REPO)}:{i}: {line.strip()}" for f in files
+            for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if DATING.search(line)]
     assert not hits, "\n".join(hits[:20])
