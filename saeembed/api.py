@@ -14,7 +14,6 @@ from typing import Any
 import polars as pl
 
 from .encode import encode_corpus
-from .errors import UserError
 from .store import handle
 from .store.handle import as_store, reads_store
 
@@ -32,12 +31,9 @@ class Store(handle.Store):
         return pl.DataFrame([row])
 
 
-
 def open_store(path: str | Path) -> Store:
     """Open (or name, for a first encode) a store file."""
-    if not str(path):
-        raise UserError("store path is empty; pass --store or set SAEEMBED_STORE")
-    return Store(path)
+    return handle.open_store(path, Store)
 
 
 __all__ = ["Store", "as_store", "open_store", "reads_store"]

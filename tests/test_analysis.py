@@ -330,9 +330,10 @@ def test_cluster_separates_planted_documents(store: Path) -> None:
     assert set(row["top_features"]) & set(feats) and row["top_diffs"][0] > 0.5
     assert set(row["central_docs"]) <= set(row["doc_ids"]) and row["centrality"] == sorted(row["centrality"],
                                                                                            reverse=True)
-    from saeembed.analysis.cluster import _references
+    from saeembed.analysis.clustering import central_references
 
-    assert _references(np.array([0, 0, 0, 1, 1, -1]), np.array([.1, .5, .3, .2, .9, 0]), 2).tolist() == [1, 2, 3, 4]
+    refs = central_references(np.array([0, 0, 0, 1, 1, -1]), np.array([.1, .5, .3, .2, .9, 0]), 2)
+    assert refs.tolist() == [1, 2, 3, 4]
     # HDBSCAN needs no k and isolates the planted group
     best, completeness, purity = _planted_group(cluster_assignments(
         cluster(store, "planted", features=feats, method="hdbscan", min_cluster_size=5)))

@@ -58,7 +58,6 @@ from ..store.handle import reads_store
 from ..store.queries import run_query
 from .axis import select_axis, split_axis
 from .clustering import assign_nearest, central_references, eigengap_k, jaccard, partition
-from .clustering import central_references as _references  # noqa: F401 - tests and users import it here
 from .common import binary_matrix, check_threshold, doc_texts, feature_labels, frequent_features
 from .facets import select_facets, split_facets
 from .options import ClusterOptions

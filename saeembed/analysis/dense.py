@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from ..embed import DEFAULT_EMBEDDER, get_embedder  # deferred: the embedder's import is start-up cost
+from ..embed import DEFAULT_EMBEDDER, get_embedder
 from ..fsutil import atomic_write_parquet
 from ..names import NAME_MAX, NAME_PATTERN
 

@@ -195,11 +195,12 @@ def reads_store(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_store(path: str | Path) -> Store:
-    """Open (or name, for a first encode) a store file."""
+def open_store(path: str | Path, store_class: type[Store] = Store) -> Store:
+    """Open (or name, for a first encode) a store file; ``store_class`` lets the facade's Store, which
+    also encodes, share the check."""
     if not str(path):
         raise UserError("store path is empty; pass --store or set SAEEMBED_STORE")
-    return Store(path)
+    return store_class(path)
 
 
 def registry_row(store_path: str | Path, name: str) -> dict[str, Any]:
