@@ -178,7 +178,8 @@ def test_labels_describe_stores_descriptor_labels(real_store: Path, tmp_path: Pa
 
     path = tmp_path / "store.duckdb"
     shutil.copy(real_store, path)
-    out = CliRunner().invoke(main, ["labels", "describe", "ge", "--store", str(path), "--format", "json"])
+    out = CliRunner().invoke(main, ["labels", "describe", "ge", "--store", str(path), "--docs", "60",
+                                     "--tokens", "2000", "--format", "json"])
     assert out.exit_code == 0, out.output
     n = __import__("json").loads(out.stdout)[0]["labels"]
     st = open_store(path)

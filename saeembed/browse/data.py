@@ -66,13 +66,13 @@ def latent_histogram(store: Store, sae: str, feature_id: int, bins: int = HIST_B
 def neighbours(store: Store, corpus: str, feature_id: int, n: int = NEIGHBOURS) -> pl.DataFrame:
     """Latents co-occurring with ``feature_id`` in ``corpus``, by NPMI (feature_id, label, npmi, n_ab, n_b)."""
     info = corpus_info(store, corpus)
-    df = run_query(store, "latent_cooccurrence", {"lo": info["lo"], "hi": info["hi"], "feature": int(feature_id),
+    df = run_query(store, "latent_cooccurrence", {"lo": info.lo, "hi": info.hi, "feature": int(feature_id),
                                                   "threshold": 0.0, "min_cooccur": MIN_COOCCUR})
     n_a = store.con.execute("SELECT count(*) FROM activations WHERE feature_id = ? AND doc_id BETWEEN ? AND ? "
-                            "AND value > 0", [int(feature_id), info["lo"], info["hi"]]).fetchall()[0][0]
-    scores = npmi(df["n_ab"].to_numpy(), np.full(df.height, n_a), df["n_b"].to_numpy(), int(info["n_docs"]))
+                            "AND value > 0", [int(feature_id), info.lo, info.hi]).fetchall()[0][0]
+    scores = npmi(df["n_ab"].to_numpy(), np.full(df.height, n_a), df["n_b"].to_numpy(), int(info.n_docs))
     df = df.with_columns(pl.Series("npmi", scores, pl.Float64)).sort(["npmi", "n_ab"], descending=True).head(n)
-    labels = feature_labels(store, info["sae"], df["feature_id"].to_list())
+    labels = feature_labels(store, info.sae, df["feature_id"].to_list())
     return df.join(labels, on="feature_id", how="left", maintain_order="left").select(
         "feature_id", "label", "npmi", "n_ab", "n_b")
 

@@ -20,6 +20,15 @@ def labels_group() -> None:
     """Import, list and export latent labels (several sources per latent are kept)."""
 
 
+def scoring_budget(command: Any) -> Any:
+    """--docs and --tokens: how much of the corpus scoring reads (the reader runs on those documents, so
+    they set the cost: seconds for a few hundred short documents on a CPU)."""
+    command = click.option("--tokens", "max_tokens", type=click.IntRange(min=100), default=20_000, show_default=True,
+                           help="token windows embedded at most")(command)
+    return click.option("--docs", "max_docs", type=click.IntRange(min=10), default=400, show_default=True,
+                        help="documents of CORPUS read to score the labels")(command)
+
+
 @labels_group.command("import", short_help="Import a label file for an SAE.")
 @click.argument("file", type=click.Path())
 @store_option()
@@ -55,10 +64,7 @@ def labels_import(file: str, store: str, sae: str | None, source: str | None, sc
 @click.argument("corpus")
 @store_option()
 @click.option("--source", "sources", multiple=True, help="only this label_source (repeatable; default: all)")
-@click.option("--docs", "max_docs", type=click.IntRange(min=10), default=400, show_default=True,
-              help="documents of CORPUS read")
-@click.option("--tokens", "max_tokens", type=click.IntRange(min=100), default=20_000, show_default=True,
-              help="token windows embedded at most")
+@scoring_budget
 @output_options
 def labels_score(corpus: str, store: str, sources: tuple[str, ...], max_docs: int, max_tokens: int, fmt: str,
                  output: str | None) -> None:
@@ -74,8 +80,9 @@ def labels_score(corpus: str, store: str, sources: tuple[str, ...], max_docs: in
 @labels_group.command("describe", short_help="Store a corpus' latent descriptors as labels (source 'descriptor').")
 @click.argument("corpus")
 @store_option()
+@scoring_budget
 @output_options
-def labels_describe(corpus: str, store: str, fmt: str, output: str | None) -> None:
+def labels_describe(corpus: str, store: str, max_docs: int, max_tokens: int, fmt: str, output: str | None) -> None:
     """Compute CORPUS's latent descriptors (the words most distinctive of the documents each latent fires on
     most) and store them as labels with label_source 'descriptor', next to the other sources, scored on
     CORPUS (see `labels score`): they then show in features / labels list where they score best, and are
@@ -89,9 +96,9 @@ def labels_describe(corpus: str, store: str, fmt: str, output: str | None) -> No
     st = open_existing_store(store)
     info = corpus_info(st, corpus)
     rows = descriptor_labels(st, info).filter(pl.col("label") != "")
-    n = write_labels(st, info["sae"], rows)
-    scored = score_store_labels(st, corpus, [DESCRIPTOR_LABEL_SOURCE])
-    emit(pl.DataFrame({"corpus": [corpus], "sae": [info["sae"]], "label_source": [DESCRIPTOR_LABEL_SOURCE],
+    n = write_labels(st, info.sae, rows)
+    scored = score_store_labels(st, corpus, [DESCRIPTOR_LABEL_SOURCE], max_docs, max_tokens)
+    emit(pl.DataFrame({"corpus": [corpus], "sae": [info.sae], "label_source": [DESCRIPTOR_LABEL_SOURCE],
                        "labels": [n]}).join(scored.select("label_source", "scored", "at_or_above_floor",
                                                           "median_score"), on="label_source", how="left"),
          fmt, output)

@@ -23,11 +23,11 @@ def _half_counts(h: Harness, name: str, half: int) -> tuple[np.ndarray, int]:
     info = corpus_info(h.store, name)
     df = h.store.sql("SELECT feature_id, count(*) AS n FROM activations WHERE doc_id BETWEEN $lo AND $hi "
                      "AND (doc_id & 1) = $half AND value > 0 GROUP BY feature_id",
-                     {"lo": info["lo"], "hi": info["hi"], "half": half})
-    counts = np.zeros(int(info["d_sae"]), np.int64)
+                     {"lo": info.lo, "hi": info.hi, "half": half})
+    counts = np.zeros(int(info.d_sae), np.int64)
     counts[df["feature_id"].to_numpy()] = df["n"].to_numpy()
     n = h.store.sql("SELECT count(*) AS n FROM documents WHERE corpus_id = $c AND (row_idx & 1) = $half",
-                    {"c": info["corpus_id"], "half": half})["n"][0]
+                    {"c": info.corpus_id, "half": half})["n"][0]
     return counts, int(n)
 
 

@@ -34,6 +34,7 @@ import polars as pl
 from ..errors import UserError
 from ..llm import LLM
 from ..options import option
+from ..store.corpusinfo import corpus_info
 from ..store.handle import as_store
 from .catalog import write_labels
 
@@ -67,10 +68,10 @@ def active_features(store: Store | str | Path, corpus: str, min_docs: int = 5,
                     limit: int | None = None) -> pl.DataFrame:
     """Latents firing in at least ``min_docs`` documents of ``corpus``, most frequent first."""
     st = as_store(store)
-    info = st.corpus(corpus)
+    info = corpus_info(st, corpus)
     q = """SELECT a.feature_id, count(*) AS n_docs FROM activations a JOIN documents d USING (doc_id)
            WHERE d.corpus_id = ? GROUP BY a.feature_id HAVING count(*) >= ? ORDER BY n_docs DESC, feature_id"""
-    df = st.sql(q, [info["corpus_id"], int(min_docs)])
+    df = st.sql(q, [info.corpus_id, int(min_docs)])
     return df.head(limit) if limit else df
 
 
@@ -231,12 +232,12 @@ def label_features(store: Store | str | Path, corpus: str, feature_ids: list[int
     if cfg.candidates < 1 or cfg.n_explain < 1 or cfg.n_holdout < 1:
         raise UserError("--candidates, --examples and --holdout must be at least 1")
     st = as_store(store)
-    info = st.corpus(corpus)
-    d_sae = int(st.sql("SELECT d_sae FROM saes WHERE sae = ?", [info["sae"]])["d_sae"][0])
+    info = corpus_info(st, corpus)
+    d_sae = int(info.d_sae or 0)
     bad = [f for f in feature_ids if not 0 <= int(f) < d_sae]
     if bad:
-        raise UserError(f"feature {bad[0]} is outside 0..{d_sae - 1} for SAE {info['sae']}; check --feature")
-    n_docs = int(info["n_docs"])
+        raise UserError(f"feature {bad[0]} is outside 0..{d_sae - 1} for SAE {info.sae}; check --feature")
+    n_docs = int(info.n_docs)
     rows: list[dict[str, Any]] = []
     skipped: list[int] = []
     fids = list(dict.fromkeys(int(f) for f in feature_ids))
@@ -245,7 +246,7 @@ def label_features(store: Store | str | Path, corpus: str, feature_ids: list[int
         chunk = fids[c0:c0 + cfg.feature_chunk]
         samples = []
         for f in chunk:
-            s = _sample(st, info["corpus_id"], f, cfg)
+            s = _sample(st, info.corpus_id, f, cfg)
             (samples.append(s) if s else skipped.append(f))
         if not samples:
             continue
@@ -298,7 +299,7 @@ def label_features(store: Store | str | Path, corpus: str, feature_ids: list[int
     best = (allc.sort(["feature_id", "f1", "accuracy", "candidate"], descending=[False, True, True, False])
             .unique("feature_id", keep="first", maintain_order=True))
     if write and best.height:
-        write_labels(st, info["sae"], best.select(
+        write_labels(st, info.sae, best.select(
             "feature_id", "label", pl.lit(f"llm:{llm.name}").alias("label_source"), pl.col("auc").alias("score"),
             "density", pl.concat_str([pl.col("description"), pl.format("LLM detection F1 {}", pl.col("f1").round(2))],
                                      separator=" · ").alias("description")))
