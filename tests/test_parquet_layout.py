@@ -32,8 +32,8 @@ def stores(tmp_path_factory, smollm2_reader, test_sae_spec) -> dict[str, Path]:
     """Three stores of the same two corpora: both in DuckDB, both as Parquet, one of each."""
     root = tmp_path_factory.mktemp("layout")
     ge = pl.read_parquet(DATASETS / "goemotions" / "sample.parquet")
-    ge.slice(0, 80).write_parquet(root / "a.parquet")
-    ge.slice(80, 80).write_parquet(root / "b.parquet")
+    ge.slice(0, 48).write_parquet(root / "a.parquet")
+    ge.slice(48, 48).write_parquet(root / "b.parquet")
     out = {}
     for kind, keeps in {"duckdb": ("duckdb", "duckdb"), "parquet": ("parquet", "parquet"),
                         "mixed": ("duckdb", "parquet")}.items():

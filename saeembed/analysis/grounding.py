@@ -84,7 +84,7 @@ def generic_words() -> list[str]:
     """Lower-case whole words of 4–12 letters from the embedder's vocabulary, stop words removed: the
     corpus-independent vocabulary random proposals are drawn from."""
     def build() -> list[str]:
-        vocab = get_embedder().tokenizer.get_vocab()
+        vocab = get_embedder().vocabulary()
         return sorted(w for w in vocab if _WORD.fullmatch(w) and w not in _STOP)
 
     return _WORDS.get_or_build("default", build)
