@@ -34,6 +34,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if READER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # Under pytest-xdist (--dist loadfile) files go to the processes in this order: one file that needs the
+    # shared store first (its process encodes the store), then the files that do not use the store (the
+    # other process runs them meanwhile instead of waiting for it), then the rest.
+    with_store = [item.path for item in items if {"real_store", "faces_store"} & set(getattr(item, "fixturenames", ()))]
+    builder = with_store[0] if with_store else None
+    items.sort(key=lambda item: 0 if item.path == builder else 2 if item.path in set(with_store) else 1)
 
 
 def shared_dataset(name: str) -> Path:
