@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.errors import UserError
+from saeembed.labelrule import shown_labels
 from saeembed.labels import write_labels
 from saeembed.labels.contexts import TokenCodes, draw_contexts
 from saeembed.labels.readable import phrase_candidates
@@ -90,10 +91,14 @@ def test_shown_label_is_the_best_scoring_one_else_the_context(real_store: Path, 
     with open_store(store) as st:
         shown = dict(st.features(sae).select("feature_id", "label").iter_rows())
         no_ctx = dict(st.features(sae, contexts=False).select("feature_id", "label").iter_rows())
+        rows = st.sql("SELECT feature_id, label, label_source, score FROM features ORDER BY label DESC")
     # above the floor: the best score; an unmeasured label before a context; a context before a
     # label measured below the floor; a label below the floor only where nothing else exists
     assert shown == {1: "better label", 2: "…the <<cat>> sat…", 3: "unscored import", 4: "weak only"}
     assert no_ctx[2] == "weak label"
+    # the same rule on a frame (a shipped labels.parquet: SAEEncoder names, export-sae)
+    assert dict(shown_labels(rows).select("feature_id", "label").iter_rows()) == shown
+    assert dict(shown_labels(rows, contexts=False).select("feature_id", "label").iter_rows()) == no_ctx
 
 
 @pytest.mark.slow
