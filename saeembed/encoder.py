@@ -86,7 +86,8 @@ class SAEEncoder(TransformerMixin, BaseEstimator):
         return sparse.csr_matrix((data.astype(np.float32), indices, indptr), shape=(len(texts), self.d_sae_))
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """One name per latent: its id and label (``"3270 thank, you"``), the id alone when unlabelled."""
+        """One name per latent: its id and the label analyses show (``"3270 thank, you"``; the latent's
+        strongest context where no label reaches the floor), the id alone when unlabelled."""
         _, _, labels = self._models()
         return np.array([f"{i} {labels[i]}" if labels.get(i) else str(i) for i in range(self.d_sae_)], dtype=object)
 
@@ -100,6 +101,7 @@ class SAEEncoder(TransformerMixin, BaseEstimator):
         if loaded is None:
             from .encode.options import EncodeOptions
             from .encode.plan import load_reader, resolve_layer
+            from .labelrule import shown_labels
             from .sae import open_sae
 
             sae = open_sae(self.sae or "default")
@@ -108,7 +110,8 @@ class SAEEncoder(TransformerMixin, BaseEstimator):
             rdr = load_reader(opts, sae, layer)
             labels = {}
             if sae.labels is not None and sae.labels.height:
-                best = sae.labels.filter(sae.labels["label"].is_not_null())
+                # the label analyses show (a latent may ship several rows: labels and its strongest context)
+                best = shown_labels(sae.labels.filter(sae.labels["label"].is_not_null()))
                 labels = {int(f): str(lab) for f, lab in zip(best["feature_id"], best["label"]) if lab != "(dead)"}
             loaded = self._loaded = (rdr, sae.sae.to(rdr.device).eval(), labels)
             self.d_sae_ = int(sae.sae.cfg.d_sae)

@@ -195,7 +195,7 @@ def main() -> None:
         return
     final.write_parquet(out / "labels.parquet", compression="zstd")
     ship_label_embeddings(out, labels)
-    write_section(out / "RECIPE.md", stats, ctx_rows, args)
+    write_section(out / "RECIPE.md", stats, final, args.sae)
 
 
 def cached_windows(ctx, path: Path):
@@ -234,11 +234,18 @@ def ship_label_embeddings(out: Path, labels: pl.DataFrame) -> None:
         np.save(out / label_embedding_file(digest), embed_labels(texts).astype(np.float16))
 
 
-def write_section(recipe: Path, stats: dict, ctx_rows: pl.DataFrame, args) -> None:
-    """Replace RECIPE.md's "Label scores" section with this run's figures."""
+def write_section(recipe: Path, stats: dict, final: pl.DataFrame, sae_name: str) -> None:
+    """Replace RECIPE.md's "Label scores" section (or append one) with this run's figures; ``final`` is the
+    labels.parquet written, to say which row analyses show per latent."""
+    from saeembed.labelrule import CONTEXT_LABEL_SOURCE, shown_labels
     from saeembed.labels.score import FLOOR
 
     s, b, n = stats["shipped"], stats["shown"], stats["null"]
+    shown = shown_labels(final)
+    is_context = pl.col("label_source") == CONTEXT_LABEL_SOURCE
+    n_context = shown.filter(is_context).height
+    n_above = shown.filter(~is_context & (pl.col("score") >= FLOOR)).height
+    n_unscored = shown.filter(~is_context & pl.col("score").is_null()).height
     lines = [SECTION, "",
              f"`score` is the detection AUC (`saeembed.labels.score`): how well a label's MiniLM similarity tells "
              "windows where its latent fires strongly (top fifth of its activations) from random windows where it "
@@ -246,23 +253,28 @@ def write_section(recipe: Path, stats: dict, ctx_rows: pl.DataFrame, args) -> No
              f"({stats['tokens']:,} windows; 0.5 = chance, 1 = perfect). The floor, {FLOOR}, is about the 95th "
              f"percentile of the null, each latent scored with the label of a random other latent "
              f"({stats['null_p95']:.3f} here). Reproduce: "
-             f"`python scripts/score_shipped_labels.py --sae {args.sae} --work DIR`.", "",
+             f"`python scripts/score_shipped_labels.py --sae {sae_name} --work DIR`.", "",
              "| labels | scored | at or above the floor "
              f"({FLOOR}) | p10 | p25 | median | p75 | p90 |", "|---|---|---|---|---|---|---|---|"]
     for name, d in (("null: a random other latent's label", n), ("c-TF-IDF / distinctive-words label", s),
                     ("shipped label (readable candidate where it scored better)", b)):
-        lines.append(f"| {name} | {d['n']} | {d['above_floor']:.1%} | {d['p10']:.3f} | {d['p25']:.3f} | "
+        lines.append(f"| {name} | {d['n']:,} | {d['above_floor']:.1%} | {d['p10']:.3f} | {d['p25']:.3f} | "
                      f"{d['p50']:.3f} | {d['p75']:.3f} | {d['p90']:.3f} |")
-    kinds = ", ".join(f"{r['label_source']} {r['len']}" for r in stats["replaced"])
+    kinds = ", ".join(f"{r['label_source']} {r['len']:,}" for r in stats["replaced"])
     lines += ["", f"Readable offline labels replace the original where they scored better on the held-out select "
-              f"half (the scores above are on the other half): {kinds}. "
-              f"Latents whose best label stays below the floor show their strongest context "
-              f"({ctx_rows.height} context rows).", ""]
+              f"half (the scores above are on the other half): {kinds}. Each latent also ships its strongest "
+              f"context (source `context`). Analyses show, of the {shown.height:,} latents: a label at or above "
+              f"the floor for {n_above:,}, an unscored label (too few strong held-out windows to measure) for "
+              f"{n_unscored:,}, and the strongest context, where the label was measured below the floor, for "
+              f"{n_context:,}.", ""]
     text = recipe.read_text()
-    head = text.split(SECTION)[0].rstrip() + "\n\n" if SECTION in text else text.rstrip() + "\n\n"
-    rest = text.split(SECTION, 1)[1].split("\n## ", 1) if SECTION in text else ["", ""]
-    tail = ("\n## " + rest[1]) if len(rest) > 1 else ""
-    recipe.write_text(head + "\n".join(lines) + tail)
+    if SECTION in text:
+        before, after = text.split(SECTION, 1)
+        rest = after.split("\n## ", 1)
+        tail = ("\n## " + rest[1]) if len(rest) > 1 else ""
+    else:
+        before, tail = text, ""
+    recipe.write_text(before.rstrip() + "\n\n" + "\n".join(lines) + tail)
 
 
 if __name__ == "__main__":

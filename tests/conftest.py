@@ -50,6 +50,26 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+def check_shipped_labels(labels: pl.DataFrame, d_sae: int) -> None:
+    """A shipped ``labels.parquet`` as ``scripts/score_shipped_labels.py`` writes it: exactly one label per
+    latent (the c-TF-IDF label, or the readable one that scored better), at most one row per (latent,
+    source), a ``context`` row (unscored) for most latents, detection scores in [0, 1] for the labels,
+    and one shown row per latent by the rule every reader applies."""
+    from saeembed.labelrule import CONTEXT_LABEL_SOURCE, shown_labels
+
+    assert labels["feature_id"].dtype == pl.Int32
+    assert labels["label"].null_count() == 0 and (labels["label"].str.len_chars() > 0).all()
+    assert labels.group_by("feature_id", "label_source").len()["len"].max() == 1
+    named = labels.filter(pl.col("label_source") != CONTEXT_LABEL_SOURCE).sort("feature_id")
+    assert named["feature_id"].to_list() == list(range(d_sae))
+    contexts = labels.filter(pl.col("label_source") == CONTEXT_LABEL_SOURCE)
+    assert contexts.height > d_sae / 4 and contexts["feature_id"].is_between(0, d_sae - 1).all()
+    assert contexts["score"].is_null().all() and contexts["label"].str.len_chars().max() <= 120  # a snippet
+    scores = named["score"].drop_nulls()
+    assert scores.len() > d_sae / 4 and scores.is_between(0, 1).all()
+    assert shown_labels(labels)["feature_id"].to_list() == list(range(d_sae))
+
+
 def make_tiny_llama(out: Path, hidden: int, blocks: int, max_positions: int) -> Path:
     """A randomly initialised Llama with the SmolLM2 tokenizer, saved with save_pretrained into ``out``."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM

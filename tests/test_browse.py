@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import http.client
+import re
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape
 
 from saeembed.api import open_store
 from saeembed.browse import check_host, make_server
@@ -57,14 +59,16 @@ def ids(faces_store: Path) -> dict[str, Any]:
                     JOIN features f USING (feature_id) WHERE doc_id >> 32 = 1 AND f.label IS NOT NULL
                     GROUP BY feature_id ORDER BY count(*) DESC, feature_id LIMIT 1""").row(0, named=True)
     text = st.sql("SELECT text FROM documents WHERE doc_id = ?", [int(row["doc_id"])])["text"][0][:40]
+    # the latents page lists latents best label score first
+    best = st.features().sort(["score", "feature_id"], descending=[True, False], nulls_last=True)["feature_id"][0]
     st.close()
-    return {"feature": int(row["feature_id"]), "doc": int(row["doc_id"]), "text": text}
+    return {"feature": int(row["feature_id"]), "doc": int(row["doc_id"]), "text": text, "best": int(best)}
 
 
 def test_every_page_answers(server: tuple[str, int], ids: dict[str, Any]) -> None:
     f, d = ids["feature"], ids["doc"]
     pages = {"/": ["ge", "pos", "neg", "Corpora"],
-             "/features": ["Latents", 'href="/latent/0"'],
+             "/features": ["Latents", f'href="/latent/{ids["best"]}"'],
              "/features?q=thank+you": ["labels best match"],
              f"/latent/{f}": [f"Latent {f}", "Density per corpus", "Activation histogram", "Correlated latents",
                               "Top documents in ge", "<mark"],
@@ -84,6 +88,23 @@ def test_every_page_answers(server: tuple[str, int], ids: dict[str, Any]) -> Non
             assert needle in body, (path, needle)
     status, body = _request(server, f"/latent?id={f}")
     assert status == 302 or (status == 200 and f"Latent {f}" in body)
+
+
+def test_latents_page_shows_one_label_per_latent(server: tuple[str, int], faces_store: Path) -> None:
+    """A latent ships a row per label source and a context; the page lists it once, with the label
+    analyses show, best score first (a latent whose labels all miss the floor shows its context)."""
+    st = open_store(faces_store)
+    rows = st.sql("SELECT count(*) AS n, count(DISTINCT feature_id) AS f FROM features").row(0, named=True)
+    shown = st.features().sort(["score", "feature_id"], descending=[True, False], nulls_last=True)
+    st.close()
+    assert rows["n"] > rows["f"]  # the shipped labels: more rows than latents
+    for page, want in ((1, shown.head(200)), (shown.height // 200 + 1, shown.tail(shown.height % 200 or 200))):
+        status, body = _request(server, f"/features?page={page}")
+        assert status == 200
+        linked = [int(i) for i in re.findall(r'href="/latent/(\d+)"', body)]
+        assert linked[::2] == linked[1::2] == want["feature_id"].to_list()  # the id and the label link to it
+        for label in want["label"].head(20).to_list():
+            assert str(escape(label)) in body, (page, label)
 
 
 def test_bad_ids_and_queries_give_clear_pages(server: tuple[str, int]) -> None:

@@ -183,6 +183,10 @@ def test_export_sae_writes_a_hub_folder_saelens_can_load(tiny: dict, tmp_path: P
         assert np.array_equal(getattr(original, name).detach().numpy(), getattr(exported, name).detach().numpy())
     explanations = [json.loads(x) for x in (folder / "explanations.jsonl").read_text().splitlines()]
     assert len(explanations) > 6000 and explanations[0]["index"] == "0"
+    # labels only, one per (latent, source): the context a latent also ships names nothing
+    assert not any(e["explanationModelName"] == "context" for e in explanations)
+    assert len({(e["index"], e["explanationModelName"]) for e in explanations}) == len(explanations)
+    assert (folder / "sparsity.safetensors").exists()  # one density per latent, whatever rows it ships
     code, _, err = cli("export-sae", "default", "--out", str(tmp_path / "hub"))
     assert code == 2 and "--overwrite" in err
 

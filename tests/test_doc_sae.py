@@ -15,7 +15,8 @@ from click.testing import CliRunner
 import saeembed
 from saeembed.cli import main
 from saeembed.ids import row_of
-from tests.conftest import GOEMOTIONS_SAMPLE
+from saeembed.labelrule import shown_labels
+from tests.conftest import GOEMOTIONS_SAMPLE, check_shipped_labels
 
 N_DOCS = 300
 
@@ -67,9 +68,9 @@ def test_shipped_doc_sae_loads_with_its_reader_hook_and_labels():
     assert cfg.d_in == 384 and cfg.activation == "topk" and 4 <= cfg.k <= 16
     assert sae.W_enc.shape == (384, cfg.d_sae) and sae.W_dec.shape == (cfg.d_sae, 384)
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(cfg.d_sae), atol=1e-2)  # unit decoder rows
-    assert loaded.labels is not None and loaded.labels.height == cfg.d_sae
-    assert loaded.labels["feature_id"].to_list() == list(range(cfg.d_sae))
-    assert (loaded.labels["label"] != "(dead)").mean() > 0.9
+    assert loaded.labels is not None
+    check_shipped_labels(loaded.labels, cfg.d_sae)
+    assert (shown_labels(loaded.labels, contexts=False)["label"] != "(dead)").mean() > 0.9
     size = sum(p.stat().st_size for p in DOC_SAE_DIR.iterdir())
     assert size < 4 * 2**20, f"shipped doc SAE is {size / 2**20:.1f} MiB"
     recipe = (DOC_SAE_DIR / "RECIPE.md").read_text()
@@ -115,8 +116,10 @@ def test_encode_with_doc_sae_stores_the_sae_code_of_each_document(doc_store, ge_
     with torch.no_grad():
         want = sae.encode(torch.from_numpy(get_embedder().embed(texts))).numpy()
     assert np.abs(mat.toarray() - want).max() < 1e-3
-    n_labels = s.sql("SELECT count(*) AS n FROM features WHERE sae = ?", [info["sae"]])["n"][0]
-    assert n_labels == sae.d_sae
+    # every shipped row lands in the store; analyses see one label per latent
+    n_rows = s.sql("SELECT count(*) AS n FROM features WHERE sae = ?", [info["sae"]])["n"][0]
+    assert n_rows == open_sae("doc").labels.height
+    assert s.features(info["sae"])["feature_id"].to_list() == list(range(sae.d_sae))
     s.close()
 
 

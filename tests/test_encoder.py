@@ -20,12 +20,18 @@ from tests.conftest import GOEMOTIONS_SAMPLE, make_random_sae
 
 @pytest.fixture(scope="module")
 def labelled_sae(tiny_llama: Path, tmp_path_factory) -> Path:
-    """A random TopK SAE on the tiny reader, with a label per latent beside its weights."""
+    """A random TopK SAE on the tiny reader, with a label per latent beside its weights, and as a scored
+    SAE ships them: a better-scoring second source for latent 7, contexts for latents 8 and 9 (8's
+    label is unscored, 9's scores below the floor)."""
     path = make_random_sae(tmp_path_factory.mktemp("enc") / "sae", d_in=32, d_sae=128, layer=2,
                            model_name=str(tiny_llama), activation="topk", k=8)
-    labels = pl.DataFrame({"feature_id": list(range(128)), "label": [f"concept {i}, words" for i in range(128)],
-                           "label_source": ["test"] * 128},
-                          schema={"feature_id": pl.Int32, "label": pl.String, "label_source": pl.String})
+    labels = pl.DataFrame({"feature_id": [*range(128), 7, 8, 9],
+                           "label": [*(f"concept {i}, words" for i in range(128)), "scored seven", "…<<eight>>…",
+                                     "…the <<cat>> sat…"],
+                           "label_source": ["test"] * 128 + ["test:scored", "context", "context"],
+                           "score": [None] * 9 + [0.3] + [None] * 118 + [0.9, None, None]},
+                          schema={"feature_id": pl.Int32, "label": pl.String, "label_source": pl.String,
+                                  "score": pl.Float64})
     labels.write_parquet(path / "labels.parquet")
     return path
 
@@ -50,7 +56,9 @@ def test_transform_gives_the_rows_an_encode_stores(labelled_sae, tiny_llama, tex
     again = enc.transform([texts[3], texts[0], texts[3]])
     assert np.array_equal(again.toarray(), X[[3, 0, 3]].toarray())
     names = enc.get_feature_names_out()
-    assert len(names) == 128 and names[7] == "7 concept 7, words"
+    assert len(names) == 128 and names[6] == "6 concept 6, words"
+    # the label analyses show: the best score at the floor, else unscored, else the context
+    assert (names[7], names[8], names[9]) == ("7 scored seven", "8 concept 8, words", "9 …the <<cat>> sat…")
     with pytest.raises(UserError, match="list of texts"):
         enc.transform("one string")
 

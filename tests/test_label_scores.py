@@ -20,10 +20,12 @@ from click.testing import CliRunner
 from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.errors import UserError
+from saeembed.labelrule import shown_labels
 from saeembed.labels import write_labels
 from saeembed.labels.contexts import TokenCodes, draw_contexts
 from saeembed.labels.readable import phrase_candidates
 from saeembed.labels.score import FLOOR, auc
+from saeembed.labels.search import embed_labels, label_vectors
 from saeembed.store import CONTEXT_LABEL_SOURCE
 
 
@@ -90,10 +92,17 @@ def test_shown_label_is_the_best_scoring_one_else_the_context(real_store: Path, 
     with open_store(store) as st:
         shown = dict(st.features(sae).select("feature_id", "label").iter_rows())
         no_ctx = dict(st.features(sae, contexts=False).select("feature_id", "label").iter_rows())
+        rows = st.sql("SELECT feature_id, label, label_source, score FROM features ORDER BY label DESC")
+        ids, vectors = label_vectors(st, sae)  # what correlate compares: labels, never a context
     # above the floor: the best score; an unmeasured label before a context; a context before a
     # label measured below the floor; a label below the floor only where nothing else exists
     assert shown == {1: "better label", 2: "…the <<cat>> sat…", 3: "unscored import", 4: "weak only"}
     assert no_ctx[2] == "weak label"
+    # the same rule on a frame (a shipped labels.parquet: SAEEncoder names, export-sae)
+    assert dict(shown_labels(rows).select("feature_id", "label").iter_rows()) == shown
+    assert dict(shown_labels(rows, contexts=False).select("feature_id", "label").iter_rows()) == no_ctx
+    want = embed_labels([no_ctx[f] for f in (1, 2, 3, 4)])
+    assert ids.tolist() == [1, 2, 3, 4] and np.abs(vectors - want).max() < 0.01
 
 
 @pytest.mark.slow
@@ -105,22 +114,25 @@ def test_scores_separate_a_latents_own_label_from_another_latents(real_store: Pa
     store = _copy(real_store, tmp_path)
     with open_store(store) as st:
         sae = st.sql("SELECT sae FROM saes").item()
-        shipped = st.sql("SELECT feature_id, label FROM features WHERE label_source = 'offline-ctfidf' "
-                         "AND label != '(dead)' ORDER BY feature_id")
+        # the shipped label of each latent: c-TF-IDF or the readable one that replaced it (one per latent)
+        shipped = st.sql(f"SELECT feature_id, label, label_source FROM features WHERE label_source != "
+                         f"'{CONTEXT_LABEL_SOURCE}' AND label != '(dead)' ORDER BY feature_id")
     if shipped.height == 0:
         pytest.skip("the test SAE ships no labels")
     rng = np.random.default_rng(0)
+    assert shipped["feature_id"].is_unique().all()
     shuffled = shipped.with_columns(pl.Series("label", shipped["label"].to_numpy()[rng.permutation(shipped.height)]),
                                     pl.lit("test:shuffled").alias("label_source"))
     write_labels(store, sae, shuffled)
     summary = score_store_labels(store, "ge", max_docs=200, max_tokens=4000)
     by = {r["label_source"]: r for r in summary.to_dicts()}
-    assert by["offline-ctfidf"]["scored"] > 300
+    assert sum(r["scored"] for s, r in by.items() if s != "test:shuffled") > 300
     with open_store(store) as st:
-        scores = st.sql("SELECT feature_id, label_source, score FROM features WHERE score IS NOT NULL").pivot(
-            on="label_source", index="feature_id", values="score").drop_nulls()
+        scores = st.sql(f"SELECT feature_id, label_source = 'test:shuffled' AS null_label, score FROM features "
+                        f"WHERE score IS NOT NULL AND label_source != '{CONTEXT_LABEL_SOURCE}'").pivot(
+            on="null_label", index="feature_id", values="score").drop_nulls()
         n_context = st.sql(f"SELECT count(*) FROM features WHERE label_source = '{CONTEXT_LABEL_SOURCE}'").item()
-    own, other = scores["offline-ctfidf"].to_numpy(), scores["test:shuffled"].to_numpy()
+    own, other = scores["false"].to_numpy(), scores["true"].to_numpy()
     assert abs(float(np.median(other)) - 0.5) < 0.05  # the null
     assert float(np.mean(own > other)) > 0.6 and float(np.median(own)) > float(np.median(other)) + 0.05
     assert n_context > 300

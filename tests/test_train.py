@@ -25,7 +25,7 @@ from saeembed.train import (
     save_trained_sae,
     train_topk_sae,
 )
-from tests.conftest import GOEMOTIONS_SAMPLE, make_tiny_llama
+from tests.conftest import GOEMOTIONS_SAMPLE, check_shipped_labels, make_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_cli_rejects_missing_corpus(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "not found" in res.output
 
 
-def test_shipped_default_sae_loads_with_labels_for_every_latent() -> None:
+def test_shipped_default_sae_loads_with_a_scored_label_for_every_latent() -> None:
     from saeembed.sae import open_sae
 
     loaded = open_sae("default")
@@ -237,10 +237,7 @@ def test_shipped_default_sae_loads_with_labels_for_every_latent() -> None:
     assert sae.cfg.hook_name == f"blocks.{sae.cfg.hook_layer}.hook_resid_post"
     meta = sae.cfg.extra["saeembed"]
     assert meta["metrics"]["heldout"]["fvu"] < 0.5
-    labels = loaded.labels
-    assert labels is not None
-    assert labels["feature_id"].dtype == pl.Int32
-    assert labels["feature_id"].to_list() == list(range(sae.cfg.d_sae))
-    assert labels["label"].null_count() == 0 and (labels["label"].str.len_chars() > 0).all()
+    assert loaded.labels is not None
+    check_shipped_labels(loaded.labels, sae.cfg.d_sae)
     weights = loaded.path / "sae_weights.safetensors"
     assert weights.stat().st_size <= 20 * 2 ** 20

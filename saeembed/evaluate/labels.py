@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ..labelrule import shown_labels
 from .diffing import DIFF_PAIRS
 from .harness import Harness
 from .metrics import log
@@ -28,10 +29,7 @@ TOP = 50
 
 def _shown(rows: pl.DataFrame, floor: float) -> pl.DataFrame:
     """Per latent, the label analyses show among ``rows`` (feature_id, label_source, score)."""
-    ranked = rows.with_columns(pl.when(pl.col("score") >= floor).then(0).when(pl.col("score").is_null()).then(1)
-                               .otherwise(2).alias("tier"))
-    return (ranked.sort(["feature_id", "tier", "score"], descending=[False, False, True], nulls_last=True)
-            .unique("feature_id", keep="first", maintain_order=True))
+    return shown_labels(rows, contexts=False, floor=floor)
 
 
 def _summary(name: str, shown: pl.DataFrame, top: list[int], floor: float) -> dict[str, Any]:

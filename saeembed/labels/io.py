@@ -18,6 +18,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes
+from ..labelrule import CONTEXT_LABEL_SOURCE
 from ..store.guard import check_output_path
 from ..store.handle import as_store
 from .catalog import labels_of, resolve_sae_id, write_labels
@@ -139,10 +140,11 @@ def export_labels(store: Store | str | Path, path: str | Path, *, sae: str | Non
     """Write an SAE's labels to ``path`` and return the rows written.
 
     By default each latent's preferred label (the one analyses show); ``source`` exports one
-    label source, ``all_sources`` every (latent, source) row. Formats: Neuronpedia explanations
-    JSONL (``.jsonl``, gzipped when the name ends in ``.gz``), CSV (``feature_id,label,label_source,
-    score,description``) or JSON ``{id: {label, description, score}}``; :func:`import_labels` reads
-    all three back.
+    label source, ``all_sources`` every (latent, source) row of a label (a latent's ``context`` row
+    quotes its strongest context and names nothing: ``source="context"`` exports those). Formats:
+    Neuronpedia explanations JSONL (``.jsonl``, gzipped when the name ends in ``.gz``), CSV
+    (``feature_id,label,label_source,score,description``) or JSON ``{id: {label, description, score}}``;
+    :func:`import_labels` reads all three back.
     """
     import gzip
     import json
@@ -154,6 +156,8 @@ def export_labels(store: Store | str | Path, path: str | Path, *, sae: str | Non
     info = resolve_sae_id(st, sae)
     if all_sources or source:
         rows = labels_of(st, info["sae"])
+        if not source:  # label files hold labels; a latent's context names nothing (``--source context`` asks for it)
+            rows = rows.filter(pl.col("label_source") != CONTEXT_LABEL_SOURCE)
         if source:
             rows = rows.filter(pl.col("label_source") == source)
             if rows.height == 0:

@@ -18,6 +18,7 @@ import polars as pl
 from ..embed import get_embedder
 from ..errors import UserError
 from ..fsutil import atomic_write
+from ..labelrule import shown_labels
 from ..memo import Memo
 from ..paths import cache_path
 from ..sae.shipped import SHIPPED
@@ -52,9 +53,29 @@ def embed_labels(labels: list[str]) -> np.ndarray:
 
 
 def label_vectors(store: Store, sae: str) -> tuple[np.ndarray, np.ndarray]:
-    """(feature ids, embeddings) of each latent's preferred label: the labels analyses show."""
-    df = store.features(sae).filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
-    return df["feature_id"].to_numpy().astype(np.int64), embed_labels(df["label"].to_list())
+    """(feature ids, embeddings) of each latent's preferred label (:func:`saeembed.labelrule.shown_labels`
+    among its labels: a latent's context names nothing, so it is not compared).
+
+    Embedded per label source in the order label search reads them, so the embeddings search computed
+    or the package ships serve here too (the preferred labels of a scored SAE mix sources, and a mix
+    of 6,144 labels would be embedded afresh).
+    """
+    rows = _searched_labels(store, "WHERE sae = ?", [sae])
+    if rows.height == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 384), np.float32)
+    emb = np.concatenate([embed_labels(grp["label"].to_list())
+                          for _, grp in rows.group_by("sae", "label_source", maintain_order=True)])
+    shown = shown_labels(rows.select("feature_id", "label_source", "label_score").rename(
+        {"label_score": "score"}).with_row_index("row"), contexts=False)
+    return shown["feature_id"].to_numpy().astype(np.int64), emb[shown["row"].to_numpy()]
+
+
+def _searched_labels(store: Store, where: str, params: list | None) -> pl.DataFrame:
+    """The label rows search reads, in its order: by SAE, label source and latent; no context, none dead."""
+    rows = store.sql(f"""SELECT sae, feature_id, label, label_source, score AS label_score, description FROM features
+                         {where} ORDER BY sae, label_source, feature_id""", params)
+    return rows.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)")
+                       & (pl.col("label_source") != CONTEXT_LABEL_SOURCE))
 
 
 def label_embedding_file(digest: str) -> str:
@@ -138,10 +159,7 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
     where, params = "", None
     if sae is not None:
         where, params = "WHERE sae = ?", [resolve_sae_id(st, sae)["sae"]]
-    rows = st.sql(f"""SELECT sae, feature_id, label, label_source, score AS label_score, description FROM features
-                      {where} ORDER BY sae, label_source, feature_id""", params)
-    rows = rows.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)")
-                       & (pl.col("label_source") != CONTEXT_LABEL_SOURCE))
+    rows = _searched_labels(st, where, params)
     out_schema = {"sae": pl.String, "feature_id": pl.Int32, "label": pl.String, "label_source": pl.String,
                   "label_score": pl.Float64, "similarity": pl.Float64, "keyword_match": pl.Float64,
                   "score": pl.Float64}

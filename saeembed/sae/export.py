@@ -24,6 +24,7 @@ import torch
 
 from ..errors import UserError
 from ..fsutil import atomic_write_text
+from ..labelrule import CONTEXT_LABEL_SOURCE, shown_labels
 from .formats.saelens import save_saelens
 from .resolve import open_sae
 
@@ -65,7 +66,9 @@ def _metrics_section(cfg_extra: dict[str, Any]) -> str:
 def _labels_rows(labels: pl.DataFrame | None, model: str | None, layer: int | None, sae_id: str) -> list[dict]:
     if labels is None or labels.height == 0:
         return []
-    keep = labels.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
+    # labels only: a context row quotes the latent's strongest context, it names nothing
+    keep = labels.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)")
+                         & (pl.col("label_source") != CONTEXT_LABEL_SOURCE))
     return [{"modelId": model, "layer": f"{layer}-{sae_id}" if layer is not None else sae_id,
              "index": str(r["feature_id"]), "description": r["label"],
              "explanationModelName": r.get("label_source"),
@@ -90,10 +93,14 @@ def export_sae(spec: str, out: str | Path, sae_id: str | None = None, overwrite:
     raw.update({"device": "cpu", "reshape_activations": "none", "saeembed_id": loaded.sae_id})
     atomic_write_text(target / "cfg.json", json.dumps(raw, indent=2))
     labels = loaded.labels
-    if labels is not None and "density" in labels.columns and labels.height == cfg.d_sae:
+    if labels is not None and "label_source" not in labels.columns:  # a hand-written labels.parquet
+        labels = labels.with_columns(pl.lit(None, pl.String).alias("label_source"))
+    # one density per latent, from its shown row (a latent ships a row per label source and a context)
+    shown = shown_labels(labels) if labels is not None and "density" in labels.columns else None
+    if shown is not None and shown["feature_id"].to_list() == list(range(cfg.d_sae)):
         from safetensors.torch import save_file
 
-        dens = torch.tensor(labels.sort("feature_id")["density"].fill_null(0.0).to_list(), dtype=torch.float32)
+        dens = torch.tensor(shown["density"].fill_null(0.0).to_list(), dtype=torch.float32)
         save_file({"sparsity": torch.log10(dens.clamp_min(1e-10))}, str(target / "sparsity.safetensors"))
     rows = _labels_rows(labels, cfg.model_name, cfg.hook_layer, sae_id)
     if rows:

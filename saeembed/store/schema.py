@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..labelrule import CONTEXT_LABEL_SOURCE, LABEL_FLOOR, OFFLINE_LABEL_SOURCE  # noqa: F401 - re-exported
 from .parquet import SCHEMA as LAYOUT_SCHEMA
 from .stats import SCHEMA as STATS_SCHEMA
 from .strata import SCHEMA as STRATA_SCHEMA
@@ -70,12 +71,5 @@ ALTER TABLE activations ADD COLUMN IF NOT EXISTS peak_pos INTEGER;
 # every table of a store: the catalog above, per-corpus latent statistics and length strata, Parquet-kept
 # activations
 ALL_SCHEMAS = (SCHEMA, STATS_SCHEMA, STRATA_SCHEMA, LAYOUT_SCHEMA)
-
-# label_source of the offline c-TF-IDF labels (saeembed.labels.offline)
-OFFLINE_LABEL_SOURCE = "offline-ctfidf"
-# label_source of a latent's strongest context (``…Sure, <<here>> are…``), shown where no label scores
-# at least LABEL_FLOOR; features.score of every other source is the detection AUC of saeembed.labels.score
-CONTEXT_LABEL_SOURCE = "context"
-LABEL_FLOOR = 0.75
 
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..11 of every DuckDB database file
