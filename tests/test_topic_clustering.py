@@ -85,8 +85,9 @@ def test_cross_fitting_recovers_topics_the_latents_carry_and_does_not_memorise_o
 @pytest.mark.slow
 def test_topic_clustering_on_amazon_keeps_the_product_domain_its_topics_carry(real_store: Path) -> None:
     """400 Amazon reviews, k = 4: the topic clustering follows the product domain more than the
-    unfiltered clustering and more than one weight per latent (each latent's own correlation with a
-    topic, the facets' projection) on the same latents; it says which latents it read."""
+    unfiltered clustering and more than the facets' reading of the topics (one weight per latent: the
+    100 latents whose shares correlate most with the documents' similarity to the 8 topic centres); it
+    says which latents it read."""
     needs_amazon(real_store)
     st = open_store(real_store)
     docs = st.documents("amazon")
@@ -99,15 +100,12 @@ def test_topic_clustering_on_amazon_keeps_the_product_domain_its_topics_carry(re
     by_topics = normalized_mutual_info_score([domain[d] for d in a["doc_id"].to_list()], a["cluster"].to_list())
 
     data = SteerData(st, corpus_info(st, "amazon"))
-    labels = data.topics(4).labels
-    member = (labels[:, None] == np.arange(4)).astype(float)
-    corr, mean, std = latent_score_correlations(data.shares.tocsc(), member)
-    ids = topic_latents(data.shares, labels).feature_ids
+    corr, mean, std = latent_score_correlations(data.shares.tocsc(), data.topics(8).profile(data.emb))
+    ids = np.argsort(-np.abs(corr).max(axis=1), kind="stable")[:100]
     projected = split_facets(standardised_projection(data.shares, ids, corr[ids], mean[ids], std[ids]), 4)[0]
-    truth = [domain[int(d)] for d in data.doc_ids]
-    one_weight = normalized_mutual_info_score(truth, projected)
+    one_weight = normalized_mutual_info_score([domain[int(d)] for d in data.doc_ids], projected)
     un = cluster_assignments(cluster(st, "amazon", unfiltered=True, k=4))
     unfiltered = normalized_mutual_info_score([domain[d] for d in un["doc_id"].to_list()], un["cluster"].to_list())
     print(f"amazon topics NMI domain {by_topics:.3f}, one weight per latent {one_weight:.3f}, "
           f"unfiltered {unfiltered:.3f}")
-    assert by_topics > 0.3 and by_topics > 1.5 * unfiltered and by_topics > one_weight
+    assert by_topics > 0.5 and by_topics > 1.5 * unfiltered and by_topics > one_weight + 0.05
