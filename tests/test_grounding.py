@@ -16,11 +16,15 @@ from click.testing import CliRunner
 from scipy import sparse
 from sklearn.metrics import normalized_mutual_info_score
 
+from saeembed.analysis import grounding
 from saeembed.analysis.cluster import SELECTION_COLUMNS, cluster, cluster_assignments
 from saeembed.analysis.grounding import (
     N_RANDOM,
     SEPARATES_RANK,
+    check,
     heldout_signal,
+    null_key,
+    null_path,
     random_proposals,
     topic_share,
     within_topic_residual,
@@ -62,6 +66,49 @@ def test_random_proposals_are_fixed_and_shaped_like_the_proposal() -> None:
     lists = random_proposals(5, poles=False)
     assert all(isinstance(p, list) and len(set(p)) == 5 for p in lists)
     assert random_proposals(5, poles=False) == lists and random_proposals(5, poles=False, seed=1) != lists
+
+
+def test_random_figures_are_kept_on_disk_so_a_second_process_pays_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The random proposals' figures are computed once and read back from the cache root by a process
+    that has never seen them (the in-memory memo emptied); another corpus, phrase or proposal shape, or
+    an unreadable file, computes them again."""
+    monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(3)
+    shares = sparse.random(240, 400, density=0.05, random_state=4, format="csr")
+    emb = rng.normal(size=(240, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = rng.integers(0, 4, 240)
+    calls: list[int] = []
+    real = grounding._statistics
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grounding, "_statistics", counted)
+    proposal = ["happy", "sad", "angry"]
+
+    def fresh_check(lab: np.ndarray = labels, phrase: str = "emotion", prop: list[str] | tuple = proposal):
+        grounding._RANDOM.clear()  # what a second process starts with
+        calls.clear()
+        return check(shares, emb, lab, prop, phrase, corpus_key=("corpus", 1)), len(calls)
+
+    first, n_first = fresh_check()
+    key = null_key(shares, emb, labels, False, 3, "emotion")
+    assert n_first == N_RANDOM + 1 and null_path(key).exists()
+    second, n_second = fresh_check()
+    assert n_second == 1  # only the proposal itself
+    assert (second.verdict, second.signal, second.signal_rank, second.topic_share) == \
+        (first.verdict, first.signal, first.signal_rank, first.topic_share)
+    other = labels.copy()
+    other[:10] = (other[:10] + 1) % 4
+    assert null_key(shares, emb, other, False, 3, "emotion") != key
+    assert fresh_check(lab=other)[1] == N_RANDOM + 1
+    assert fresh_check(phrase="mood")[1] == N_RANDOM + 1
+    assert fresh_check(prop=("happy", "sad"))[1] == N_RANDOM + 1
+    null_path(key).write_bytes(b"not an array")
+    assert fresh_check()[1] == N_RANDOM + 1 and fresh_check()[1] == 1
 
 
 def test_corpus_topics_name_groups_by_their_words() -> None:

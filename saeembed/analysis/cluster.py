@@ -28,10 +28,11 @@ Additions:
 - axis queries ("sentiment", "positive vs negative"): clustered along the latents whose share of each
   document correlates with the poles' dense score, into segments of that axis ordered from pole A to
   pole B (:mod:`saeembed.analysis.axis`);
-- facet queries ("emotion", "news category: world, sports, business") and topic queries ("topic",
-  ``select`` ``topics``): clustered on the latents whose shares follow the documents' dense similarity
-  to the categories (or to the corpus' topics, :mod:`saeembed.analysis.topics`), by k-means on the
-  documents' coordinates along them (:mod:`saeembed.analysis.facets`);
+- facet queries ("emotion", "news category: world, sports, business"): clustered on the latents whose
+  shares follow the documents' dense similarity to the categories, by k-means on the documents'
+  coordinates along them (:mod:`saeembed.analysis.facets`); topic queries ("topic", ``select``
+  ``topics``): k-means on each document's topics as a cross-fitted ridge regression on the latents
+  most associated with the corpus' own ``k`` topics predicts them (:mod:`saeembed.analysis.topics`);
 - every result names its selection, the poles or categories, where they came from (query, reader,
   corpus) and why they steer, or why the reader's were refused (columns ``selection``, ``poles``,
   ``facets``, ``source``, ``grounding``; :func:`cluster_assignments` keeps them on every row);
@@ -63,6 +64,7 @@ from .facets import select_facets, split_facets
 from .options import ClusterOptions
 from .proposals import STEERED, Selection, SteerData, cluster_selection, selected_by  # noqa: F401 - re-exported
 from .select import parse_feature_list, select_features, split_phrases
+from .topics import TOPIC_LATENTS, topic_latents
 
 if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
@@ -217,8 +219,9 @@ def _cluster_jaccard(st: Store, info: CorpusInfo, o: ClusterOptions, selection: 
 
 def _cluster_steered(data: SteerData, o: ClusterOptions, sel: Selection, rng: np.random.Generator
                      ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """An axis query: segments of the axis between the poles (k default 2, one per pole). Facets (or the
-    corpus' topics): k-means on the documents' coordinates along the categories (k default: the eigengap).
+    """An axis query: segments of the axis between the poles (k default 2, one per pole). Facets: k-means
+    on the documents' coordinates along the categories; the corpus' topics: on the topics their latents
+    predict (:func:`~.topics.topic_latents`, at least ``per_phrase`` latents). k default: the eigengap.
     Every document is placed."""
     kind = {"axis": "an axis query", "facets": "a facet query", "topics": "a topic query"}[sel.method]
     if o.coverage is not None:
@@ -231,9 +234,11 @@ def _cluster_steered(data: SteerData, o: ClusterOptions, sel: Selection, rng: np
     if sel.method == "axis":
         axis = select_axis(st, info, sel.poles, sel.phrase, o.per_phrase, shares, doc_ids)
         feats, coords = axis.feature_ids, axis.positions(shares)
+    elif sel.method == "topics":
+        read = topic_latents(shares, sel.topics.labels, max(o.per_phrase, TOPIC_LATENTS), seed=o.seed)
+        feats, coords = read.feature_ids, read.coordinates
     else:
-        profile = sel.topics.profile(data.emb) if sel.topics is not None else None
-        facets = select_facets(st, info, sel.categories, sel.phrase, o.per_phrase, shares, doc_ids, profile=profile)
+        facets = select_facets(st, info, sel.categories, sel.phrase, o.per_phrase, shares, doc_ids)
         feats, coords = facets.feature_ids, facets.coordinates(shares)
     rows = (doc_ids & ROW_MASK).astype(np.int64)
     if o.sample is not None and o.sample < len(rows):

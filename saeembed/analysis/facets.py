@@ -165,12 +165,10 @@ def facet_profile(emb: np.ndarray, categories: list[str], query: str | None) -> 
 
 
 def select_facets(store: Store, info: CorpusInfo, categories: list[str], query: str | None, n: int,
-                  shares: Any, doc_ids: np.ndarray, profile: np.ndarray | None = None) -> Facets:
+                  shares: Any, doc_ids: np.ndarray) -> Facets:
     """The ``n`` latents of the corpus that follow the categories' profile most (see the module docstring);
-    ``shares``/``doc_ids``: :func:`~.axis.axis_matrix`. ``profile`` [docs, categories]: a dense score to
-    follow instead of the names' (the corpus' topics, :meth:`~.topics.CorpusTopics.profile`)."""
-    if profile is None:
-        profile = facet_profile(aligned_doc_embeddings(store, info, doc_ids), categories, query)
+    ``shares``/``doc_ids``: :func:`~.axis.axis_matrix`."""
+    profile = facet_profile(aligned_doc_embeddings(store, info, doc_ids), categories, query)
     corr, mean, std = latent_score_correlations(shares.tocsc(), profile)
     strength = np.abs(corr).max(axis=1)
     best = np.argsort(-strength, kind="stable")[:n]

@@ -31,15 +31,20 @@ corpora only (:mod:`saeembed.evaluate.steering`; docs: Evaluation, query steerin
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..embed import get_embedder
+from ..fsutil import atomic_write_bytes
 from ..labels.search import _STOP
 from ..memo import Memo
+from ..paths import cache_path
 from .axis import pole_score
 from .facets import facet_profile
 from .score_latents import latent_score_correlations, standardised_projection
@@ -49,6 +54,7 @@ SEPARATES_RANK = 0.9  # held-out signal above this share of them: the proposal s
 TOPIC_SHARE = 0.25  # at least this share of the proposal's score explained by the corpus' topics: it follows them
 SIGNAL_LATENTS = 100  # latents chosen on one half to predict the other half's residual score
 SEED = 0
+NULL_FORMAT = 1  # bump when the statistics change, so figures cached on disk by an older rule are not read
 
 VERDICTS = ("follows the topics", "separates", "does not separate")
 _WORD = re.compile(r"[a-z]{4,12}")
@@ -157,21 +163,78 @@ def random_proposals(size: int, poles: bool, n: int = N_RANDOM, seed: int = SEED
     return [(p[0], p[1]) for p in picks] if poles else picks
 
 
+def null_key(shares: Any, emb: np.ndarray, labels: np.ndarray, poles: bool, size: int, phrase: str | None) -> str:
+    """A digest of everything the random proposals' figures depend on: the corpus' shares, embeddings
+    and topic labels (their bytes, so a re-encoded corpus under the same name gets its own), the shape
+    of the proposal and its phrase, the embedder, and the rule's constants (:data:`N_RANDOM`,
+    :data:`SEED`, :data:`SIGNAL_LATENTS`, :data:`NULL_FORMAT`)."""
+    h = hashlib.blake2b(digest_size=20)
+    csr = shares.tocsr()
+    head = (NULL_FORMAT, N_RANDOM, SEED, SIGNAL_LATENTS, get_embedder().name, poles, size, phrase, csr.shape)
+    h.update(repr(head).encode())
+    for part in (csr.indptr, csr.indices, csr.data, emb, labels):
+        arr = np.ascontiguousarray(part)
+        h.update(repr((arr.dtype.str, arr.shape)).encode())
+        h.update(arr.data)
+    return h.hexdigest()
+
+
+def null_path(key: str) -> Path:
+    """Where the random proposals' figures for :func:`null_key` ``key`` are kept between processes."""
+    return cache_path("grounding", f"null-{key}.npy")
+
+
+def _read_null(path: Path) -> np.ndarray | None:
+    """The cached figures, or None when absent or unreadable (then they are computed again)."""
+    try:
+        null = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return null if null.ndim == 2 and null.shape == (N_RANDOM, 3) else None
+
+
+def _write_null(path: Path, null: np.ndarray) -> None:
+    """Keep the figures on disk; a cache folder that cannot be written only costs the next process the time."""
+    buf = io.BytesIO()
+    np.save(buf, null, allow_pickle=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        pass
+
+
+def random_null(shares: Any, emb: np.ndarray, labels: np.ndarray, poles: bool, size: int,
+                phrase: str | None, corpus_key: Any = None) -> np.ndarray:
+    """[N_RANDOM, 3]: :func:`_statistics` of the random proposals a proposal is ranked against.
+
+    Why cached twice: the figures cost about two seconds per corpus, shape and phrase, every CLI call
+    would pay them again, and they depend only on the inputs :func:`null_key` digests. Kept in memory
+    per ``corpus_key`` (None: not in memory) and on disk under the cache root
+    (:func:`~saeembed.paths.cache_root`) by that digest, written atomically."""
+    def from_disk_or_build() -> np.ndarray:
+        path = null_path(null_key(shares, emb, labels, poles, size, phrase))
+        null = _read_null(path)
+        if null is None:
+            null = np.array([_statistics(shares, emb, labels, p, phrase) for p in random_proposals(size, poles)])
+            _write_null(path, null)
+        return null
+
+    if corpus_key is None:
+        return from_disk_or_build()
+    return _RANDOM.get_or_build((corpus_key, poles, size, phrase), from_disk_or_build)
+
+
 def check(shares: Any, emb: np.ndarray, labels: np.ndarray, proposal: tuple[str, str] | Sequence[str],
           phrase: str | None, corpus_key: Any = None) -> Grounding:
     """The verdict on ``proposal`` (poles as a tuple, or categories) for the corpus whose documents have
     square-rooted token shares ``shares`` (CSR, :func:`~.axis.axis_matrix`), MiniLM embeddings ``emb``
-    and topic ``labels`` (:mod:`.topics`); see the module docstring. ``corpus_key`` identifies the
-    corpus, so the random proposals' figures are computed once per corpus, shape and phrase."""
+    and topic ``labels`` (:mod:`.topics`); see the module docstring. The random proposals' figures are
+    computed once per corpus, shape and phrase (:func:`random_null`; ``corpus_key`` identifies the
+    corpus within the process)."""
     poles = isinstance(proposal, tuple)
     plain, beyond, share = _statistics(shares, emb, labels, proposal, phrase)
-
-    def build() -> np.ndarray:
-        return np.array([_statistics(shares, emb, labels, p, phrase)
-                         for p in random_proposals(len(proposal), poles)])
-
-    key = (corpus_key, poles, len(proposal), phrase) if corpus_key is not None else None
-    null = _RANDOM.get_or_build(key, build) if key is not None else build()
+    null = random_null(shares, emb, labels, poles, len(proposal), phrase, corpus_key)
     ranks = (float(np.mean(null[:, 0] < plain)), float(np.mean(null[:, 1] < beyond)))
     best = int(np.argmax(ranks))
     separates = ranks[best] >= SEPARATES_RANK
@@ -181,4 +244,5 @@ def check(shares: Any, emb: np.ndarray, labels: np.ndarray, proposal: tuple[str,
 
 
 __all__ = ["Grounding", "check", "heldout_signal", "topic_share", "within_topic_residual", "proposal_profile",
-           "random_proposals", "generic_words", "N_RANDOM", "SEPARATES_RANK", "TOPIC_SHARE", "VERDICTS"]
+           "random_proposals", "random_null", "null_key", "null_path", "generic_words",
+           "N_RANDOM", "SEPARATES_RANK", "TOPIC_SHARE", "VERDICTS"]

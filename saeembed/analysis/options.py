@@ -91,7 +91,8 @@ class ClusterOptions:
                                  "documents, the corpus' topics when they only follow those, else labels when the "
                                  "SAE is labelled, else descriptors)",
                          choices=("auto", "labels", "descriptors", "axis", "facets", "topics"))
-    per_phrase: int = option(PER_PHRASE, "latents selected per keyphrase (with --coverage: at least this many)",
+    per_phrase: int = option(PER_PHRASE, "latents selected per keyphrase (with --coverage: at least this many; "
+                                         "the corpus' topics read at least 1,000)",
                              min=1)
     coverage: float | None = option(None, "select latents per keyphrase in score order until this share of "
                                           "documents has at least one of them (never fewer than --per-phrase)",

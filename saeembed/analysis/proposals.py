@@ -92,7 +92,8 @@ class SteerData:
         return aligned_doc_embeddings(self.store, self.info, self.doc_ids)
 
     def topics(self, n_topics: int | None = None) -> CorpusTopics:
-        return corpus_topics(self.store, self.info, self.doc_ids, self.emb, max(N_TOPICS, n_topics or 0))
+        """The corpus' ``n_topics`` topics (default :data:`~.topics.N_TOPICS`, what the check reads)."""
+        return corpus_topics(self.store, self.info, self.doc_ids, self.emb, n_topics or N_TOPICS)
 
     def check(self, proposal: tuple[str, str] | list[str], phrase: str | None) -> Grounding:
         key = (str(self.store.path), self.info.corpus_id, self.info.n_docs, str(self.info.created_at))
@@ -108,7 +109,12 @@ def _what(proposal: tuple[str, str] | list[str]) -> str:
 
 
 def topics_selection(data: SteerData, k: int | None, phrase: str | None, why: str) -> Selection:
-    """Cluster along the corpus' own topics (at least ``k`` of them); ``why``: the grounding sentence."""
+    """Cluster along the corpus' own topics, ``k`` of them (:data:`~.topics.N_TOPICS` when ``k`` is not
+    given; the clusters then follow from their eigengap); ``why``: the grounding sentence.
+
+    Why as many topics as clusters: with more topics than clusters, k-means has to merge topics again,
+    and on the evaluation's dev corpora the merged groups followed the labelled categories less than
+    topics fitted at ``k`` did."""
     topics = data.topics(k)
     return Selection("topics", categories=list(topics.names), phrase=phrase, source="corpus", grounding=why,
                      topics=topics)
@@ -138,7 +144,7 @@ def cluster_selection(store: Store, info: CorpusInfo, method: str, query: str | 
     rule (descriptors for corpora of 50+ documents). ``steer_ok`` False (HDBSCAN or --coverage asked
     for) keeps ``auto`` off proposals. A comma-separated query is the paper's list of keyphrases and
     always a label (or descriptor) query. ``axis`` / ``facets`` force the reader's proposal (checked,
-    kept), ``topics`` the corpus' topics. ``k``: clusters asked for (topics: at least that many).
+    kept), ``topics`` the corpus' topics. ``k``: clusters asked for (topics: as many topics).
 
     Why facets and axes before labels: label matching finds the latents of a property's own words
     ("product", "sentiment"), which fire everywhere; on the evaluation corpora a checked proposal
