@@ -185,7 +185,6 @@ def split_facets(coordinates: np.ndarray, k: int | None, seed: int = 0) -> tuple
     by size (0 largest)."""
     from sklearn.cluster import KMeans
 
-
     norms = np.linalg.norm(coordinates, axis=1, keepdims=True)
     x = coordinates / np.maximum(norms, 1e-12)
     if k is None:

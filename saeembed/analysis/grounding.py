@@ -32,7 +32,6 @@ corpora only (:mod:`saeembed.evaluate.steering`; docs: Evaluation, query steerin
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..embed import get_embedder
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write
 from ..labels.search import _STOP
 from ..memo import Memo
 from ..paths import cache_path
@@ -195,11 +194,9 @@ def _read_null(path: Path) -> np.ndarray | None:
 
 def _write_null(path: Path, null: np.ndarray) -> None:
     """Keep the figures on disk; a cache folder that cannot be written only costs the next process the time."""
-    buf = io.BytesIO()
-    np.save(buf, null, allow_pickle=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write(path, lambda fh: np.save(fh, null, allow_pickle=False))
     except OSError:
         pass
 

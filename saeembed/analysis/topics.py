@@ -67,7 +67,6 @@ def compute_topics(emb: np.ndarray, texts: list[str], n_topics: int, seed: int =
     """k-means topics of the document embeddings ``emb`` (rows aligned with ``texts``)."""
     from sklearn.cluster import KMeans
 
-
     n_topics = max(1, min(n_topics, len(emb)))
     fit = emb
     if len(emb) > FIT_DOCS:
