@@ -32,6 +32,7 @@ from ..embed import get_embedder
 from ..memo import Memo
 from ..store import LABEL_FLOOR
 from .contexts import Contexts
+from .search import label_text_vectors
 
 FLOOR = LABEL_FLOOR  # a label scoring below this is not shown (see the README for the distribution)
 MIN_POSITIVES = 3  # fewer held-out activating windows leave a latent unscored (score null)
@@ -97,19 +98,26 @@ def detection_scores(ctx: Contexts, windows: WindowEmbeddings, labels: pl.DataFr
     out = np.full(labels.height, np.nan)
     if labels.height == 0:
         return out
-    lab = embed_texts(labels["label"].cast(pl.String).fill_null("").to_list())
-    neg_sims = windows.of(ctx.negatives) @ lab.T  # [n_negatives, n_labels]
     fids = labels["feature_id"].to_numpy()
+    positives: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # latent → (strong held-out windows, firing rows)
     for f in np.unique(fids):
         rows, vals = ctx.heldout(int(f), half)
         firing, all_vals = ctx.codes.firing(int(f))
         rows = rows[vals >= np.quantile(all_vals, STRONG)] if len(all_vals) else rows
-        if len(rows) < MIN_POSITIVES:
-            continue
+        if len(rows) >= MIN_POSITIVES:
+            positives[int(f)] = rows, firing
+    scorable = np.flatnonzero(np.isin(fids, list(positives)))
+    if len(scorable) == 0:
+        return out
+    # only the labels of latents with enough strong windows are embedded: most of a large label set
+    # may not fire in the sample read
+    texts = labels["label"].cast(pl.String).fill_null("").to_list()
+    lab = label_text_vectors([texts[i] for i in scorable])
+    neg_sims = windows.of(ctx.negatives) @ lab.T  # [n_negatives, n_scorable]
+    for j, i in enumerate(scorable):
+        rows, firing = positives[int(fids[i])]
         keep = ~np.isin(ctx.negatives, firing)
-        pos = windows.of(rows)
-        for i in np.flatnonzero(fids == f):
-            out[i] = auc(pos @ lab[i], neg_sims[keep, i])
+        out[i] = auc(windows.of(rows) @ lab[j], neg_sims[keep, j])
     return out
 
 

@@ -21,7 +21,7 @@ from ..fsutil import atomic_write
 from ..labelrule import shown_labels
 from ..memo import Memo
 from ..paths import cache_path
-from ..sae.shipped import SHIPPED
+from ..sae.shipped import LABELS_FILE, SHIPPED
 from ..store import CONTEXT_LABEL_SOURCE
 from ..store.handle import reads_store
 from .catalog import resolve_sae_id
@@ -50,6 +50,43 @@ def embed_labels(labels: list[str]) -> np.ndarray:
     """
     digest = hashlib.sha1("\x00".join(labels).encode()).hexdigest()
     return _EMBEDDINGS.get_or_build(digest, lambda: _label_embeddings_on_disk(digest, labels))
+
+
+_SHIPPED_VECTORS: Memo[dict[str, np.ndarray]] = Memo("shipped label vectors by text", max_entries=1)
+
+
+def _shipped_vectors_by_text() -> dict[str, np.ndarray]:
+    """label text → embedding, for every label whose embedding the package ships.
+
+    The shipped files are keyed by the digest of a whole label list (one per SAE and source, in search
+    order), so they serve only that exact list; this reads them per text, so any list of shipped label
+    texts — a mix of sources, a shuffled null, a subset — reuses them."""
+    out: dict[str, np.ndarray] = {}
+    for folder in SHIPPED.values():
+        if not (folder / LABELS_FILE).exists():
+            continue
+        rows = pl.read_parquet(folder / LABELS_FILE).filter(
+            pl.col("label").is_not_null() & (pl.col("label") != "(dead)")
+            & (pl.col("label_source") != CONTEXT_LABEL_SOURCE)).sort("label_source", "feature_id")
+        for _, grp in rows.group_by("label_source", maintain_order=True):
+            texts = grp["label"].to_list()
+            path = folder / label_embedding_file(hashlib.sha1("\x00".join(texts).encode()).hexdigest())
+            if path.exists():
+                emb = np.load(path).astype(np.float32)
+                if emb.shape[0] == len(texts):
+                    out.update(zip(texts, emb))
+    return out
+
+
+def label_text_vectors(texts: list[str]) -> np.ndarray:
+    """MiniLM embeddings of any list of label texts, at the precision label embeddings are cached at:
+    texts the package ships an embedding of are looked up, the others embedded (each distinct text once)."""
+    known = _SHIPPED_VECTORS.get_or_build("shipped", _shipped_vectors_by_text)
+    uniq = sorted(set(texts) - known.keys())
+    fresh = dict(zip(uniq, get_embedder().embed(uniq).astype(np.float16).astype(np.float32))) if uniq else {}
+    if not texts:
+        return np.zeros((0, 384), np.float32)
+    return np.stack([known[t] if t in known else fresh[t] for t in texts])
 
 
 def label_vectors(store: Store, sae: str) -> tuple[np.ndarray, np.ndarray]:
@@ -182,4 +219,5 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
     return res.select(list(out_schema))
 
 
-__all__ = ["search_features", "embed_labels", "label_vectors", "label_embedding_file", "KEYWORD_WEIGHT"]
+__all__ = ["search_features", "embed_labels", "label_text_vectors", "label_vectors", "label_embedding_file",
+           "KEYWORD_WEIGHT"]
