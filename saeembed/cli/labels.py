@@ -70,7 +70,8 @@ def labels_score(corpus: str, store: str, sources: tuple[str, ...], max_docs: in
                  output: str | None) -> None:
     """Score the labels of CORPUS's SAE on CORPUS: detection AUC, how well a label's MiniLM similarity tells
     held-out windows where its latent fires from windows where it does not (0.5 chance, 1 perfect).
-    Analyses show each latent's best-scoring label, and its strongest context where none reaches the floor."""
+    Analyses show each latent's best-scoring label, and where none reaches the floor its strongest context,
+    which this command takes from CORPUS for every latent that fires in the documents it reads."""
     from ..labels.measure import score_store_labels
 
     emit(score_store_labels(open_existing_store(store), corpus, list(sources) or None, max_docs, max_tokens),

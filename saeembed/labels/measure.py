@@ -2,8 +2,9 @@
 
 Every label row of the corpus' SAE — shipped, imported, descriptor, LLM — gets its detection AUC
 (:mod:`.score`) on windows of this corpus, so all sources are judged on the same windows and the
-best one is what analyses show. Latents without a ``context`` row get their strongest window in this
-corpus as one, shown where no label reaches the floor.
+best one is what analyses show. Every latent that fires in the sample gets its strongest window in this
+corpus as its ``context`` row (replacing a shipped one, drawn from the SAE's training mix), shown where no
+label reaches the floor: the scores and the context then describe the same corpus.
 
 Token-level SAEs: up to ``max_docs`` documents (a seeded sample) are read again with the corpus'
 reader and SAE, and every token's window (up to ``max_tokens``) is embedded once. Document-level
@@ -86,8 +87,7 @@ def score_store_labels(store: Store | str | Path, corpus: str, sources: list[str
     scores = detection_scores(ctx, embed_windows(ctx), rows, half="all")
     scored = rows.with_columns(pl.Series("score", scores, pl.Float64).fill_nan(None))
     measured = scored.filter(pl.col("score").is_not_null())
-    have = set(labels_of(st, info.sae).filter(pl.col("label_source") == CONTEXT_LABEL_SOURCE)["feature_id"])
-    contexts = [(j, ctx.shown_context(j)) for j in sorted(ctx.explain) if j not in have]
+    contexts = [(j, ctx.shown_context(j)) for j in sorted(ctx.explain)]
     context_rows = pl.DataFrame({"feature_id": [j for j, c in contexts if c], "label": [c for _, c in contexts if c],
                                  "label_source": CONTEXT_LABEL_SOURCE,
                                  "description": f"strongest context in corpus {corpus!r}"})
