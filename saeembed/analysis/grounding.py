@@ -41,7 +41,7 @@ import numpy as np
 
 from ..embed import get_embedder
 from ..fsutil import atomic_write
-from ..labels.search import _STOP
+from ..labels.search import QUERY_STOP_WORDS
 from ..memo import Memo
 from ..paths import cache_path
 from .axis import pole_score
@@ -90,7 +90,7 @@ def generic_words() -> list[str]:
     corpus-independent vocabulary random proposals are drawn from."""
     def build() -> list[str]:
         vocab = get_embedder().vocabulary()
-        return sorted(w for w in vocab if _WORD.fullmatch(w) and w not in _STOP)
+        return sorted(w for w in vocab if _WORD.fullmatch(w) and w not in QUERY_STOP_WORDS)
 
     return _WORDS.get_or_build("default", build)
 

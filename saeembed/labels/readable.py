@@ -26,7 +26,7 @@ import polars as pl
 from .contexts import Contexts
 from .ctfidf import distinctive_words
 from .score import embed_texts
-from .search import _STOP
+from .search import QUERY_STOP_WORDS
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?|[^\w\s]")
 _WORD = re.compile(r"[a-z][a-z'-]{2,}")
@@ -86,7 +86,7 @@ def corpus_vocabulary(texts: Sequence[str], min_docs: int = 3, max_words: int = 
     df: Counter[str] = Counter()
     for t in texts:
         df.update({w.strip("'-") for w in _WORD.findall(str(t).lower())})
-    return [w for w, c in df.most_common() if c >= min_docs and len(w) >= 3 and w not in _STOP][:max_words]
+    return [w for w, c in df.most_common() if c >= min_docs and len(w) >= 3 and w not in QUERY_STOP_WORDS][:max_words]
 
 
 def word_candidates(directions: np.ndarray, vocab: list[str], vocab_vecs: np.ndarray, n: int = N_WORDS

@@ -31,12 +31,13 @@ if TYPE_CHECKING:
 
 _EMBEDDINGS: Memo[np.ndarray] = Memo("label embeddings", max_entries=16)  # digest of the texts → rows
 
-_STOP = {"the", "and", "for", "with", "that", "this", "from", "are", "was", "about", "into", "its", "of", "a",
-         "an", "to", "in", "on", "or", "is", "be", "as", "by", "at", "it"}
+# words too common to count as a keyword match (also left out of word candidates and random word lists)
+QUERY_STOP_WORDS = {"the", "and", "for", "with", "that", "this", "from", "are", "was", "about", "into", "its", "of",
+                    "a", "an", "to", "in", "on", "or", "is", "be", "as", "by", "at", "it"}
 
 
 def _words(text: str) -> list[str]:
-    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3 and w not in _STOP]
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3 and w not in QUERY_STOP_WORDS]
 
 
 def embed_labels(labels: list[str]) -> np.ndarray:
@@ -219,5 +220,5 @@ def search_features(store: Store | str | Path, query: str, k: int = 20, sae: str
     return res.select(list(out_schema))
 
 
-__all__ = ["search_features", "embed_labels", "label_text_vectors", "label_vectors", "label_embedding_file",
-           "KEYWORD_WEIGHT"]
+__all__ = ["QUERY_STOP_WORDS", "search_features", "embed_labels", "label_text_vectors", "label_vectors",
+           "label_embedding_file", "KEYWORD_WEIGHT"]
