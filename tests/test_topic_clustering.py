@@ -100,7 +100,9 @@ def test_topic_clustering_on_amazon_keeps_the_product_domain_its_topics_carry(re
     by_topics = normalized_mutual_info_score([domain[d] for d in a["doc_id"].to_list()], a["cluster"].to_list())
 
     data = SteerData(st, corpus_info(st, "amazon"))
-    corr, mean, std = latent_score_correlations(data.shares.tocsc(), data.topics(8).profile(data.emb))
+    sims = data.emb @ data.topics(8).centres.T  # each document's closeness to every topic, z-scored per topic
+    profile = (sims - sims.mean(axis=0)) / np.maximum(sims.std(axis=0), 1e-12)
+    corr, mean, std = latent_score_correlations(data.shares.tocsc(), profile)
     ids = np.argsort(-np.abs(corr).max(axis=1), kind="stable")[:100]
     projected = split_facets(standardised_projection(data.shares, ids, corr[ids], mean[ids], std[ids]), 4)[0]
     one_weight = normalized_mutual_info_score([domain[int(d)] for d in data.doc_ids], projected)

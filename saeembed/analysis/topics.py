@@ -57,11 +57,6 @@ class CorpusTopics:
     centres: np.ndarray
     names: list[str]
 
-    def profile(self, emb: np.ndarray) -> np.ndarray:
-        """[docs, topics]: each document's cosine similarity to every topic's centre, z-scored per topic."""
-        sims = emb @ self.centres.T
-        return (sims - sims.mean(axis=0)) / np.maximum(sims.std(axis=0), 1e-12)
-
 
 def compute_topics(emb: np.ndarray, texts: list[str], n_topics: int, seed: int = 0) -> CorpusTopics:
     """k-means topics of the document embeddings ``emb`` (rows aligned with ``texts``)."""
