@@ -105,3 +105,31 @@ def test_steering_summary_reports_each_half_and_the_ratio_to_the_unfiltered_clus
     assert held["auto / unfiltered (means)"] == pytest.approx(1.0)
     text = steering_section(df)
     assert "| held-out | m4_mixed | genre |" in text and "- amazon \"sentiment\": because amazon" in text
+
+
+def test_label_quality_compares_label_sets_on_the_same_windows(tmp_path, smollm2_reader, test_sae_spec):
+    """The evaluation's label-quality rows: shares are of all top diff latents, more candidate labels can
+    only raise the share, and a 'before' file holding the shipped labels scores exactly as they do."""
+    import polars as pl
+
+    from saeembed.evaluate.harness import Harness
+    from saeembed.evaluate.labels import eval_label_quality
+    from saeembed.sae import open_sae
+    from tests.conftest import DATASETS
+
+    shipped = open_sae(test_sae_spec).labels
+    if shipped is None:
+        pytest.skip("the test SAE ships no labels")
+    h = Harness(tmp_path / "store.duckdb", tmp_path, docs=150, sae=test_sae_spec, loaded_reader=smollm2_reader)
+    for name in ("positive", "negative"):
+        h.ensure(name, pl.read_parquet(DATASETS / "goemotions" / f"{name}.parquet").head(150).select("text"))
+    res = eval_label_quality(h, before=shipped, pairs=[("positive", "negative", "positive vs negative")])
+    by = {r["labels"]: r for r in res.to_dicts()}
+    assert list(by) == ["before", "shipped", "shipped + descriptors"]
+    assert all(r["latents"] > 10 and 0 <= r["share at or above floor"] <= 1 for r in by.values())
+    for r in by.values():  # a share of the top latents, not of those that happen to have a scored label
+        assert r["share at or above floor"] * r["latents"] == pytest.approx(round(r["share at or above floor"]
+                                                                                 * r["latents"]))
+    assert by["before"] == {**by["shipped"], "labels": "before"}
+    assert by["shipped + descriptors"]["share at or above floor"] >= by["shipped"]["share at or above floor"]
+    assert by["shipped + descriptors"]["scored"] > 0

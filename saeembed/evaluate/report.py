@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from .clustering import eval_clustering
 from .correlation import eval_correlation
 from .diffing import eval_diffing
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
                     "its corpora encoded into STORE as NAME_doc ('' to skip)")
     ap.add_argument("--only", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--labels-before", type=Path, default=None,
+                    help="a labels.parquet of the same SAE that the labels task compares with the shipped labels "
+                         "(e.g. the c-TF-IDF labels first shipped: git show "
+                         "0da85d1:saeembed/data/default_sae/labels.parquet > before.parquet)")
     ap.add_argument("--steering-halves", default="dev,held-out",
                     help="the steering task's halves to run: dev, held-out or both (comma list)")
     args = ap.parse_args(argv)
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                             + "\n\n### Style retrieval: precision@50\n\n" + markdown(retrieval_table(df, "p50")))
         write()
     if "labels" in only:
-        df = eval_label_quality(h)
+        df = eval_label_quality(h, pl.read_parquet(args.labels_before) if args.labels_before else None)
         results["labels"] = df.to_dicts()
         by_task["labels"] = (f"### Label quality: the labels shown for the top {LABEL_TOP} diff latents (share whose "
                              "detection score is at or above the floor; the rest show their strongest context)\n\n"
