@@ -68,6 +68,18 @@ def test_random_proposals_are_fixed_and_shaped_like_the_proposal() -> None:
     assert random_proposals(5, poles=False) == lists and random_proposals(5, poles=False, seed=1) != lists
 
 
+def test_signals_computed_together_equal_each_computed_alone() -> None:
+    """The random null computes its 64 held-out signals in one pass; each must be what it is alone
+    (scores of one column and of several, one with latents planted to carry it)."""
+    rng = np.random.default_rng(5)
+    shares = sparse.random(200, 300, density=0.08, random_state=6, format="csr")
+    planted = np.asarray(shares[:, :5].sum(axis=1)).ravel() + rng.normal(scale=0.05, size=200)
+    scores = [planted, rng.normal(size=(200, 3)), rng.normal(size=200)]
+    together = grounding.heldout_signals(shares, scores)
+    assert together == pytest.approx([grounding.heldout_signal(shares, s) for s in scores], rel=1e-9, abs=1e-12)
+    assert together[0] > 0.5 > abs(together[2])  # the planted score is predicted, noise is not
+
+
 def test_random_figures_are_kept_on_disk_so_a_second_process_pays_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The random proposals' figures are computed once and read back from the cache root by a process
@@ -79,20 +91,20 @@ def test_random_figures_are_kept_on_disk_so_a_second_process_pays_nothing(
     emb = rng.normal(size=(240, 384)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     labels = rng.integers(0, 4, 240)
-    calls: list[int] = []
-    real = grounding._statistics
+    calls: list[int] = []  # proposals whose figures were computed
+    real = grounding._statistics_of_many
 
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    def counted(shares, emb, labels, proposals, phrase):
+        calls.append(len(proposals))
+        return real(shares, emb, labels, proposals, phrase)
 
-    monkeypatch.setattr(grounding, "_statistics", counted)
+    monkeypatch.setattr(grounding, "_statistics_of_many", counted)
     proposal = ["happy", "sad", "angry"]
 
     def fresh_check(lab: np.ndarray = labels, phrase: str = "emotion", prop: list[str] | tuple = proposal):
         grounding._RANDOM.clear()  # what a second process starts with
         calls.clear()
-        return check(shares, emb, lab, prop, phrase, corpus_key=("corpus", 1)), len(calls)
+        return check(shares, emb, lab, prop, phrase, corpus_key=("corpus", 1)), sum(calls)
 
     first, n_first = fresh_check()
     key = null_key(shares, emb, labels, False, 3, "emotion")
