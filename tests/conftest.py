@@ -34,12 +34,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if READER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    # Under pytest-xdist (--dist loadfile) files go to the processes in this order: one file that needs the
-    # shared store first (its process encodes the store), then the files that do not use the store (the
-    # other process runs them meanwhile instead of waiting for it), then the rest.
-    with_store = [item.path for item in items if {"real_store", "faces_store"} & set(getattr(item, "fixturenames", ()))]
-    builder = with_store[0] if with_store else None
-    items.sort(key=lambda item: 0 if item.path == builder else 2 if item.path in set(with_store) else 1)
+    # Under pytest-xdist (--dist loadfile --no-loadscope-reorder) files go to the processes in this order:
+    # one file that needs the shared store first (its process converts the reader on a fresh machine and
+    # encodes the store), then the files that need no reader (the other process runs them meanwhile
+    # instead of waiting for the reader), then those that need the reader but not the store, then the
+    # rest; within each group the files with more tests first, so the run ends on short files.
+    uses = {"store": {"real_store", "faces_store"}, "reader": READER_FIXTURES}
+    needs: dict[Path, set[str]] = {}
+    counts: dict[Path, int] = {}
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        needs.setdefault(item.path, set()).update(k for k, v in uses.items() if v & names)
+        counts[item.path] = counts.get(item.path, 0) + 1
+    builder = next((item.path for item in items if "store" in needs[item.path]), None)
+
+    def group(path: Path) -> int:
+        return 0 if path == builder else 3 if "store" in needs[path] else 2 if needs[path] else 1
+
+    items.sort(key=lambda item: (group(item.path), -counts[item.path], str(item.path)))
 
 
 def shared_dataset(name: str) -> Path:
