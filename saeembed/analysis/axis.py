@@ -144,13 +144,23 @@ def propose_poles(query: str, llm: LLM | None = None) -> tuple[str, str] | None:
     return ask_reader(_POLES, query, llm, ask)
 
 
-def pole_score(emb: np.ndarray, poles: tuple[str, str], query: str | None) -> np.ndarray:
-    """The weak dense score of every document: z-scored projections of its MiniLM embedding on
-    ``e(A) − e(B)``, plus on ``e(A query) − e(B query)`` when the poles came from a query."""
+def pole_phrases(poles: tuple[str, str], query: str | None) -> list[str]:
+    """The texts :func:`pole_score` embeds, in pairs: A, B, and "A query", "B query"."""
     pairs = [poles] + ([(f"{poles[0]} {query}", f"{poles[1]} {query}")] if query else [])
-    vecs = np.asarray(get_embedder().embed([p for pair in pairs for p in pair]), dtype=np.float32)
+    return [p for pair in pairs for p in pair]
+
+
+def pole_score(emb: np.ndarray, poles: tuple[str, str], query: str | None,
+               vecs: np.ndarray | None = None) -> np.ndarray:
+    """The weak dense score of every document: z-scored projections of its MiniLM embedding on
+    ``e(A) − e(B)``, plus on ``e(A query) − e(B query)`` when the poles came from a query. ``vecs``:
+    the embeddings of :func:`pole_phrases`, when the caller embedded them with others."""
+    phrases = pole_phrases(poles, query)
+    if vecs is None:
+        vecs = get_embedder().embed(phrases)
+    vecs = np.asarray(vecs, dtype=np.float32)
     score = np.zeros(len(emb))
-    for i in range(len(pairs)):
+    for i in range(len(phrases) // 2):
         d = emb @ (vecs[2 * i] - vecs[2 * i + 1])
         score += (d - d.mean()) / max(float(d.std()), 1e-12)
     return score

@@ -151,11 +151,20 @@ def propose_facets(query: str, llm: LLM | None = None) -> list[str] | None:
     return ask_reader(_FACETS, query, llm, ask)
 
 
-def facet_profile(emb: np.ndarray, categories: list[str], query: str | None) -> np.ndarray:
+def facet_phrases(categories: list[str], query: str | None) -> list[str]:
+    """The texts :func:`facet_profile` embeds: every category name, and "name query"."""
+    return list(categories) + ([f"{c} {query}" for c in categories] if query else [])
+
+
+def facet_profile(emb: np.ndarray, categories: list[str], query: str | None,
+                  vecs: np.ndarray | None = None) -> np.ndarray:
     """[docs, categories]: each document's relative MiniLM similarity to every category name (and to
-    "name query"), z-scored over the corpus (see the module docstring)."""
-    phrases = list(categories) + ([f"{c} {query}" for c in categories] if query else [])
-    vecs = np.asarray(get_embedder().embed(phrases), dtype=np.float32)
+    "name query"), z-scored over the corpus (see the module docstring). ``vecs``: the embeddings of
+    :func:`facet_phrases`, when the caller embedded them with others."""
+    phrases = facet_phrases(categories, query)
+    if vecs is None:
+        vecs = get_embedder().embed(phrases)
+    vecs = np.asarray(vecs, dtype=np.float32)
     profile = np.zeros((len(emb), len(categories)))
     for start in range(0, len(phrases), len(categories)):
         sims = emb @ vecs[start:start + len(categories)].T
