@@ -123,7 +123,8 @@ def test_label_quality_compares_label_sets_on_the_same_windows(tmp_path, smollm2
     h = Harness(tmp_path / "store.duckdb", tmp_path, docs=150, sae=test_sae_spec, loaded_reader=smollm2_reader)
     for name in ("positive", "negative"):
         h.ensure(name, pl.read_parquet(DATASETS / "goemotions" / f"{name}.parquet").head(150).select("text"))
-    res = eval_label_quality(h, before=shipped, pairs=[("positive", "negative", "positive vs negative")])
+    res = eval_label_quality(h, before=shipped, pairs=[("positive", "negative", "positive vs negative")],
+                             max_tokens=1500)
     by = {r["labels"]: r for r in res.to_dicts()}
     assert list(by) == ["before", "shipped", "shipped + descriptors"]
     assert all(r["latents"] > 10 and 0 <= r["share at or above floor"] <= 1 for r in by.values())

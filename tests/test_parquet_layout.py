@@ -5,6 +5,7 @@ computed at registration; ``drop`` removes the registration and the files; bad f
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +35,18 @@ def stores(tmp_path_factory, smollm2_reader, test_sae_spec) -> dict[str, Path]:
     ge = pl.read_parquet(DATASETS / "goemotions" / "sample.parquet")
     ge.slice(0, 48).write_parquet(root / "a.parquet")
     ge.slice(48, 48).write_parquet(root / "b.parquet")
-    out = {}
-    for kind, keeps in {"duckdb": ("duckdb", "duckdb"), "parquet": ("parquet", "parquet"),
-                        "mixed": ("duckdb", "parquet")}.items():
-        store = root / f"{kind}.duckdb"
-        for name, keep in zip("ab", keeps):
-            encode_corpus(store, root / f"{name}.parquet", name, sae=test_sae_spec, progress=False,
-                          loaded_reader=smollm2_reader, shard_docs=32, keep=keep)
-        out[kind] = store
+    out = {kind: root / f"{kind}.duckdb" for kind in ("duckdb", "parquet", "mixed")}
+
+    def encode(kind: str, name: str, keep: str) -> None:
+        encode_corpus(out[kind], root / f"{name}.parquet", name, sae=test_sae_spec, progress=False,
+                      loaded_reader=smollm2_reader, shard_docs=32, keep=keep)
+
+    encode("duckdb", "a", "duckdb")
+    shutil.copy(out["duckdb"], out["mixed"])  # the mixed store starts as the DuckDB one with corpus a
+    encode("duckdb", "b", "duckdb")
+    encode("mixed", "b", "parquet")
+    encode("parquet", "a", "parquet")
+    encode("parquet", "b", "parquet")
     return out
 
 
