@@ -101,7 +101,7 @@ class SAEEncoder(TransformerMixin, BaseEstimator):
         if loaded is None:
             from .encode.options import EncodeOptions
             from .encode.plan import load_reader, resolve_layer
-            from .labelrule import shown_labels
+            from .labelrule import DEAD_LABEL, shown_labels
             from .sae import open_sae
 
             sae = open_sae(self.sae or "default")
@@ -112,7 +112,7 @@ class SAEEncoder(TransformerMixin, BaseEstimator):
             if sae.labels is not None and sae.labels.height:
                 # the label analyses show (a latent may ship several rows: labels and its strongest context)
                 best = shown_labels(sae.labels.filter(sae.labels["label"].is_not_null()))
-                labels = {int(f): str(lab) for f, lab in zip(best["feature_id"], best["label"]) if lab != "(dead)"}
+                labels = {int(f): str(lab) for f, lab in zip(best["feature_id"], best["label"]) if lab != DEAD_LABEL}
             loaded = self._loaded = (rdr, sae.sae.to(rdr.device).eval(), labels)
             self.d_sae_ = int(sae.sae.cfg.d_sae)
         return loaded

@@ -21,6 +21,15 @@ OFFLINE_LABEL_SOURCE = "offline-ctfidf"
 CONTEXT_LABEL_SOURCE = "context"
 # about the 95th percentile of the null (a latent scored with a random other latent's label)
 LABEL_FLOOR = 0.75
+# the label of a latent that never fired on the documents its labelling read
+DEAD_LABEL = "(dead)"
+
+
+def naming_labels(rows: pl.DataFrame, contexts: bool = False) -> pl.DataFrame:
+    """The rows of ``rows`` whose label names its latent: a label, not a dead latent's marker, and (unless
+    ``contexts``) not a context row, which quotes a window and names nothing."""
+    keep = pl.col("label").is_not_null() & (pl.col("label") != DEAD_LABEL)
+    return rows.filter(keep if contexts else keep & (pl.col("label_source") != CONTEXT_LABEL_SOURCE))
 
 
 def shown_labels(rows: pl.DataFrame, contexts: bool = True, floor: float = LABEL_FLOOR) -> pl.DataFrame:
@@ -39,4 +48,5 @@ def shown_labels(rows: pl.DataFrame, contexts: bool = True, floor: float = LABEL
             .unique("feature_id", keep="first", maintain_order=True).drop("_tier"))
 
 
-__all__ = ["OFFLINE_LABEL_SOURCE", "CONTEXT_LABEL_SOURCE", "LABEL_FLOOR", "shown_labels"]
+__all__ = ["OFFLINE_LABEL_SOURCE", "CONTEXT_LABEL_SOURCE", "LABEL_FLOOR", "DEAD_LABEL", "naming_labels",
+           "shown_labels"]

@@ -9,6 +9,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..highlight.snippets import clip_text
+from ..labelrule import naming_labels
 from ..store.queries import load_query, run_query
 from ..store.stats import STATS_TOP_DOCS, corpus_stats
 from .cooccurrence import binary_csr, numba_available
@@ -34,7 +35,7 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
 def feature_labels(store: Store, sae: str, feature_ids: Iterable[int] | None = None) -> pl.DataFrame:
     """(feature_id, label) with each latent's best label; latents without one are absent."""
     df = store.features(sae, feature_ids).select(pl.col("feature_id").cast(pl.Int32), "label")
-    return df.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
+    return naming_labels(df, contexts=True)
 
 
 def with_labels(df: pl.DataFrame, labels: pl.DataFrame, col: str = "feature_id", name: str = "label") -> pl.DataFrame:

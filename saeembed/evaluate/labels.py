@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import polars as pl
 
-from ..labelrule import shown_labels
+from ..labelrule import naming_labels, shown_labels
 from .diffing import DIFF_PAIRS
 from .harness import Harness
 from .metrics import log
@@ -56,13 +56,11 @@ def eval_label_quality(h: Harness, before: pl.DataFrame | None = None,
     from ..labels.measure import SCORE_TOKENS, corpus_contexts
     from ..labels.score import detection_scores, embed_windows
     from ..sae import open_sae
-    from ..store import CONTEXT_LABEL_SOURCE
     from ..store import LABEL_FLOOR as FLOOR
     from ..store.corpusinfo import corpus_info
 
     def usable(labels: pl.DataFrame) -> pl.DataFrame:
-        return labels.filter((pl.col("label_source") != CONTEXT_LABEL_SOURCE) & (pl.col("label") != "(dead)")
-                             & (pl.col("label") != ""))
+        return naming_labels(labels).filter(pl.col("label") != "")
 
     shipped = open_sae(h.sae).labels
     if shipped is None:

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from ..labelrule import DEAD_LABEL
 from .offline import LABEL_COLUMNS, LABEL_SOURCE
 
 TOP_DOCS = 50  # top documents per latent; doc-level latents are dense (k of d_sae per document)
@@ -55,7 +56,7 @@ def label_doc_latents(sae: Any, vectors: np.ndarray, texts: Sequence[str], top_n
     for j in range(sae.d_sae):
         top, density = tops[j], float(counts[j]) / max(n, 1)
         if len(top) == 0:
-            rows.append((j, "(dead)", LABEL_SOURCE, 0.0, 0.0, f"never fired on the {n:,} documents labelling read"))
+            rows.append((j, DEAD_LABEL, LABEL_SOURCE, 0.0, 0.0, f"never fired on the {n:,} documents labelling read"))
             continue
         label = words[j] or "(no distinctive words)"
         first = label.split(", ")[0]

@@ -18,7 +18,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes
-from ..labelrule import CONTEXT_LABEL_SOURCE
+from ..labelrule import CONTEXT_LABEL_SOURCE, naming_labels
 from ..store.guard import check_output_path
 from ..store.handle import as_store
 from .catalog import labels_of, resolve_sae_id, write_labels
@@ -164,7 +164,7 @@ def export_labels(store: Store | str | Path, path: str | Path, *, sae: str | Non
                 raise UserError(f"SAE {info['sae']} has no labels from source {source!r}; see saeembed labels list")
     else:
         rows = st.features(info["sae"], contexts=False)
-    rows = rows.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)")).select(
+    rows = naming_labels(rows, contexts=True).select(
         "feature_id", "label", "label_source", "score", "description").sort("feature_id", "label_source")
     if kind == "csv":
         data = rows.write_csv().encode()

@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from ..errors import UserError
+from ..labelrule import naming_labels
 from ..store import CONTEXT_LABEL_SOURCE
 from ..store.handle import as_store
 from .catalog import labels_of, write_labels
@@ -74,8 +75,7 @@ def score_store_labels(store: Store | str | Path, corpus: str, sources: list[str
 
     st = as_store(store)
     info = corpus_info(st, corpus)
-    rows = labels_of(st, info.sae).filter((pl.col("label_source") != CONTEXT_LABEL_SOURCE)
-                                             & pl.col("label").is_not_null() & (pl.col("label") != "(dead)"))
+    rows = naming_labels(labels_of(st, info.sae))
     if sources:
         missing = sorted(set(sources) - set(rows["label_source"].unique().to_list()))
         if missing:

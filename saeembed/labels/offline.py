@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from ..labelrule import DEAD_LABEL
 from ..store import OFFLINE_LABEL_SOURCE
 
 LABEL_SOURCE = OFFLINE_LABEL_SOURCE
@@ -143,7 +144,7 @@ def label_latents(sae: Any, cache: Any, tokenizer: Any, top_n: int = 24, before:
         density = cnt / max(n_tokens, 1)
         rows = [int(r) for r in top["top_rows"][j] if r >= 0]
         if cnt == 0 or not rows:
-            rows_out.append((j, "(dead)", LABEL_SOURCE, 0.0, 0.0,
+            rows_out.append((j, DEAD_LABEL, LABEL_SOURCE, 0.0, 0.0,
                              f"never fired on the {n_tokens:,} tokens labelling read"))
             continue
         tf: dict[tuple, float] = defaultdict(float)

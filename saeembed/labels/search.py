@@ -18,11 +18,10 @@ import polars as pl
 from ..embed import get_embedder
 from ..errors import UserError
 from ..fsutil import atomic_write
-from ..labelrule import shown_labels
+from ..labelrule import naming_labels, shown_labels
 from ..memo import Memo
 from ..paths import cache_path
 from ..sae.shipped import LABELS_FILE, SHIPPED
-from ..store import CONTEXT_LABEL_SOURCE
 from ..store.handle import reads_store
 from .catalog import resolve_sae_id
 
@@ -66,9 +65,7 @@ def _shipped_vectors_by_text() -> dict[str, np.ndarray]:
     for folder in SHIPPED.values():
         if not (folder / LABELS_FILE).exists():
             continue
-        rows = pl.read_parquet(folder / LABELS_FILE).filter(
-            pl.col("label").is_not_null() & (pl.col("label") != "(dead)")
-            & (pl.col("label_source") != CONTEXT_LABEL_SOURCE)).sort("label_source", "feature_id")
+        rows = naming_labels(pl.read_parquet(folder / LABELS_FILE)).sort("label_source", "feature_id")
         for _, grp in rows.group_by("label_source", maintain_order=True):
             texts = grp["label"].to_list()
             path = folder / label_embedding_file(hashlib.sha1("\x00".join(texts).encode()).hexdigest())
@@ -112,8 +109,7 @@ def _searched_labels(store: Store, where: str, params: list | None) -> pl.DataFr
     """The label rows search reads, in its order: by SAE, label source and latent; no context, none dead."""
     rows = store.sql(f"""SELECT sae, feature_id, label, label_source, score AS label_score, description FROM features
                          {where} ORDER BY sae, label_source, feature_id""", params)
-    return rows.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)")
-                       & (pl.col("label_source") != CONTEXT_LABEL_SOURCE))
+    return naming_labels(rows)
 
 
 def label_embedding_file(digest: str) -> str:

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import UserError
 from ..fsutil import atomic_write_text
-from ..labelrule import CONTEXT_LABEL_SOURCE, shown_labels
+from ..labelrule import naming_labels, shown_labels
 from .formats.saelens import save_saelens
 from .resolve import open_sae
 
@@ -66,9 +66,7 @@ def _metrics_section(cfg_extra: dict[str, Any]) -> str:
 def _labels_rows(labels: pl.DataFrame | None, model: str | None, layer: int | None, sae_id: str) -> list[dict]:
     if labels is None or labels.height == 0:
         return []
-    # labels only: a context row quotes the latent's strongest context, it names nothing
-    keep = labels.filter(pl.col("label").is_not_null() & (pl.col("label") != "(dead)")
-                         & (pl.col("label_source") != CONTEXT_LABEL_SOURCE))
+    keep = naming_labels(labels)  # labels only: a context row quotes a window, it names nothing
     return [{"modelId": model, "layer": f"{layer}-{sae_id}" if layer is not None else sae_id,
              "index": str(r["feature_id"]), "description": r["label"],
              "explanationModelName": r.get("label_source"),
