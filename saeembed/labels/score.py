@@ -99,13 +99,14 @@ def detection_scores(ctx: Contexts, windows: WindowEmbeddings, labels: pl.DataFr
     if labels.height == 0:
         return out
     fids = labels["feature_id"].to_numpy()
-    positives: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # latent → (strong held-out windows, firing rows)
+    # latent → (its strong held-out windows, the negatives where it does not fire), once per latent
+    positives: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for f in np.unique(fids):
         rows, vals = ctx.heldout(int(f), half)
         firing, all_vals = ctx.codes.firing(int(f))
         rows = rows[vals >= np.quantile(all_vals, STRONG)] if len(all_vals) else rows
         if len(rows) >= MIN_POSITIVES:
-            positives[int(f)] = rows, firing
+            positives[int(f)] = rows, ~np.isin(ctx.negatives, firing)
     scorable = np.flatnonzero(np.isin(fids, list(positives)))
     if len(scorable) == 0:
         return out
@@ -115,8 +116,7 @@ def detection_scores(ctx: Contexts, windows: WindowEmbeddings, labels: pl.DataFr
     lab = label_text_vectors([texts[i] for i in scorable])
     neg_sims = windows.of(ctx.negatives) @ lab.T  # [n_negatives, n_scorable]
     for j, i in enumerate(scorable):
-        rows, firing = positives[int(fids[i])]
-        keep = ~np.isin(ctx.negatives, firing)
+        rows, keep = positives[int(fids[i])]
         out[i] = auc(windows.of(rows) @ lab[j], neg_sims[keep, j])
     return out
 

@@ -79,11 +79,11 @@ def _shipped_vectors_by_text() -> dict[str, np.ndarray]:
 def label_text_vectors(texts: list[str]) -> np.ndarray:
     """MiniLM embeddings of any list of label texts, at the precision label embeddings are cached at:
     texts the package ships an embedding of are looked up, the others embedded (each distinct text once)."""
+    if not texts:
+        return np.zeros((0, 384), np.float32)
     known = _SHIPPED_VECTORS.get_or_build("shipped", _shipped_vectors_by_text)
     uniq = sorted(set(texts) - known.keys())
     fresh = dict(zip(uniq, get_embedder().embed(uniq).astype(np.float16).astype(np.float32))) if uniq else {}
-    if not texts:
-        return np.zeros((0, 384), np.float32)
     return np.stack([known[t] if t in known else fresh[t] for t in texts])
 
 
