@@ -134,3 +134,14 @@ def test_label_quality_compares_label_sets_on_the_same_windows(tmp_path, smollm2
     assert by["before"] == {**by["shipped"], "labels": "before"}
     assert by["shipped + descriptors"]["share at or above floor"] >= by["shipped"]["share at or above floor"]
     assert by["shipped + descriptors"]["scored"] > 0
+
+
+def test_a_missing_labels_before_file_is_refused_before_anything_is_written(tmp_path, capsys) -> None:
+    from saeembed.evaluate.report import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--only", "labels", "--labels-before", str(tmp_path / "nope.parquet"),
+              "--store", str(tmp_path / "eval" / "e.duckdb"), "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert "--labels-before" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not any(tmp_path.iterdir())  # no store, no report

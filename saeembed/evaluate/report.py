@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steering-halves", default="dev,held-out",
                     help="the steering task's halves to run: dev, held-out or both (comma list)")
     args = ap.parse_args(argv)
+    if args.labels_before is not None and not args.labels_before.is_file():
+        ap.error(f"--labels-before {args.labels_before}: no such file; pass a labels.parquet of the SAE")
     only = [t.strip() for t in args.only.split(",") if t.strip()]
     unknown = set(only) - set(TASKS)
     if unknown:
