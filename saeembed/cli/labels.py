@@ -9,6 +9,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..labels.autointerp import AutoInterpConfig
+from ..labels.budget import ScoringBudget
 from ..llm.options import LLMOptions
 from ..options import cli_options, from_cli
 from .base import open_existing_store, store_option
@@ -18,15 +19,6 @@ from .output import emit, output_options
 @click.group("labels", short_help="Import, list and export latent labels.")
 def labels_group() -> None:
     """Import, list and export latent labels (several sources per latent are kept)."""
-
-
-def scoring_budget(command: Any) -> Any:
-    """--docs and --tokens: how much of the corpus scoring reads (the reader runs on those documents, so
-    they set the cost: seconds for a few hundred short documents on a CPU)."""
-    command = click.option("--tokens", "max_tokens", type=click.IntRange(min=100), default=20_000, show_default=True,
-                           help="token windows embedded at most")(command)
-    return click.option("--docs", "max_docs", type=click.IntRange(min=10), default=400, show_default=True,
-                        help="documents of CORPUS read to score the labels")(command)
 
 
 @labels_group.command("import", short_help="Import a label file for an SAE.")
@@ -64,7 +56,7 @@ def labels_import(file: str, store: str, sae: str | None, source: str | None, sc
 @click.argument("corpus")
 @store_option()
 @click.option("--source", "sources", multiple=True, help="only this label_source (repeatable; default: all)")
-@scoring_budget
+@cli_options(ScoringBudget)
 @output_options
 def labels_score(corpus: str, store: str, sources: tuple[str, ...], max_docs: int, max_tokens: int, fmt: str,
                  output: str | None) -> None:
@@ -81,7 +73,7 @@ def labels_score(corpus: str, store: str, sources: tuple[str, ...], max_docs: in
 @labels_group.command("describe", short_help="Store a corpus' latent descriptors as labels (source 'descriptor').")
 @click.argument("corpus")
 @store_option()
-@scoring_budget
+@cli_options(ScoringBudget)
 @output_options
 def labels_describe(corpus: str, store: str, max_docs: int, max_tokens: int, fmt: str, output: str | None) -> None:
     """Compute CORPUS's latent descriptors (the words most distinctive of the documents each latent fires on

@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..labelrule import naming_labels
 from ..store import CONTEXT_LABEL_SOURCE
 from ..store.handle import as_store
+from .budget import SCORE_DOCS, SCORE_TOKENS
 from .catalog import labels_of, write_labels
 from .contexts import Contexts, document_codes, draw_contexts, encode_tokens
 from .score import FLOOR, detection_scores, embed_windows
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
-SCORE_DOCS = 400  # documents read at most
-SCORE_TOKENS = 20_000  # token windows embedded at most
 
 
 def corpus_contexts(store: Store, info: CorpusInfo, max_docs: int = SCORE_DOCS, max_tokens: int = SCORE_TOKENS,
