@@ -107,6 +107,29 @@ def test_steering_summary_reports_each_half_and_the_ratio_to_the_unfiltered_clus
     assert "| held-out | m4_mixed | genre |" in text and "- amazon \"sentiment\": because amazon" in text
 
 
+def test_rerunning_one_steering_half_keeps_the_other_halfs_rows_from_the_previous_report() -> None:
+    """A dev-only rerun replaces the dev rows and carries the held-out rows over unchanged (JSON round trip)."""
+    import json
+
+    import polars as pl
+
+    from saeembed.evaluate.steering import steering_summary, with_other_halves
+
+    def rows(half: str, corpus: str, auto: float) -> list[dict]:
+        return [{"half": half, "corpus": corpus, "query": "topic", "truth": "t", "kind": "topic", "k": 4,
+                 "method": m, "NMI": v} | ({"selection": "topics", "source": "corpus", "along": "a/b", "why": "w"}
+                                           if m == "auto" else {})
+                for m, v in (("auto", auto), ("labels", 0.1), ("unfiltered", 0.1), ("dense k-means", 0.2))]
+
+    previous = json.loads(json.dumps(rows("dev", "ag_news", 0.5) + rows("held-out", "m4_mixed", 0.6)))
+    new_dev = pl.DataFrame(rows("dev", "ag_news", 0.7) + rows("dev", "ag_titles", 0.4), infer_schema_length=None)
+    merged = with_other_halves(new_dev, previous, ("dev",))
+    dev, held = steering_summary(merged).to_dicts()
+    assert (dev["cases"], dev["mean auto"]) == (2, pytest.approx(0.55))
+    assert (held["cases"], held["mean auto"]) == (1, pytest.approx(0.6))
+    assert with_other_halves(new_dev, previous, ("dev", "held-out")).equals(new_dev)
+
+
 def test_label_quality_compares_label_sets_on_the_same_windows(tmp_path, smollm2_reader, test_sae_spec):
     """The evaluation's label-quality rows: shares are of all top diff latents, more candidate labels can
     only raise the share, and a 'before' file holding the shipped labels scores exactly as they do."""

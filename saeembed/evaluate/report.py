@@ -20,7 +20,7 @@ from .length import eval_length
 from .metrics import markdown
 from .retrieval import eval_retrieval, retrieval_table
 from .speed import eval_speed
-from .steering import eval_steering, steering_section
+from .steering import eval_steering, steering_section, with_other_halves
 from .tasks import DEFAULT_DATA, RETRIEVAL_TASKS, STYLE_TASKS
 
 # ------------------------------------------------------------------------------- main ----------
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         write()
     if "steering" in only:
         halves = tuple(p.strip() for p in args.steering_halves.split(",") if p.strip())
-        df = eval_steering(h, halves=halves)
+        df = with_other_halves(eval_steering(h, halves=halves), earlier_results.get("steering", []), halves)
         results["steering"] = df.to_dicts()
         by_task["steering"] = steering_section(df)
         write()

@@ -154,6 +154,12 @@ CORPORA: dict[str, EvalCorpus] = {c.name: c for c in [
     EvalCorpus("goemotions", "goemotions", lambda df, n: _sample(df, n).drop("labels", "label_ids", "ekman",
                                                                             "sentiment_group", "split")),
     EvalCorpus("ag_news", "ag_news_test", lambda df, n: _sample(df, n).select("text", "label")),
+    # the same two datasets by their titles alone: short texts labelled by topic, on the dev side
+    EvalCorpus("ag_titles", "ag_news_test",
+               lambda df, n: _sample(df, n, seed=1).select(pl.col("title").alias("text"), "label")),
+    EvalCorpus("amazon_titles", "amazon_multidomain_sentiment",
+               lambda df, n: _sample(df.filter(pl.col("title").str.strip_chars().str.len_chars() > 0), n, seed=1)
+               .select(pl.col("title").alias("text"), "domain")),
     EvalCorpus("amazon", "amazon_multidomain_sentiment",
                lambda df, n: _sample(df, n).select(pl.col("text").str.slice(0, 600), "domain", "sentiment")),
     EvalCorpus("alpaca_concise", "alpacaeval_model_outputs",
