@@ -10,10 +10,10 @@ The split is by whole corpus and fixed here, before any setting was chosen: the 
 thresholds, the number of corpus topics and how a topic clustering reads them (its latents, ridge
 penalty and topic count) were chosen on the ``dev`` corpora (AG News, Amazon, GoEmotions, TweetEval
 emotion and sentiment; AG News and Amazon by their titles alone, short texts labelled by topic, were
-added to the dev side later); the ``held-out`` corpora (TweetEval stance, M4
-human vs Llama-2) were run after the check was fixed, after the topic clustering was, to regenerate the
-table with the shipped scored labels, and to check a reading with more latents chosen on dev (not
-kept), never to choose a setting.
+added to the dev side later); the ``held-out`` corpora (TweetEval stance, M4 human vs Llama-2) were run
+after the check was fixed, after the topic clustering was, to regenerate the table with the shipped
+scored labels, and to check a reading with more latents chosen on dev (not kept), never to choose a
+setting.
 ``kind`` marks the cases whose property is what the documents are about (``topic``), where the bar is
 higher.
 """

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from ..store.handle import Store
 
 
-
 def corpus_contexts(store: Store, info: CorpusInfo, max_docs: int = SCORE_DOCS, max_tokens: int = SCORE_TOKENS,
                     seed: int = 0) -> Contexts:
     """The contexts of the corpus' latents (see the module docstring)."""
