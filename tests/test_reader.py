@@ -71,7 +71,7 @@ def test_long_document_windows_max_pool_equals_max_over_windows(tiny_llama, tiny
                     "text", "x")
     rows = encode_shard(reader, sae, tokenise_shard(reader, corpus, 0, 1, batch_tokens=4096))
     got = torch.zeros(sae.d_sae)
-    got[torch.as_tensor(rows["feature_id"].to_numpy(), dtype=torch.long)] = torch.as_tensor(rows["value"].to_numpy())
+    got[torch.tensor(rows["feature_id"].to_numpy(), dtype=torch.long)] = torch.tensor(rows["value"].to_numpy())
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert rows.height == int((expected > 0).sum())
 
