@@ -287,8 +287,8 @@ def test_long_document_windows_with_and_without_prefix_cache_give_the_same_rows(
     assert rows[True].height > 0
     assert rows[True].select("row_idx", "feature_id").equals(rows[False].select("row_idx", "feature_id"))
     for col in ("value", "total"):
-        torch.testing.assert_close(torch.as_tensor(rows[True][col].to_numpy()),
-                                   torch.as_tensor(rows[False][col].to_numpy()), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(rows[True][col].to_numpy()),
+                                   torch.tensor(rows[False][col].to_numpy()), rtol=1e-4, atol=1e-5)
     assert rows[True]["n_active"].to_list() == rows[False]["n_active"].to_list()
 
 
