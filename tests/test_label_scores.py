@@ -135,7 +135,7 @@ def test_scores_separate_a_latents_own_label_from_another_latents(real_store: Pa
     own, other = scores["false"].to_numpy(), scores["true"].to_numpy()
     assert abs(float(np.median(other)) - 0.5) < 0.05  # the null
     assert float(np.mean(own > other)) > 0.6 and float(np.median(own)) > float(np.median(other)) + 0.05
-    # the contexts shown are now this corpus' strongest windows, not the training mix's
+    # the contexts shown are this corpus' strongest windows, not the training mix's
     assert (contexts["description"] == "strongest context in corpus 'ge'").sum() > 300
 
 
