@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from ..labelrule import naming_labels, shown_labels
+from ..labels.budget import SCORE_TOKENS
 from .diffing import DIFF_PAIRS
 from .harness import Harness
 from .metrics import log
@@ -44,16 +45,16 @@ def _summary(name: str, shown: pl.DataFrame, top: list[int], floor: float) -> di
 
 
 def eval_label_quality(h: Harness, before: pl.DataFrame | None = None,
-                       pairs: Sequence[tuple[str, str, str]] = DIFF_PAIRS, max_tokens: int | None = None
+                       pairs: Sequence[tuple[str, str, str]] = DIFF_PAIRS, max_tokens: int = SCORE_TOKENS
                        ) -> pl.DataFrame:
     """One row per (diff pair, label set): the share of its top-``TOP`` diff latents whose shown label
     scores at or above the floor on the target corpus, and the median score of the shown labels.
     ``before``: another labels file of the same SAE (feature_id, label, label_source), compared as the
     label set ``before``. ``pairs``: (target, other, title) corpora of ``h``. ``max_tokens``: token windows
-    read per target corpus (default :data:`~saeembed.labels.measure.SCORE_TOKENS`)."""
+    read per target corpus."""
     from ..analysis import diff
     from ..analysis.descriptors import descriptor_labels
-    from ..labels.measure import SCORE_TOKENS, corpus_contexts
+    from ..labels.measure import corpus_contexts
     from ..labels.score import detection_scores, embed_windows
     from ..sae import open_sae
     from ..store import LABEL_FLOOR as FLOOR
@@ -76,7 +77,7 @@ def eval_label_quality(h: Harness, before: pl.DataFrame | None = None,
             pl.col("target") == h.stored(a))
         top = res.sort("diff", descending=True)["feature_id"].head(TOP).to_list()
         info = corpus_info(h.store, h.stored(a))
-        ctx = corpus_contexts(h.store, info, max_tokens=max_tokens or SCORE_TOKENS)
+        ctx = corpus_contexts(h.store, info, max_tokens=max_tokens)
         sets = [shipped, usable(descriptor_labels(h.store, info))] + ([earlier] if earlier is not None else [])
         pool = pl.concat([s.filter(pl.col("feature_id").is_in(top)).select("feature_id", "label", "label_source")
                           for s in sets])
