@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 DESCRIPTOR_TOP = 100  # top documents per latent averaged into its descriptor (chosen on the dev tasks)
 MIN_DOCS = 3  # a latent present in fewer documents has no descriptor (too noisy)
 DESCRIPTOR_LABEL_SOURCE = "descriptor"
-VERSION = 1  # bump when the computation changes: old sidecars are then recomputed
+VERSION = 2  # bump when the computation changes: old sidecars are then recomputed
 
 _MEMO: Memo[Descriptors] = Memo("corpus descriptors", max_entries=8)
 

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 _WORD = re.compile(r"[a-z][a-z']{2,}")
+MIN_Z = 2.0  # how far above its corpus-wide rate a word must be in a group to be distinctive of it
 
 
 def _words(text: str) -> list[str]:
@@ -26,9 +27,13 @@ def _words(text: str) -> list[str]:
 def distinctive_words(texts: Sequence[str], groups: Sequence[np.ndarray], n_words: int = 4) -> list[str]:
     """For each group (row indices into ``texts``), its ``n_words`` most distinctive words, comma-joined.
 
-    Score = documents of the group containing the word × ``log(1 + N / df)``; a word in one document of
-    the group only is ignored (one document is an anecdote, not what the group shares). Ties break
-    alphabetically, so every process names a group the same way.
+    Score = documents of the group containing the word × ``log(1 + N / df)``. A word is a candidate only
+    where the group has it more often than chance: in two or more of its documents (one document is an
+    anecdote, not what the group shares), and over-represented against the whole set at a one-sided
+    binomial z ≥ ``MIN_Z``. Why the second test: the IDF factor only discounts a common word, so on short
+    texts a word nearly every document carries (a corpus-wide hashtag, "@user") still outscored the
+    group's own words and named every group alike. Ties break alphabetically, so every process names a
+    group the same way.
     """
     from scipy import sparse
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
@@ -48,15 +53,18 @@ def distinctive_words(texts: Sequence[str], groups: Sequence[np.ndarray], n_word
                                shape=(len(groups), n))
     tf = (member @ bow).tocsr()
     words = vec.get_feature_names_out()
+    rate = np.asarray(bow.sum(axis=0)).ravel() / max(n, 1)
     out = []
     for j in range(len(groups)):
         lo, hi = tf.indptr[j], tf.indptr[j + 1]
         cols, counts = tf.indices[lo:hi], tf.data[lo:hi]
-        keep = counts >= 2
+        size, p = len(groups[j]), rate[cols]
+        excess = counts - size * p
+        keep = (counts >= 2) & (excess > 0) & (excess >= MIN_Z * np.sqrt(size * p * (1 - p)))
         cols, counts = cols[keep], counts[keep]
         best = cols[np.lexsort((cols, -(counts * idf[cols])))][:n_words]
         out.append(", ".join(words[best].tolist()))
     return out
 
 
-__all__ = ["distinctive_words"]
+__all__ = ["distinctive_words", "MIN_Z"]
