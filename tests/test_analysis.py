@@ -37,6 +37,7 @@ from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.errors import UserError
 from saeembed.store.queries import load_query, query_dirs
+from saeembed.store.strata import stratum_of
 from tests.conftest import GOEMOTIONS_SAMPLE, REPO, make_random_sae, needs_amazon
 
 PHRASE = " P.S. The submarine captain ordered the torpedoes loaded at dawn."
@@ -239,7 +240,7 @@ def test_npmi_matches_brute_force(store: Path) -> None:
     mat, _ = st.embeddings("ge")
     want = _brute_npmi(mat, min_support=3, min_cooccur=2, top_features=300)
     got = correlate(st, "ge", min_support=3, min_cooccur=2, min_npmi=-1, label_filter=False, top=None,
-                    top_features=300)
+                    top_features=300, control="none")
     assert (got["feature_a"] < got["feature_b"]).all()
     have = {(a, b): (v, c) for a, b, v, c in got.select("feature_a", "feature_b", "npmi", "n_ab").iter_rows()}
     assert len(want) > 1000 and set(have) == set(want)
@@ -253,7 +254,7 @@ def test_npmi_matches_brute_force(store: Path) -> None:
     assert key(one) == key(many)
     assert npmi(np.array([0, 5, 10]), np.array([5, 5, 10]), np.array([5, 5, 10]), 10).tolist() == [-1.0, 1.0, 1.0]
     # the threshold filter and top-N
-    strong = correlate(st, "ge", min_support=3, min_cooccur=2, min_npmi=0.5, label_filter=False, top=7)
+    strong = correlate(st, "ge", min_support=3, min_cooccur=2, min_npmi=0.5, label_filter=False, top=7, control="none")
     assert strong.height == 7 and (strong["npmi"] >= 0.5).all()
 
 
@@ -263,7 +264,7 @@ def test_correlate_cross_corpus_pairs_documents(store: Path) -> None:
     g, _ = st.embeddings("ge")
     g = g[:80]  # planted row i pairs with ge row i
     res = correlate(st, "planted", with_corpus="ge", pair_key="id", min_support=3, min_cooccur=3, min_npmi=-1,
-                    top=None, label_filter=False, top_features=300)
+                    top=None, label_filter=False, top_features=300, control="none")
     ba, bg = (a > 0).toarray(), (g > 0).toarray()
     for r in res.sample(min(40, res.height), seed=0).iter_rows(named=True):
         x, y = ba[:, r["feature_a"]], bg[:, r["feature_b"]]
@@ -273,6 +274,17 @@ def test_correlate_cross_corpus_pairs_documents(store: Path) -> None:
     # the identical rows 40..79 make each latent correlate with itself across the two corpora
     same = res.filter(pl.col("feature_a") == pl.col("feature_b"))
     assert same.height > 0 and same["npmi"].median() > 0.4
+    # stratified, a pair of documents falls in the cell of both its documents' lengths (an octave each)
+    held = correlate(st, "planted", with_corpus="ge", pair_key="id", min_support=3, min_cooccur=3, min_npmi=-1,
+                     top=None, label_filter=False, top_features=300, control="length-cmh")
+    octave = {name: stratum_of(st.sql("SELECT n_tokens FROM documents WHERE corpus_id = (SELECT corpus_id FROM "
+                                      f"corpora WHERE name = '{name}') ORDER BY row_idx")["n_tokens"].to_numpy()[:80]
+                               ) // 4 for name in ("planted", "ge")}
+    cell = octave["planted"] * 100 + octave["ge"]
+    for r in held.sample(min(40, held.height), seed=0).iter_rows(named=True):
+        x, y = ba[:, r["feature_a"]], bg[:, r["feature_b"]]
+        want = sum(x[cell == k].sum() * y[cell == k].sum() / (cell == k).sum() for k in np.unique(cell))
+        assert r["control"] == "length-cmh" and r["expected_ab"] == pytest.approx(want, rel=1e-9)
     # pairing by position would pair 80 of ge's 400 comments blindly: refused
     with pytest.raises(UserError, match="80 rows would be paired and 320 left without a partner"):
         correlate(st, "planted", with_corpus="ge", min_support=3, top_features=300)
@@ -292,7 +304,7 @@ def test_correlate_label_filter_and_token_check(store: Path) -> None:
                                             | (pl.col("label_similarity") < 0.2)).height
     # same-token check: pairs of latents of the planted sentence are checked on recomputed tokens
     checked = correlate(st, "planted", min_support=20, min_cooccur=20, min_npmi=0.5, label_filter=False,
-                        token_check=True, token_sample=2, top=2)
+                        token_check=True, token_sample=2, top=2, control="none")
     assert "same_token_share" in checked.columns and checked.height > 0
     shares = checked["same_token_share"].drop_nulls()
     assert ((shares >= 0) & (shares <= 0.5)).all()

@@ -35,6 +35,7 @@ from ..store.queries import run_query
 from .common import binary_matrix, check_threshold, feature_labels, frequent_features, paired_rows
 from .cooccurrence import DENSE_MAX, dense_pair_counts, numba_available
 from .options import CorrelateOptions
+from .pair_length import LengthCells, bh_over, cmh_p_values
 
 if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
@@ -43,8 +44,23 @@ if TYPE_CHECKING:
 SAME_TOKEN_MAX = 0.5
 BLOCK_ENTRIES = 4_000_000  # co-occurrence entries computed at once (one block of columns)
 
-COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "n_docs",
-           "label_similarity"]
+COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "expected_ab", "p_value",
+           "q_value", "n_docs", "control", "label_similarity"]
+CONTROLS = ("length", "length-cmh", "none")
+CONTROLLED = {  # what each --control held fixed, in words: the CLI's header line and the report's summary
+    "length": "controlled for document length: NPMI and a one-sided test against the co-occurrence expected if "
+              "the two latents were independent among documents of equal length, each latent's presence a "
+              "logistic curve in log content tokens; q_value: Benjamini–Hochberg over every pair of the "
+              "correlated latents (--control length-cmh for length strata, none for the paper's plain NPMI)",
+    "length-cmh": "controlled for document length: NPMI and a one-sided Cochran–Mantel–Haenszel test against the "
+                  "co-occurrence expected if the two latents were independent within each content-token length "
+                  "stratum (a quarter octave wide; with --with, both documents' lengths, an octave each); "
+                  "q_value: Benjamini–Hochberg over every pair of the correlated latents",
+    "none": "controlled for nothing: the paper's plain NPMI, tested against the product of the two frequencies; "
+            "longer documents have more latents present, so two latents both commoner in long documents look "
+            "associated (--control length compares documents of equal length)",
+}
+CROSS_MERGE = 4  # cross mode, length-cmh: each side's strata merged to an octave, so cells (a, b) stay populated
 
 
 def npmi(counts_ab: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, n: int) -> np.ndarray:
@@ -79,13 +95,15 @@ NUMBA_MIN_NNZ = 1_000_000  # below this the sparse product is as fast as loading
 
 
 def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -1.0,
-                       block_entries: int = BLOCK_ENTRIES, engine: str = "auto"
+                       block_entries: int = BLOCK_ENTRIES, engine: str = "auto", cells: LengthCells | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, n_ij, npmi) of column pairs of binary CSR matrices with n_ij >= min_cooccur and NPMI >= min_npmi.
 
     Without ``xb`` the pairs are i < j within ``xa``; with it, every column i of ``xa`` against
     every column j of ``xb`` (same rows). Exact integer counts from either engine of
-    :mod:`.cooccurrence` (``engine``: auto, numba or scipy), so both give identical pairs.
+    :mod:`.cooccurrence` (``engine``: auto, numba or scipy), so both give identical pairs. With
+    ``cells`` (the rows' length cells, :class:`~.pair_length.LengthCells`) NPMI is taken at equal
+    length; without, it is the paper's plain NPMI.
     """
     n = xa.shape[0]
     fa, fb = xa.shape[1], (xb if xb is not None else xa).shape[1]
@@ -94,19 +112,19 @@ def cooccurrence_pairs(xa, xb=None, *, min_cooccur: int = 1, min_npmi: float = -
     dense = engine == "numba" or (engine == "auto" and fa * fb <= DENSE_MAX and xa.nnz >= NUMBA_MIN_NNZ
                                   and numba_available())
     if not dense:
-        return _blockwise_pairs(xa, xb, min_cooccur, min_npmi, block_entries)
+        return _blockwise_pairs(xa, xb, min_cooccur, min_npmi, block_entries, cells)
     counts = dense_pair_counts(xa, xb)
     na = np.asarray(xa.sum(axis=0)).ravel().round().astype(np.int64)
     nb = na if xb is None else np.asarray(xb.sum(axis=0)).ravel().round().astype(np.int64)
     i, j = np.nonzero(counts >= max(min_cooccur, 1))  # within: only the upper triangle was counted
     c = counts[i, j]
-    v = npmi(c, na[i], nb[j], n)
+    v = cells.npmi(i, j, c) if cells is not None else npmi(c, na[i], nb[j], n)
     keep = v >= min_npmi
     return i[keep].astype(np.int64), j[keep].astype(np.int64), c[keep].astype(np.int64), v[keep]
 
 
-def _blockwise_pairs(xa, xb, min_cooccur: int, min_npmi: float,
-                     block_entries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _blockwise_pairs(xa, xb, min_cooccur: int, min_npmi: float, block_entries: int, cells: LengthCells | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The sparse product ``Xᵀ X`` one block of columns at a time, filtered before the next block."""
     n = xa.shape[0]
     within = xb is None
@@ -128,7 +146,7 @@ def _blockwise_pairs(xa, xb, min_cooccur: int, min_npmi: float,
         if within:
             keep &= i < j
         i, j, c = i[keep], j[keep], c[keep]
-        v = npmi(c, na[i], nb[j], n)
+        v = cells.npmi(i, j, c) if cells is not None else npmi(c, na[i], nb[j], n)
         keep = v >= min_npmi
         out_i.append(i[keep]), out_j.append(j[keep]), out_c.append(c[keep]), out_v.append(v[keep])
     cat = lambda xs, t: np.concatenate(xs).astype(t) if xs else np.zeros(0, t)  # noqa: E731
@@ -159,13 +177,18 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         raise UserError("--pair-key pairs two corpora; it needs --with CORPUS")
     if o.token_check and o.with_corpus is not None:
         raise UserError("--token-check compares tokens within one document; it does not apply with --with")
+    if o.control not in CONTROLS:
+        raise UserError(f"unknown --control {o.control!r}; use length (equal document length) or none")
     info = corpus_info(st, corpus)
     feats_a = _select(st, info, threshold, o.min_support, o.top_features)
     if o.with_corpus is None:
         xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold, fmt="csr")
         n = len(rows)
-        i, j, c, v = cooccurrence_pairs(xa, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi)
+        cells = length_cells(o.control, _lengths_of_rows(st, info, rows), xa)
+        i, j, c, v = cooccurrence_pairs(xa, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi, cells=cells)
         na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
+        tested = len(feats_a) * (len(feats_a) - 1) // 2
+        expected, variance = cells.expected(i, j)
         swap = feats_a[i] > feats_a[j]  # report each unordered pair with feature_a < feature_b
         i, j = np.where(swap, j, i), np.where(swap, i, j)
         feats_b, sae_b = feats_a, info.sae
@@ -181,11 +204,17 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         ka = np.flatnonzero((na >= max(o.min_support, 1)) & (na < n))
         kb = np.flatnonzero((nb >= max(o.min_support, 1)) & (nb < n))
         xa, xb, feats_a, feats_b, na, nb = xa[:, ka], xb[:, kb], feats_a[ka], feats_b[kb], na[ka], nb[kb]
-        i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi)
+        cells = length_cells(o.control, _lengths_of_rows(st, info, rows_a), xa,
+                             _lengths_of_rows(st, info_b, rows_b), xb)
+        i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi, cells=cells)
+        tested = len(feats_a) * len(feats_b)
+        expected, variance = cells.expected(i, j)
         sae_b = info_b.sae
+    p_value = cmh_p_values(c, expected, variance)
     out = pl.DataFrame({"feature_a": feats_a[i].astype(np.int32), "feature_b": feats_b[j].astype(np.int32),
-                        "npmi": v, "n_a": na[i], "n_b": nb[j], "n_ab": c,
-                        "n_docs": np.full(len(i), n, dtype=np.int64)})
+                        "npmi": v, "n_a": na[i], "n_b": nb[j], "n_ab": c, "expected_ab": expected,
+                        "p_value": p_value, "q_value": bh_over(p_value, tested),
+                        "n_docs": np.full(len(i), n, dtype=np.int64)}).with_columns(pl.lit(o.control).alias("control"))
     out = out.sort(["npmi", "n_ab", "feature_a", "feature_b"], descending=[True, True, False, False])
     lab_a = feature_labels(st, info.sae).rename({"feature_id": "feature_a", "label": "label_a"})
     lab_b = feature_labels(st, sae_b).rename({"feature_id": "feature_b", "label": "label_b"})
@@ -209,6 +238,35 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         cols.append("same_token_share")
     out = out.select(cols).sort(["npmi", "n_ab", "feature_a", "feature_b"], descending=[True, True, False, False])
     return out.head(o.top) if o.top is not None else out
+
+
+def _lengths_of_rows(store: Store, info: CorpusInfo, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(quarter-octave length stratum, log content tokens) of the documents at ``rows`` (row_idx values):
+    diff's strata (:func:`~saeembed.store.strata.stratum_of`)."""
+    from ..store.strata import stratum_of
+
+    docs = store.con.execute("SELECT row_idx, coalesce(n_tokens, 1) AS n_tokens FROM documents "
+                             "WHERE corpus_id = ?", [info.corpus_id]).fetchnumpy()
+    tokens = np.ones(int(docs["row_idx"].max(initial=-1)) + 1, np.float64)
+    tokens[docs["row_idx"].astype(np.int64)] = np.maximum(np.asarray(docs["n_tokens"], np.float64), 1.0)
+    tokens = tokens[np.asarray(rows, np.int64)]
+    return stratum_of(tokens).astype(np.int64), np.log(tokens)
+
+
+def length_cells(control: str, lengths_a: tuple[np.ndarray, np.ndarray], xa,
+                 lengths_b: tuple[np.ndarray, np.ndarray] | None = None, xb=None) -> LengthCells:
+    """The cells correlate's expectation is taken over, for ``control`` (see :mod:`.pair_length`);
+    ``lengths_*`` are :func:`_lengths_of_rows` of each side (side b only in cross mode)."""
+    if control == "none":
+        return LengthCells.single(xa, xb)
+    if control == "length":
+        if xb is None:
+            return LengthCells.fitted(*lengths_a, xa)
+        return LengthCells.fitted(*lengths_a, xa, *lengths_b, xb)
+    if xb is None:
+        return LengthCells.of_rows(lengths_a[0], xa)
+    # the cell of a pair of documents: both documents' lengths, an octave wide each
+    return LengthCells.of_rows(lengths_a[0] // CROSS_MERGE * 4096 + lengths_b[0] // CROSS_MERGE, xa, xb)
 
 
 def _with_label_similarity(store: Store, pairs: pl.DataFrame, saes: tuple[str, str], label_filter: bool,
@@ -300,4 +358,5 @@ def _token_check(store: Store, info: CorpusInfo, pairs: pl.DataFrame, threshold:
     return pairs.with_columns(pl.Series("same_token_share", shares, pl.Float64))
 
 
-__all__ = ["correlate", "npmi", "cooccurrence_pairs", "coactive_documents", "pair_label_similarity", "same_token_share"]
+__all__ = ["correlate", "CONTROLLED", "npmi", "cooccurrence_pairs", "coactive_documents", "pair_label_similarity",
+           "same_token_share"]

@@ -186,6 +186,20 @@ def _score_test(k: np.ndarray, n: np.ndarray, cols: list[np.ndarray], tested: np
     return _signed(score, var), var, beta
 
 
+def presence_curves(k: np.ndarray, n: np.ndarray, mean_log: np.ndarray) -> np.ndarray:
+    """[cells, latents] probability that each latent is present in a document of each length cell, from a
+    logistic regression of presence on log length per latent (the length model of :func:`logistic_length`
+    without the corpus term). ``k`` [cells, latents] documents with the latent present of ``n`` [cells],
+    ``mean_log`` [cells] their mean log content tokens; every cell must hold a document."""
+    from scipy.special import expit
+
+    n = np.asarray(n, np.float64)
+    lx = np.asarray(mean_log, np.float64)
+    lx = lx - (lx * n).sum() / max(n.sum(), 1.0)
+    beta, _ = _fit(np.asarray(k, np.float64), n, [np.ones_like(lx), lx])
+    return expit(beta[0][None, :] + lx[:, None] * beta[1][None, :])
+
+
 def logistic_length(ka: np.ndarray, na: np.ndarray, xa: np.ndarray, kb: np.ndarray, nb: np.ndarray,
                     xb: np.ndarray) -> Adjusted:
     """Score test of the corpus term in ``logit P(present) = a + g·log length + b·[corpus A]`` and the
@@ -235,4 +249,4 @@ def paired_length(only_a: np.ndarray, only_b: np.ndarray, delta: np.ndarray, n_p
     return Adjusted(z, np.where(var > 0, _two_sided(z), 1.0), diff)
 
 
-__all__ = ["Adjusted", "mantel_haenszel", "logistic_length", "paired_length"]
+__all__ = ["Adjusted", "mantel_haenszel", "logistic_length", "paired_length", "presence_curves"]

@@ -60,6 +60,11 @@ class CorrelateOptions:
     min_support: int = option(5, "only latents present in at least N documents", min=0)
     min_cooccur: int = option(3, "only pairs present together in at least N documents", min=1)
     min_npmi: float = option(0.5, "only pairs with NPMI at least this", min=-1.0, max=1.0)
+    control: str = option("length", "length: NPMI and a test against the co-occurrence expected among documents "
+                                    "of equal length (longer documents have more latents present), each latent's "
+                                    "presence a logistic curve in log length; length-cmh: the same within length "
+                                    "strata (Cochran-Mantel-Haenszel); none: the paper's plain NPMI",
+                          choices=("length", "length-cmh", "none"))
     label_filter: bool = option(True, "drop pairs whose labels say the same thing (label cosine >= 0.2); "
                                       "--keep-similar-labels keeps them", "--label-filter/--keep-similar-labels")
     max_label_similarity: float = option(LABEL_SIM_MAX, "label cosine at or above which a pair counts as similar",

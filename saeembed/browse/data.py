@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 
 from ..analysis.common import feature_labels, top_documents
-from ..analysis.correlate import npmi
+from ..analysis.length import presence_curves
+from ..analysis.pair_length import LengthCells
 from ..errors import UserError
 from ..highlight.views import Highlighter
 from ..labels import labels_of, resolve_sae_id
@@ -20,6 +21,7 @@ from ..report.tables import frame_table
 from ..store.corpusinfo import corpus_info
 from ..store.parquet import unreadable_corpora
 from ..store.queries import run_query
+from ..store.strata import corpus_lengths
 
 if TYPE_CHECKING:
     from ..store.handle import Store
@@ -64,13 +66,23 @@ def latent_histogram(store: Store, sae: str, feature_id: int, bins: int = HIST_B
 
 
 def neighbours(store: Store, corpus: str, feature_id: int, n: int = NEIGHBOURS) -> pl.DataFrame:
-    """Latents co-occurring with ``feature_id`` in ``corpus``, by NPMI (feature_id, label, npmi, n_ab, n_b)."""
+    """Latents co-occurring with ``feature_id`` in ``corpus``, by NPMI at equal document length, as
+    ``saeembed correlate`` ranks them by default (feature_id, label, npmi, n_ab, n_b); the expectation
+    comes from the length strata kept at ingest, so the page reads no document."""
     info = corpus_info(store, corpus)
     df = run_query(store, "latent_cooccurrence", {"lo": info.lo, "hi": info.hi, "feature": int(feature_id),
                                                   "threshold": 0.0, "min_cooccur": MIN_COOCCUR})
-    n_a = store.con.execute("SELECT count(*) FROM activations WHERE feature_id = ? AND doc_id BETWEEN ? AND ? "
-                            "AND value > 0", [int(feature_id), info.lo, info.hi]).fetchall()[0][0]
-    scores = npmi(df["n_ab"].to_numpy(), np.full(df.height, n_a), df["n_b"].to_numpy(), int(info.n_docs))
+    lengths = corpus_lengths(store, info)
+    first = int(lengths.strata.min(initial=0))
+    n_strata = int(lengths.strata.max(initial=0)) - first + 1
+    width = max(int(info.d_sae or 0), int(lengths.latents["feature_id"].max(initial=-1)) + 1, int(feature_id) + 1)
+    docs, mean_log = lengths.on(first, n_strata)
+    held = docs > 0
+    latents = np.concatenate([[int(feature_id)], df["feature_id"].to_numpy().astype(np.int64)])
+    fitted = docs[held][:, None] * presence_curves(lengths.present(width, first, n_strata)[held][:, latents],
+                                                   docs[held], mean_log[held])
+    cells = LengthCells(docs[held].astype(np.float64), fitted, fitted)  # column 0: this latent
+    scores = cells.npmi(np.zeros(df.height, np.int64), np.arange(1, df.height + 1), df["n_ab"].to_numpy())
     df = df.with_columns(pl.Series("npmi", scores, pl.Float64)).sort(["npmi", "n_ab"], descending=True).head(n)
     labels = feature_labels(store, info.sae, df["feature_id"].to_list())
     return df.join(labels, on="feature_id", how="left", maintain_order="left").select(
@@ -101,7 +113,7 @@ def latent_sections(store: Store, info: dict[str, Any], feature_id: int, corpus:
                                                    "p90")))]
     if corpus is not None:
         near = neighbours(store, corpus, feature_id)
-        tables.append((f"Correlated latents in {corpus} (NPMI)",
+        tables.append((f"Correlated latents in {corpus} (NPMI at equal document length)",
                        frame_table(near, links={"feature_id": lambda r: links.latent(r["feature_id"]),
                                                 "label": lambda r: links.latent(r["feature_id"])})))
     groups = _top_documents(store, readable["corpus"].to_list(), feature_id, links)

@@ -1,4 +1,5 @@
-"""Correlations: where does correlate rank a pair planted into the corpus?"""
+"""Correlations: where does correlate rank a pair planted into the corpus, and how many pairs does
+document length alone make "significant"?"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from ..analysis import correlate
+from ..analysis.correlate import CONTROLS
 from .harness import Harness
 from .metrics import log
 
@@ -44,24 +46,73 @@ def eval_correlation(h: Harness) -> pl.DataFrame:
     out_p = np.asarray(bin2[~is_planted].sum(axis=0)).ravel() / max((~is_planted).sum(), 1)
     cand = np.flatnonzero(in_p >= 0.8)
     y = int(cand[np.argmin(out_p[cand])])
-    t0 = time.perf_counter()
-    # default support filters (5 documents, 3 together), every latent a candidate (the default keeps
-    # the 2,000 most frequent; Y is rare by design), no NPMI cut and no label filter: a full ranking
-    pairs = correlate(h.store, name, top_features=int(emb2.shape[1]), min_npmi=-1.0, label_filter=False, top=None)
-    elapsed = time.perf_counter() - t0
-    hit = pairs.with_row_index("rank", offset=1).filter(
-        ((pl.col("feature_a") == x) & (pl.col("feature_b") == y))
-        | ((pl.col("feature_a") == y) & (pl.col("feature_b") == x)))
-    y_pairs = pairs.filter((pl.col("feature_a") == y) | (pl.col("feature_b") == y)).with_row_index("r", offset=1)
-    rank_y = y_pairs.filter((pl.col("feature_a") == x) | (pl.col("feature_b") == x))
     labels = h.store.features().filter(pl.col("feature_id").is_in([x, y]))
     lab = dict(zip(labels["feature_id"].to_list(), labels["label"].to_list()))
-    row = {"docs": n, "planted docs": n_plant, "X": f"{x} ({lab.get(x, '')})", "freq X": float(freq[x]),
-           "phrase latent Y": f"{y} ({lab.get(y, '')})", "freq Y outside planted": float(out_p[y]),
-           "NPMI(X,Y)": float(hit["npmi"][0]) if hit.height else float("nan"),
-           "rank among all pairs": int(hit["rank"][0]) if hit.height else None,
-           "pairs scored": pairs.height,
-           "rank among Y's pairs": int(rank_y["r"][0]) if rank_y.height else None,
-           "correlate s": elapsed}
-    log(f"correlation: planted pair rank {row['rank among all pairs']} of {pairs.height}")
-    return pl.DataFrame([row])
+    null = length_null(h, base)
+    amazon = length_null(h, h.ensure("amazon"))
+    rows = []
+    for control in CONTROLS:
+        t0 = time.perf_counter()
+        # default support filters (5 documents, 3 together), every latent a candidate (the default keeps
+        # the 2,000 most frequent; Y is rare by design), no NPMI cut and no label filter: a full ranking
+        pairs = correlate(h.store, name, top_features=int(emb2.shape[1]), min_npmi=-1.0, label_filter=False,
+                          top=None, control=control)
+        elapsed = time.perf_counter() - t0
+        hit = pairs.with_row_index("rank", offset=1).filter(
+            ((pl.col("feature_a") == x) & (pl.col("feature_b") == y))
+            | ((pl.col("feature_a") == y) & (pl.col("feature_b") == x)))
+        y_pairs = pairs.filter((pl.col("feature_a") == y) | (pl.col("feature_b") == y)).with_row_index("r", offset=1)
+        rank_y = y_pairs.filter((pl.col("feature_a") == x) | (pl.col("feature_b") == x))
+        rows.append({"control": control, "docs": n, "planted docs": n_plant, "X": f"{x} ({lab.get(x, '')})",
+                     "freq X": float(freq[x]), "phrase latent Y": f"{y} ({lab.get(y, '')})",
+                     "freq Y outside planted": float(out_p[y]),
+                     "NPMI(X,Y)": float(hit["npmi"][0]) if hit.height else float("nan"),
+                     "q(X,Y)": float(hit["q_value"][0]) if hit.height else float("nan"),
+                     "rank among all pairs": int(hit["rank"][0]) if hit.height else None,
+                     "pairs scored": pairs.height,
+                     "rank among Y's pairs": int(rank_y["r"][0]) if rank_y.height else None,
+                     "length-null pairs q<0.05": null[control][0], "real pairs q<0.05": null[control][1],
+                     "Amazon length-null pairs q<0.05": amazon[control][0],
+                     "Amazon real pairs q<0.05": amazon[control][1],
+                     "correlate s": elapsed})
+        log(f"correlation ({control}): planted pair rank {rows[-1]['rank among all pairs']} of {pairs.height}; "
+            f"length null {null[control][0]} significant pairs")
+    return pl.DataFrame(rows)
+
+
+NULL_LATENTS = 2000  # correlate's default: its most frequent latents
+
+
+def length_null(h: Harness, corpus: str, seed: int = 0) -> dict[str, tuple[int, int]]:
+    """Per control: (pairs with q < 0.05 when every latent's presence is shuffled among documents of the
+    same length stratum, pairs with q < 0.05 on the real presence). The shuffle keeps how each latent
+    grows with length and destroys every real association, so any pair it leaves significant is one
+    that length alone produced: the truth is zero."""
+    from scipy import sparse
+
+    from ..analysis.common import binary_matrix
+    from ..analysis.correlate import _lengths_of_rows, _select, cooccurrence_pairs, length_cells
+    from ..analysis.pair_length import bh_over, cmh_p_values
+    from ..store.corpusinfo import corpus_info
+
+    info = corpus_info(h.store, corpus)
+    feats = _select(h.store, info, 0.0, 5, NULL_LATENTS)
+    x, rows = binary_matrix(h.store, info, feats.tolist(), 0.0, fmt="csr")
+    lengths = _lengths_of_rows(h.store, info, rows)
+    strata = lengths[0]
+    rng = np.random.default_rng(seed)
+    shuffled = x.toarray()
+    for s in np.unique(strata):
+        at = np.flatnonzero(strata == s)
+        for f in range(shuffled.shape[1]):
+            shuffled[at, f] = shuffled[rng.permutation(at), f]
+    m = x.shape[1] * (x.shape[1] - 1) // 2
+
+    def significant(mat, control: str) -> int:
+        cells = length_cells(control, lengths, mat)
+        i, j, c, _ = cooccurrence_pairs(mat, min_cooccur=3, cells=cells)
+        e, v = cells.expected(i, j)
+        return int((bh_over(cmh_p_values(c, e, v), m) < 0.05).sum())
+
+    null = sparse.csr_matrix(shuffled)
+    return {control: (significant(null, control), significant(x, control)) for control in CONTROLS}

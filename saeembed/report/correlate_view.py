@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ..analysis.correlate import coactive_documents
+from ..analysis.correlate import CONTROLLED, coactive_documents
 from ..highlight.views import Highlighter
 from ..store.corpusinfo import corpus_info
 from .charts import correlate_chart
@@ -16,8 +16,8 @@ from .tables import frame_table
 if TYPE_CHECKING:
     from ..store.handle import Store
 
-TABLE_COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "label_similarity",
-                 "same_token_share", "example"]
+TABLE_COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "expected_ab",
+                 "q_value", "label_similarity", "same_token_share", "example"]
 SNIPPET_TOKENS = 10
 
 
@@ -56,6 +56,8 @@ def correlate_section(store: Store, df: pl.DataFrame, corpus: str | None, exampl
                                        "documents", exs))
     lines = [f"{df.height} pairs of latents that fire in the same documents more than chance (NPMI), over "
              f"{df['n_docs'][0] if df.height else 0} documents."]
+    controls = df["control"].unique().to_list() if "control" in df.columns else []
+    lines += [CONTROLLED[c] + "." for c in controls if c in CONTROLLED]
     if corpus is None:
         lines.append("No example documents: pass the correlated corpus (corpus=...) to see where both fire.")
     charts = [ChartView("NPMI of the top pairs", "rows: latent a, columns: latent b (top 30 pairs)",
