@@ -15,13 +15,12 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from scipy import sparse
-from scipy.special import ndtr
+from scipy import sparse, stats
 from sklearn.linear_model import LogisticRegression
 
 from saeembed.analysis import correlate
 from saeembed.analysis.correlate import cooccurrence_pairs, length_cells
-from saeembed.analysis.pair_length import bh_over, cmh_p_values
+from saeembed.analysis.pair_length import LengthCells, bh_over, binomial_sum_tail
 from saeembed.api import open_store
 from saeembed.cli import main
 from saeembed.store.strata import stratum_of
@@ -44,8 +43,7 @@ def _presence(store: Path, n_latents: int) -> sparse.csr_matrix:
 def _significant(x: sparse.csr_matrix, control: str, tokens: np.ndarray) -> int:
     cells = length_cells(control, (stratum_of(tokens).astype(np.int64), np.log(tokens)), x)
     i, j, c, _ = cooccurrence_pairs(x, min_cooccur=3, cells=cells)
-    e, v = cells.expected(i, j)
-    q = bh_over(cmh_p_values(c, e, v), x.shape[1] * (x.shape[1] - 1) // 2)
+    q = bh_over(cells.p_values(i, j, c), x.shape[1] * (x.shape[1] - 1) // 2)
     return int((q < 0.05).sum())
 
 
@@ -69,30 +67,56 @@ def test_a_length_only_null_is_significant_plainly_and_not_at_equal_length(real_
     assert 0 < _significant(x, "length-cmh", tokens) < real_plain
 
 
+def test_p_values_follow_the_exact_tails_where_a_normal_tail_fails() -> None:
+    """Fisher's exact test for one cell, and a rare pair (5 and 5 of 800 documents, 3 together), where a
+    normal tail claims p = 1e-45 and the exact one is 1e-6; a near-ubiquitous pair through a complement."""
+    for n, na, nb, k in [(800, 5, 5, 3), (800, 40, 60, 12), (800, 400, 400, 230), (800, 798, 583, 583),
+                         (800, 690, 87, 87), (120, 30, 50, 20)]:
+        x = sparse.csr_matrix(np.column_stack([np.arange(n) < na, (np.arange(n) < k) | (np.arange(n) >= n - (nb - k))])
+                              .astype(np.float64))
+        got = LengthCells.single(x).p_values(np.array([0]), np.array([1]), np.array([k]))[0]
+        want = stats.hypergeom.sf(k - 1, n, na, nb)
+        assert want / 2.5 <= got <= want * 2.5, (n, na, nb, k, got, want)
+    # the saddlepoint sum of binomials against an exact convolution, far into the tail
+    rng = np.random.default_rng(0)
+    sizes, probs = rng.integers(1, 60, 12).astype(float), rng.beta(0.5, 3, 12)
+    dist = np.array([1.0])
+    for m, q in zip(sizes, probs):
+        dist = np.convolve(dist, stats.binom.pmf(np.arange(int(m) + 1), int(m), q))
+    for k in (int(sizes @ probs) + 2, int(sizes @ probs) * 2 + 5):
+        assert binomial_sum_tail(sizes, probs[:, None], np.array([k - 0.5]))[0] == pytest.approx(dist[k:].sum(),
+                                                                                                   rel=0.01)
+
+
 def _pairs(store: Path, control: str) -> pl.DataFrame:
     return correlate(open_store(store), "ge", min_support=5, min_cooccur=3, min_npmi=0.3, label_filter=False,
                      top=None, control=control)
 
 
-def test_stratified_figures_are_the_mantel_haenszel_sums(real_store: Path) -> None:
+def test_stratified_figures_are_the_exact_stratified_ones(real_store: Path) -> None:
     got = _pairs(real_store, "length-cmh")
     assert got.height > 20 and set(got["control"]) == {"length-cmh"} and got["npmi"].is_sorted(descending=True)
     strata = stratum_of(_tokens(real_store))
     mat, _ = open_store(real_store).embeddings("ge")
     b = (mat > 0).toarray()
     n = b.shape[0]
+    ratios = []
     for r in got.sample(20, seed=0).iter_rows(named=True):
         a, c = b[:, r["feature_a"]], b[:, r["feature_b"]]
-        e = v = 0.0
-        for s in np.unique(strata):
+        e, exact = 0.0, np.array([1.0])
+        for s in np.unique(strata):  # the exact stratified null: a convolution of hypergeometrics
             m = strata == s
             ns, na, nb = m.sum(), a[m].sum(), c[m].sum()
             e += na * nb / ns
-            v += na * (ns - na) * nb * (ns - nb) / (ns ** 2 * (ns - 1)) if ns > 1 else 0.0
+            exact = np.convolve(exact, stats.hypergeom.pmf(np.arange(min(na, nb) + 1), ns, na, nb))
         both = int((a & c).sum())
         assert r["n_ab"] == both and r["expected_ab"] == pytest.approx(e, rel=1e-9)
         assert r["npmi"] == pytest.approx((np.log(both / n) - np.log(e / n)) / -np.log(both / n), abs=1e-9)
-        assert r["p_value"] == pytest.approx(ndtr(-(both - e - 0.5) / np.sqrt(v)), rel=1e-6)
+        want = exact[both:].sum()
+        ratios.append((r["p_value"], want))
+    # within a few-fold of the exact tail down to 1e-15 (erring large: the cells' binomials are wider
+    # than their hypergeometrics), and far below any threshold beyond it
+    assert all(w / 1.5 <= p <= 4 * w if w >= 1e-15 else p < 1e-9 for p, w in ratios)
     assert (got["q_value"] >= got["p_value"]).all()
 
 
@@ -146,3 +170,21 @@ def test_the_browser_ranks_a_latents_neighbours_as_correlate_does(real_store: Pa
     shared = [(f, v) for f, v in zip(near["feature_id"].to_list(), near["npmi"].to_list()) if f in want]
     assert len(shared) >= 3
     assert all(v == pytest.approx(want[f], abs=1e-6) for f, v in shared)
+
+
+def test_near_ubiquitous_latents_are_left_out_and_said_to_be(real_store: Path) -> None:
+    """A latent in nearly every document pairs with anything at NPMI near 1 on the few documents that
+    lack it; correlate leaves latents above --max-density out and its header says how many."""
+    st = open_store(real_store)
+    n = st.sql("SELECT count(*) AS n FROM documents WHERE corpus_id = (SELECT corpus_id FROM corpora "
+               "WHERE name = 'ge')")["n"][0]
+    capped = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=-1.0, label_filter=False, top=None,
+                       max_density=0.3)
+    assert capped.height > 0 and (capped["n_a"] <= 0.3 * n).all() and (capped["n_b"] <= 0.3 * n).all()
+    full = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=-1.0, label_filter=False, top=None,
+                     max_density=1.0)
+    assert (full["n_a"] > 0.3 * n).any()
+    res = CliRunner().invoke(main, ["correlate", "--store", str(real_store), "ge", "--top", "3",
+                                    "--max-density", "0.3"])
+    assert res.exit_code == 0, res.output
+    assert "present in more than 30% of the documents" in res.stderr

@@ -34,8 +34,8 @@ from ..store.handle import reads_store
 from ..store.queries import run_query
 from .common import binary_matrix, check_threshold, feature_labels, frequent_features, paired_rows
 from .cooccurrence import DENSE_MAX, dense_pair_counts, numba_available
-from .options import CorrelateOptions
-from .pair_length import LengthCells, bh_over, cmh_p_values
+from .options import CONTROLS, MAX_DENSITY, CorrelateOptions
+from .pair_length import LengthCells, bh_over
 
 if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
@@ -46,19 +46,20 @@ BLOCK_ENTRIES = 4_000_000  # co-occurrence entries computed at once (one block o
 
 COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "expected_ab", "p_value",
            "q_value", "n_docs", "control", "label_similarity"]
-CONTROLS = ("length", "length-cmh", "none")
+NEAR_UBIQUITOUS_MAX = 8192  # latents fetched beyond --top-features, so those left out are replaced
 CONTROLLED = {  # what each --control held fixed, in words: the CLI's header line and the report's summary
     "length": "controlled for document length: NPMI and a one-sided test against the co-occurrence expected if "
               "the two latents were independent among documents of equal length, each latent's presence a "
               "logistic curve in log content tokens; q_value: Benjamini–Hochberg over every pair of the "
               "correlated latents (--control length-cmh for length strata, none for the paper's plain NPMI)",
-    "length-cmh": "controlled for document length: NPMI and a one-sided Cochran–Mantel–Haenszel test against the "
-                  "co-occurrence expected if the two latents were independent within each content-token length "
-                  "stratum (a quarter octave wide; with --with, both documents' lengths, an octave each); "
-                  "q_value: Benjamini–Hochberg over every pair of the correlated latents",
-    "none": "controlled for nothing: the paper's plain NPMI, tested against the product of the two frequencies; "
-            "longer documents have more latents present, so two latents both commoner in long documents look "
-            "associated (--control length compares documents of equal length)",
+    "length-cmh": "controlled for document length: NPMI and a one-sided stratified test (the exact "
+                  "Cochran–Mantel–Haenszel null, by saddlepoint) against the co-occurrence expected if the two "
+                  "latents were independent within each content-token length stratum (a quarter octave wide; "
+                  "with --with, both documents' lengths, an octave each); q_value: Benjamini–Hochberg over every "
+                  "pair of the correlated latents",
+    "none": "controlled for nothing: the paper's plain NPMI, tested (Fisher's exact test, by saddlepoint) against "
+            "the product of the two frequencies; longer documents have more latents present, so two latents both "
+            "commoner in long documents look associated (--control length compares documents of equal length)",
 }
 CROSS_MERGE = 4  # cross mode, length-cmh: each side's strata merged to an octave, so cells (a, b) stay populated
 
@@ -82,13 +83,26 @@ def npmi(counts_ab: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, n: int) -> np.
 npmi_matrix = npmi  # older name
 
 
-def _select(store: Store, info: CorpusInfo, threshold: float, min_support: int, top_features: int
-            ) -> np.ndarray:
+def _select(store: Store, info: CorpusInfo, threshold: float, min_support: int, top_features: int,
+            max_density: float = 1.0) -> np.ndarray:
     """The ``top_features`` most frequent latents with enough support, minus those present in every
-    document (they co-occur with everything, so their NPMI carries no information)."""
-    df = frequent_features(store, info, threshold, min_support, int(top_features) + 64)
-    df = df.filter(pl.col("n_present") < int(info.n_docs)).head(int(top_features))
+    document (they co-occur with everything, so their NPMI carries no information) and those present in
+    more than ``max_density`` of the documents (:func:`near_ubiquitous`)."""
+    cap = int(np.floor(max_density * int(info.n_docs)))
+    df = frequent_features(store, info, threshold, min_support, int(top_features) + NEAR_UBIQUITOUS_MAX)
+    df = df.filter((pl.col("n_present") < int(info.n_docs)) & (pl.col("n_present") <= cap)).head(int(top_features))
     return df["feature_id"].to_numpy().astype(np.int64)
+
+
+def near_ubiquitous(store: Store, corpus: str, threshold: float = 0.0, max_density: float = MAX_DENSITY) -> int:
+    """How many latents correlate leaves out of ``corpus`` as present in more than ``max_density`` of its
+    documents. Why they are left out: such a latent co-occurs with nearly everything, and NPMI, whose
+    scale −log p_ab shrinks to 0 as p_ab nears 1, ranks a pair of them near 1 on the handful of documents
+    that lack them (the same rule as diff's ``ubiquitous`` flag)."""
+    info = corpus_info(store, corpus)
+    cap = int(np.floor(max_density * int(info.n_docs)))
+    df = frequent_features(store, info, threshold, cap + 1, NEAR_UBIQUITOUS_MAX)
+    return int(df.filter(pl.col("n_present") > cap).height)
 
 
 NUMBA_MIN_NNZ = 1_000_000  # below this the sparse product is as fast as loading the compiled kernel
@@ -180,7 +194,7 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     if o.control not in CONTROLS:
         raise UserError(f"unknown --control {o.control!r}; use length (equal document length) or none")
     info = corpus_info(st, corpus)
-    feats_a = _select(st, info, threshold, o.min_support, o.top_features)
+    feats_a = _select(st, info, threshold, o.min_support, o.top_features, o.max_density)
     if o.with_corpus is None:
         xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold, fmt="csr")
         n = len(rows)
@@ -188,29 +202,32 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         i, j, c, v = cooccurrence_pairs(xa, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi, cells=cells)
         na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
         tested = len(feats_a) * (len(feats_a) - 1) // 2
-        expected, variance = cells.expected(i, j)
+        i_cells, j_cells = i, j
+        expected, _ = cells.expected(i, j)
         swap = feats_a[i] > feats_a[j]  # report each unordered pair with feature_a < feature_b
         i, j = np.where(swap, j, i), np.where(swap, i, j)
         feats_b, sae_b = feats_a, info.sae
     else:
         info_b = corpus_info(st, o.with_corpus)
         rows_a, rows_b = paired_rows(st, info, info_b, o.pair_key)
-        feats_b = _select(st, info_b, threshold, o.min_support, o.top_features)
+        feats_b = _select(st, info_b, threshold, o.min_support, o.top_features, o.max_density)
         xa, _ = binary_matrix(st, info, feats_a.tolist(), threshold, rows=rows_a, fmt="csr")
         xb, _ = binary_matrix(st, info_b, feats_b.tolist(), threshold, rows=rows_b, fmt="csr")
         n = len(rows_a)
-        # support among the paired documents only; latents in every pair say nothing
+        # support and density among the paired documents only; latents in every pair say nothing
         na, nb = (np.asarray(x.sum(axis=0)).ravel().astype(np.int64) for x in (xa, xb))
-        ka = np.flatnonzero((na >= max(o.min_support, 1)) & (na < n))
-        kb = np.flatnonzero((nb >= max(o.min_support, 1)) & (nb < n))
+        cap = np.floor(o.max_density * n)
+        ka = np.flatnonzero((na >= max(o.min_support, 1)) & (na < n) & (na <= cap))
+        kb = np.flatnonzero((nb >= max(o.min_support, 1)) & (nb < n) & (nb <= cap))
         xa, xb, feats_a, feats_b, na, nb = xa[:, ka], xb[:, kb], feats_a[ka], feats_b[kb], na[ka], nb[kb]
         cells = length_cells(o.control, _lengths_of_rows(st, info, rows_a), xa,
                              _lengths_of_rows(st, info_b, rows_b), xb)
         i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi, cells=cells)
         tested = len(feats_a) * len(feats_b)
-        expected, variance = cells.expected(i, j)
+        i_cells, j_cells = i, j
+        expected, _ = cells.expected(i, j)
         sae_b = info_b.sae
-    p_value = cmh_p_values(c, expected, variance)
+    p_value = cells.p_values(i_cells, j_cells, c)
     out = pl.DataFrame({"feature_a": feats_a[i].astype(np.int32), "feature_b": feats_b[j].astype(np.int32),
                         "npmi": v, "n_a": na[i], "n_b": nb[j], "n_ab": c, "expected_ab": expected,
                         "p_value": p_value, "q_value": bh_over(p_value, tested),
@@ -358,5 +375,5 @@ def _token_check(store: Store, info: CorpusInfo, pairs: pl.DataFrame, threshold:
     return pairs.with_columns(pl.Series("same_token_share", shares, pl.Float64))
 
 
-__all__ = ["correlate", "CONTROLLED", "npmi", "cooccurrence_pairs", "coactive_documents", "pair_label_similarity",
-           "same_token_share"]
+__all__ = ["correlate", "CONTROLLED", "near_ubiquitous", "npmi", "cooccurrence_pairs", "coactive_documents",
+           "pair_label_similarity", "same_token_share"]

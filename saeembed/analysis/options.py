@@ -16,7 +16,8 @@ PAPER_TOP = 200  # ... and the top 200 of them
 PER_PHRASE = 100  # the paper's latents per keyphrase (targeted clustering and retrieval)
 TEMPERATURE = 0.2  # the paper's retrieval temperature T in exp(-r / (k T))
 LABEL_SIM_MAX = 0.2  # the paper's "dissimilar labels" cut for interesting correlations
-CONTROLS = ("length", "length-cmh", "none")  # what diff holds fixed when it compares corpora
+MAX_DENSITY = 0.95  # correlate leaves out latents present in more of the documents (diff's ubiquitous share)
+CONTROLS = ("length", "length-cmh", "none")  # what diff and correlate hold fixed
 
 
 @dataclass
@@ -60,11 +61,15 @@ class CorrelateOptions:
     min_support: int = option(5, "only latents present in at least N documents", min=0)
     min_cooccur: int = option(3, "only pairs present together in at least N documents", min=1)
     min_npmi: float = option(0.5, "only pairs with NPMI at least this", min=-1.0, max=1.0)
+    max_density: float = option(MAX_DENSITY, "leave out latents present in more than this share of the documents: they "
+                                      "co-occur with nearly everything, and NPMI ranks their pairs near 1 on the "
+                                      "few documents that lack them (1 keeps all but those in every document)",
+                                min=0.0, max=1.0)
     control: str = option("length", "length: NPMI and a test against the co-occurrence expected among documents "
                                     "of equal length (longer documents have more latents present), each latent's "
                                     "presence a logistic curve in log length; length-cmh: the same within length "
                                     "strata (Cochran-Mantel-Haenszel); none: the paper's plain NPMI",
-                          choices=("length", "length-cmh", "none"))
+                          choices=CONTROLS)
     label_filter: bool = option(True, "drop pairs whose labels say the same thing (label cosine >= 0.2); "
                                       "--keep-similar-labels keeps them", "--label-filter/--keep-similar-labels")
     max_label_similarity: float = option(LABEL_SIM_MAX, "label cosine at or above which a pair counts as similar",
@@ -147,5 +152,5 @@ class SearchOptions:
                                             cli=False)
 
 
-__all__ = ["DiffOptions", "CorrelateOptions", "ClusterOptions", "SearchOptions", "CONTROLS", "PAPER_MIN_DIFF",
-           "PAPER_TOP", "PER_PHRASE", "TEMPERATURE", "LABEL_SIM_MAX"]
+__all__ = ["DiffOptions", "CorrelateOptions", "ClusterOptions", "SearchOptions", "CONTROLS", "MAX_DENSITY",
+           "PAPER_MIN_DIFF", "PAPER_TOP", "PER_PHRASE", "TEMPERATURE", "LABEL_SIM_MAX"]

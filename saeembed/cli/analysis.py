@@ -168,7 +168,7 @@ def correlate_cmd(corpus: str, store: str, highlight: int, shade: bool, fmt: str
                   **kwargs: Any) -> None:
     """Pairs of latents that occur in the same documents (NPMI): saeembed correlate --store S CORPUS."""
     from ..analysis import correlate
-    from ..analysis.correlate import CONTROLLED, coactive_documents
+    from ..analysis.correlate import CONTROLLED, coactive_documents, near_ubiquitous
     from ..analysis.examples import attach_examples
     from ..store.corpusinfo import corpus_info
 
@@ -191,6 +191,11 @@ def correlate_cmd(corpus: str, store: str, highlight: int, shade: bool, fmt: str
     caption = [f"{df.height} pairs of latents of {corpus} that fire in the same documents more than chance (NPMI)"
                + (f", over {df['n_docs'][0]} documents" if df.height and "n_docs" in df.columns else ""),
                CONTROLLED[opts.control]]
+    with st.reading():
+        dense = near_ubiquitous(st, corpus, opts.threshold, opts.max_density)
+    if dense:
+        caption.append(f"left out {dense} latents present in more than {opts.max_density:.0%} of the documents: they "
+                       "co-occur with nearly everything (--max-density 1 keeps them)")
     emit_result(df, fmt, output, [c for c in df.columns if c != "examples"], caption)
     if fmt == "table":
         print_examples(df, lambda r: f"{r['feature_a']} {r['label_a'] or ''} ~ {r['feature_b']} {r['label_b'] or ''} "

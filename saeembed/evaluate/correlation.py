@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from ..analysis import correlate
-from ..analysis.correlate import CONTROLS
+from ..analysis.options import CONTROLS
 from .harness import Harness
 from .metrics import log
 
@@ -92,7 +92,7 @@ def length_null(h: Harness, corpus: str, seed: int = 0) -> dict[str, tuple[int, 
 
     from ..analysis.common import binary_matrix
     from ..analysis.correlate import _lengths_of_rows, _select, cooccurrence_pairs, length_cells
-    from ..analysis.pair_length import bh_over, cmh_p_values
+    from ..analysis.pair_length import bh_over
     from ..store.corpusinfo import corpus_info
 
     info = corpus_info(h.store, corpus)
@@ -111,8 +111,7 @@ def length_null(h: Harness, corpus: str, seed: int = 0) -> dict[str, tuple[int, 
     def significant(mat, control: str) -> int:
         cells = length_cells(control, lengths, mat)
         i, j, c, _ = cooccurrence_pairs(mat, min_cooccur=3, cells=cells)
-        e, v = cells.expected(i, j)
-        return int((bh_over(cmh_p_values(c, e, v), m) < 0.05).sum())
+        return int((bh_over(cells.p_values(i, j, c), m) < 0.05).sum())
 
     null = sparse.csr_matrix(shuffled)
     return {control: (significant(null, control), significant(x, control)) for control in CONTROLS}
