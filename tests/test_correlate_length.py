@@ -161,7 +161,8 @@ def test_the_browser_ranks_a_latents_neighbours_as_correlate_does(real_store: Pa
     from saeembed.browse.data import neighbours
 
     st = open_store(real_store)
-    pairs = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=0.0, label_filter=False, top=None)
+    pairs = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=0.0, label_filter=False, top=None,
+                      top_features=300)
     latent = int(pairs["feature_a"][0])
     near = neighbours(st, "ge", latent)
     with_latent = pairs.filter((pl.col("feature_a") == latent) | (pl.col("feature_b") == latent))
@@ -178,11 +179,11 @@ def test_near_ubiquitous_latents_are_left_out_and_said_to_be(real_store: Path) -
     st = open_store(real_store)
     n = st.sql("SELECT count(*) AS n FROM documents WHERE corpus_id = (SELECT corpus_id FROM corpora "
                "WHERE name = 'ge')")["n"][0]
-    capped = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=-1.0, label_filter=False, top=None,
-                       max_density=0.3)
+    capped = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=0.2, label_filter=False, top=None,
+                       top_features=200, max_density=0.3)
     assert capped.height > 0 and (capped["n_a"] <= 0.3 * n).all() and (capped["n_b"] <= 0.3 * n).all()
-    full = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=-1.0, label_filter=False, top=None,
-                     max_density=1.0)
+    full = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=0.2, label_filter=False, top=None,
+                     top_features=200, max_density=1.0)
     assert (full["n_a"] > 0.3 * n).any()
     res = CliRunner().invoke(main, ["correlate", "--store", str(real_store), "ge", "--top", "3",
                                     "--max-density", "0.3"])
