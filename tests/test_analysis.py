@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from sklearn.linear_model import LogisticRegression
 
 from saeembed.analysis import cluster, correlate, diff, search
 from saeembed.analysis.cluster import cluster_assignments
@@ -286,6 +287,23 @@ def test_correlate_cross_corpus_pairs_documents(store: Path) -> None:
         x, y = ba[:, r["feature_a"]], bg[:, r["feature_b"]]
         want = sum(x[cell == k].sum() * y[cell == k].sum() / (cell == k).sum() for k in np.unique(cell))
         assert r["control"] == "length-cmh" and r["expected_ab"] == pytest.approx(want, rel=1e-9)
+    # by default each side's latent follows its own logistic curve in its own document's log length
+    fitted = correlate(st, "planted", with_corpus="ge", pair_key="id", min_support=3, min_cooccur=3, min_npmi=-1,
+                       top=None, label_filter=False, top_features=300)
+    curves = {}
+    for name in ("planted", "ge"):
+        tokens = st.sql("SELECT n_tokens FROM documents WHERE corpus_id = (SELECT corpus_id FROM corpora WHERE "
+                        f"name = '{name}') ORDER BY row_idx")["n_tokens"].to_numpy()[:80].astype(float)
+        strata = np.unique(stratum_of(tokens), return_inverse=True)[1]
+        curves[name] = (np.bincount(strata, np.log(tokens)) / np.bincount(strata))[strata][:, None]
+
+    def curve(present: np.ndarray, name: str) -> np.ndarray:
+        fit = LogisticRegression(C=1e6, max_iter=1000).fit(curves[name], present)
+        return fit.predict_proba(curves[name])[:, 1]
+
+    for r in fitted.sample(6, seed=0).iter_rows(named=True):
+        want = (curve(ba[:, r["feature_a"]], "planted") * curve(bg[:, r["feature_b"]], "ge")).sum()
+        assert r["control"] == "length" and r["expected_ab"] == pytest.approx(want, rel=2e-3)
     # pairing by position would pair 80 of ge's 400 comments blindly: refused
     with pytest.raises(UserError, match="80 rows would be paired and 320 left without a partner"):
         correlate(st, "planted", with_corpus="ge", min_support=3, top_features=300)

@@ -8,6 +8,12 @@ is computed one block of columns at a time and filtered (``min_cooccur``, ``min_
 next block, so memory follows the surviving pairs, not ``top_features²``; the cost follows the
 non-zeros, so 10^5–10^6 documents and 10^3–10^4 latents run in seconds to minutes.
 
+By default the product of the two frequencies is replaced by the co-occurrence expected among
+documents of equal length (:mod:`.pair_length`): max-pooled presence grows with length, so plain
+NPMI calls any two latents that are both commoner in long documents associated. Each pair gets a
+one-sided p-value and a Benjamini–Hochberg q-value; latents present in nearly every document are
+left out (:func:`near_ubiquitous`).
+
 Interesting pairs are the *non-trivial* ones (paper): latents whose labels say different things
 (MiniLM cosine of the two labels < 0.2; pairs with an unlabelled latent are kept, with a null
 similarity) and, optionally (``token_check``), latents that do not fire on the same or adjacent
@@ -83,7 +89,7 @@ def npmi(counts_ab: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, n: int) -> np.
 npmi_matrix = npmi  # older name
 
 
-def _select(store: Store, info: CorpusInfo, threshold: float, min_support: int, top_features: int,
+def candidate_latents(store: Store, info: CorpusInfo, threshold: float, min_support: int, top_features: int,
             max_density: float = 1.0) -> np.ndarray:
     """The ``top_features`` most frequent latents with enough support, minus those present in every
     document (they co-occur with everything, so their NPMI carries no information) and those present in
@@ -172,8 +178,10 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
               **kwargs: Any) -> pl.DataFrame:
     """Pairs of latents with high NPMI, best first (ties: more co-occurrences first).
 
-    Columns: feature_a, label_a, feature_b, label_b, npmi, n_a, n_b, n_ab (documents with a, with
-    b, with both), n_docs, label_similarity (MiniLM cosine of the labels; null when one is
+    Columns: feature_a, label_a, feature_b, label_b, npmi (at equal length under ``control``
+    ``length`` or ``length-cmh``), n_a, n_b, n_ab (documents with a, with b, with both), expected_ab
+    (documents expected with both under ``control``), p_value and q_value (one-sided: more together
+    than expected), n_docs, control, label_similarity (MiniLM cosine of the labels; null when one is
     missing), and with ``token_check`` same_token_share (share of ``token_sample`` co-active
     documents where the two fire on the same or adjacent tokens; pairs above 0.5 are dropped).
     ``label_filter`` drops pairs with label_similarity >= ``max_label_similarity``. In cross mode
@@ -192,13 +200,14 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     if o.token_check and o.with_corpus is not None:
         raise UserError("--token-check compares tokens within one document; it does not apply with --with")
     if o.control not in CONTROLS:
-        raise UserError(f"unknown --control {o.control!r}; use length (equal document length) or none")
+        raise UserError(f"unknown --control {o.control!r}; use length (equal document length, the default), "
+                        "length-cmh (within length strata) or none (plain NPMI)")
     info = corpus_info(st, corpus)
-    feats_a = _select(st, info, threshold, o.min_support, o.top_features, o.max_density)
+    feats_a = candidate_latents(st, info, threshold, o.min_support, o.top_features, o.max_density)
     if o.with_corpus is None:
         xa, rows = binary_matrix(st, info, feats_a.tolist(), threshold, fmt="csr")
         n = len(rows)
-        cells = length_cells(o.control, _lengths_of_rows(st, info, rows), xa)
+        cells = length_cells(o.control, lengths_of_rows(st, info, rows), xa)
         i, j, c, v = cooccurrence_pairs(xa, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi, cells=cells)
         na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
         tested = len(feats_a) * (len(feats_a) - 1) // 2
@@ -210,7 +219,7 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     else:
         info_b = corpus_info(st, o.with_corpus)
         rows_a, rows_b = paired_rows(st, info, info_b, o.pair_key)
-        feats_b = _select(st, info_b, threshold, o.min_support, o.top_features, o.max_density)
+        feats_b = candidate_latents(st, info_b, threshold, o.min_support, o.top_features, o.max_density)
         xa, _ = binary_matrix(st, info, feats_a.tolist(), threshold, rows=rows_a, fmt="csr")
         xb, _ = binary_matrix(st, info_b, feats_b.tolist(), threshold, rows=rows_b, fmt="csr")
         n = len(rows_a)
@@ -220,8 +229,8 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         ka = np.flatnonzero((na >= max(o.min_support, 1)) & (na < n) & (na <= cap))
         kb = np.flatnonzero((nb >= max(o.min_support, 1)) & (nb < n) & (nb <= cap))
         xa, xb, feats_a, feats_b, na, nb = xa[:, ka], xb[:, kb], feats_a[ka], feats_b[kb], na[ka], nb[kb]
-        cells = length_cells(o.control, _lengths_of_rows(st, info, rows_a), xa,
-                             _lengths_of_rows(st, info_b, rows_b), xb)
+        cells = length_cells(o.control, lengths_of_rows(st, info, rows_a), xa,
+                             lengths_of_rows(st, info_b, rows_b), xb)
         i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi, cells=cells)
         tested = len(feats_a) * len(feats_b)
         i_cells, j_cells = i, j
@@ -257,7 +266,7 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     return out.head(o.top) if o.top is not None else out
 
 
-def _lengths_of_rows(store: Store, info: CorpusInfo, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lengths_of_rows(store: Store, info: CorpusInfo, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(quarter-octave length stratum, log content tokens) of the documents at ``rows`` (row_idx values):
     diff's strata (:func:`~saeembed.store.strata.stratum_of`)."""
     from ..store.strata import stratum_of
@@ -273,7 +282,7 @@ def _lengths_of_rows(store: Store, info: CorpusInfo, rows: np.ndarray) -> tuple[
 def length_cells(control: str, lengths_a: tuple[np.ndarray, np.ndarray], xa,
                  lengths_b: tuple[np.ndarray, np.ndarray] | None = None, xb=None) -> LengthCells:
     """The cells correlate's expectation is taken over, for ``control`` (see :mod:`.pair_length`);
-    ``lengths_*`` are :func:`_lengths_of_rows` of each side (side b only in cross mode)."""
+    ``lengths_*`` are :func:`lengths_of_rows` of each side (side b only in cross mode)."""
     if control == "none":
         return LengthCells.single(xa, xb)
     if control == "length":
@@ -375,5 +384,5 @@ def _token_check(store: Store, info: CorpusInfo, pairs: pl.DataFrame, threshold:
     return pairs.with_columns(pl.Series("same_token_share", shares, pl.Float64))
 
 
-__all__ = ["correlate", "CONTROLLED", "near_ubiquitous", "npmi", "cooccurrence_pairs", "coactive_documents",
-           "pair_label_similarity", "same_token_share"]
+__all__ = ["correlate", "CONTROLLED", "candidate_latents", "near_ubiquitous", "lengths_of_rows", "length_cells", "npmi",
+           "cooccurrence_pairs", "coactive_documents", "pair_label_similarity", "same_token_share"]

@@ -32,7 +32,7 @@ fitted on its own documents' lengths. From E and V:
 - **NPMI at equal length** = log(p_ab / (E / n)) / −log p_ab: NPMI with the product of the two frequencies
   replaced by the length-conditional expectation. With one cell it is the paper's NPMI (E = n_a n_b / n).
 - **p-value**: one-sided, co-occurrence beyond chance at equal length. Not the normal tail
-  z = (n_ab − E − ½) / √V (:func:`cmh_p_values`): for rare latents it is off by dozens of orders of
+  z = (n_ab − E − ½) / √V (:func:`normal_p_values`): for rare latents it is off by dozens of orders of
   magnitude (5 and 5 of 800 documents, 3 together: 1e-45 where Fisher's exact test gives 1e-6), and for
   near-ubiquitous ones too. Each cell's count is written as a binomial that matches its hypergeometric
   in mean and range, and the cells are summed by saddlepoint (:meth:`LengthCells.p_values`): within a
@@ -131,7 +131,7 @@ class LengthCells:
         i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
         together = np.asarray(together, np.float64)
         expected, variance = self.expected(i, j)
-        out = cmh_p_values(together, expected, variance)  # at or below the mean: p ≥ ½ either way
+        out = normal_p_values(together, expected, variance)  # at or below the mean: p ≥ ½ either way
         above = np.flatnonzero(together - 0.5 > expected)
         i, j, together = i[above], j[above], together[above]
         tail = np.ones(len(above))
@@ -185,7 +185,7 @@ def npmi_against(together: np.ndarray, expected: np.ndarray, n: float) -> np.nda
     return np.where((c > 0) & (pij >= 1.0), 1.0, out)
 
 
-def cmh_p_values(together: np.ndarray, expected: np.ndarray, variance: np.ndarray) -> np.ndarray:
+def normal_p_values(together: np.ndarray, expected: np.ndarray, variance: np.ndarray) -> np.ndarray:
     """One-sided (more together than expected) normal-approximation p-values, z = (n_ab − E − ½) / √V;
     1 where V = 0. Accurate only where V is large: :meth:`LengthCells.p_values` is what correlate
     reports."""
@@ -264,4 +264,4 @@ def bh_over(p: np.ndarray, m: int) -> np.ndarray:
     return q
 
 
-__all__ = ["LengthCells", "npmi_against", "cmh_p_values", "binomial_sum_tail", "bh_over"]
+__all__ = ["LengthCells", "npmi_against", "normal_p_values", "binomial_sum_tail", "bh_over"]

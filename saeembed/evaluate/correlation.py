@@ -91,14 +91,14 @@ def length_null(h: Harness, corpus: str, seed: int = 0) -> dict[str, tuple[int, 
     from scipy import sparse
 
     from ..analysis.common import binary_matrix
-    from ..analysis.correlate import _lengths_of_rows, _select, cooccurrence_pairs, length_cells
+    from ..analysis.correlate import candidate_latents, cooccurrence_pairs, length_cells, lengths_of_rows
     from ..analysis.pair_length import bh_over
     from ..store.corpusinfo import corpus_info
 
     info = corpus_info(h.store, corpus)
-    feats = _select(h.store, info, 0.0, 5, NULL_LATENTS)
+    feats = candidate_latents(h.store, info, 0.0, 5, NULL_LATENTS)
     x, rows = binary_matrix(h.store, info, feats.tolist(), 0.0, fmt="csr")
-    lengths = _lengths_of_rows(h.store, info, rows)
+    lengths = lengths_of_rows(h.store, info, rows)
     strata = lengths[0]
     rng = np.random.default_rng(seed)
     shuffled = x.toarray()
