@@ -59,7 +59,7 @@ from ..store.handle import reads_store
 from ..store.queries import run_query
 from .axis import select_axis, split_axis
 from .clustering import assign_nearest, central_references, eigengap_k, jaccard, partition
-from .common import binary_matrix, check_threshold, doc_texts, feature_labels, frequent_features
+from .common import binary_matrix, check_threshold, doc_texts, feature_labels, frequent_features, lengths_of_rows
 from .facets import select_facets, split_facets
 from .options import ClusterOptions
 from .proposals import STEERED, Selection, SteerData, cluster_selection, selected_by  # noqa: F401 - re-exported
@@ -73,12 +73,13 @@ if TYPE_CHECKING:
 METHODS = ("spectral", "hdbscan")
 DESCRIBE = ("all", "selected")
 
-SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_features": pl.List(pl.Int32),
+SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "median_tokens": pl.Float64,
+          "top_features": pl.List(pl.Int32),
           "top_labels": pl.List(pl.String), "top_diffs": pl.List(pl.Float64), "central_docs": pl.List(pl.Int64),
           "central_text": pl.String, "doc_ids": pl.List(pl.Int64), "centrality": pl.List(pl.Float64),
           "membership": pl.List(pl.Float64), "k": pl.Int64, "n_features": pl.Int64, "method": pl.String,
           "selection": pl.String, "poles": pl.String, "facets": pl.String, "source": pl.String,
-          "grounding": pl.String}
+          "grounding": pl.String, "length_share": pl.Float64}
 # the columns that say how the latents were chosen (the same on every row; per-document output keeps them too)
 SELECTION_COLUMNS = ("selection", "poles", "facets", "source", "grounding")
 
@@ -134,14 +135,16 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     """Cluster a corpus on the latents selected by ``query`` (or ``features``, or all: ``unfiltered``).
 
     Returns one row per cluster (−1 last: documents that could not be placed, or HDBSCAN noise):
-    cluster, size, share, top_features / top_labels / top_diffs (the ``n_describe`` latents whose
-    frequency inside the cluster most exceeds their frequency outside it, among ``all`` latents or
-    the ``selected`` ones), central_docs (the ``n_central`` members with the highest mean Jaccard
-    similarity to the other members), central_text (the most central document, clipped), doc_ids
-    and centrality (every member, most central first), k, n_features (latents clustered on), method,
-    selection (how the latents were chosen: axis, facets, topics, labels, descriptors, features or
-    unfiltered), poles / facets (what an axis, facets or topics steered along), source (where they came
-    from: query, reader or corpus) and grounding (why they steer, or why the reader's were refused).
+    cluster, size, share, median_tokens (content tokens per document), top_features / top_labels /
+    top_diffs (the ``n_describe`` latents whose frequency inside the cluster most exceeds their
+    frequency outside it, among ``all`` latents or the ``selected`` ones), central_docs (the
+    ``n_central`` members with the highest mean Jaccard similarity to the other members), central_text
+    (the most central document, clipped), doc_ids and centrality (every member, most central first), k,
+    n_features (latents clustered on), method, selection (how the latents were chosen: axis, facets,
+    topics, labels, descriptors, features or unfiltered), poles / facets (what an axis, facets or topics
+    steered along), source (where they came from: query, reader or corpus), grounding (why they steer,
+    or why the reader's were refused) and length_share (how much of the documents' log-length variance
+    lies between the clusters, :func:`length_by_cluster`: near 1, the clusters are length bins).
 
     ``sample`` clusters only a random sample of N documents; ``max_docs`` bounds the dense
     similarity matrix (the rest are assigned to the nearest cluster, see the module docstring).
@@ -179,6 +182,11 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     describe_feats = feats if o.describe == "selected" else None
     summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
                         o.n_central)
+    tokens = np.rint(np.exp(lengths_of_rows(st, info, rows)[1]))  # content tokens (at least 1)
+    medians, length_share = length_by_cluster(tokens, clusters)
+    summary = summary.with_columns(pl.Series("median_tokens", [medians[int(c)] for c in summary["cluster"]],
+                                             pl.Float64),
+                                   pl.lit(length_share, pl.Float64).alias("length_share"))
     return summary.with_columns(pl.lit(k_used, pl.Int64).alias("k"), pl.lit(len(feats), pl.Int64).alias("n_features"),
                                 pl.lit(sel.method if sel.method in STEERED else o.method).alias("method"),
                                 pl.lit(sel.method).alias("selection"),
@@ -294,6 +302,27 @@ def _describe(store: Store, info: CorpusInfo, doc_ids: np.ndarray, clusters: np.
                                                        for ds in out["central_docs"].to_list()], pl.String))
 
 
+def length_by_cluster(tokens: np.ndarray, clusters: np.ndarray) -> tuple[dict[int, float], float | None]:
+    """({cluster: median content tokens}, η² of log content tokens on the clusters) of documents with
+    ``tokens`` content tokens in ``clusters``.
+
+    Why: max-pooled presence grows with length, so a clustering on latent presence can sort documents
+    by length instead of by what they say (the unfiltered clustering of 800 GoEmotions comments: η²
+    0.52; of 800 Amazon reviews 0.36; clustered along a topic query 0.05). η² is the share of the
+    variance of log length that lies between the clusters (documents left unplaced, cluster −1, are
+    left out); None with fewer than two clusters or no variance."""
+    tokens = np.maximum(np.asarray(tokens, np.float64), 1.0)
+    medians = {int(c): float(np.median(tokens[clusters == c])) for c in np.unique(clusters)}
+    placed = clusters >= 0
+    y, g = np.log(tokens[placed]), clusters[placed]
+    total = float(((y - y.mean()) ** 2).sum()) if len(y) else 0.0
+    if len(np.unique(g)) < 2 or total <= 0:
+        return medians, None
+    _, at = np.unique(g, return_inverse=True)
+    means, sizes = np.bincount(at, y) / np.bincount(at), np.bincount(at)
+    return medians, float((sizes * (means - y.mean()) ** 2).sum() / total)
+
+
 def cluster_assignments(clusters: pl.DataFrame) -> pl.DataFrame:
     """One row per document (doc_id, row_idx, cluster, centrality, membership, and the columns that say
     how the latents were chosen: selection, poles, facets, source, grounding) from :func:`cluster`'s
@@ -307,4 +336,4 @@ def cluster_assignments(clusters: pl.DataFrame) -> pl.DataFrame:
             .select("doc_id", "row_idx", "cluster", "centrality", "membership", *how).sort("doc_id"))
 
 
-__all__ = ["cluster", "cluster_assignments", "jaccard", "eigengap_k", "METHODS"]
+__all__ = ["cluster", "cluster_assignments", "length_by_cluster", "jaccard", "eigengap_k", "METHODS"]

@@ -38,7 +38,7 @@ from ..options import resolve
 from ..store.corpusinfo import corpus_info
 from ..store.handle import reads_store
 from ..store.queries import run_query
-from .common import binary_matrix, check_threshold, feature_labels, frequent_features, paired_rows
+from .common import binary_matrix, check_threshold, feature_labels, frequent_features, lengths_of_rows, paired_rows
 from .cooccurrence import DENSE_MAX, dense_pair_counts, numba_available
 from .options import CONTROLS, MAX_DENSITY, CorrelateOptions
 from .pair_length import LengthCells, bh_over
@@ -266,23 +266,10 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     return out.head(o.top) if o.top is not None else out
 
 
-def lengths_of_rows(store: Store, info: CorpusInfo, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(quarter-octave length stratum, log content tokens) of the documents at ``rows`` (row_idx values):
-    diff's strata (:func:`~saeembed.store.strata.stratum_of`)."""
-    from ..store.strata import stratum_of
-
-    docs = store.con.execute("SELECT row_idx, coalesce(n_tokens, 1) AS n_tokens FROM documents "
-                             "WHERE corpus_id = ?", [info.corpus_id]).fetchnumpy()
-    tokens = np.ones(int(docs["row_idx"].max(initial=-1)) + 1, np.float64)
-    tokens[docs["row_idx"].astype(np.int64)] = np.maximum(np.asarray(docs["n_tokens"], np.float64), 1.0)
-    tokens = tokens[np.asarray(rows, np.int64)]
-    return stratum_of(tokens).astype(np.int64), np.log(tokens)
-
-
 def length_cells(control: str, lengths_a: tuple[np.ndarray, np.ndarray], xa,
                  lengths_b: tuple[np.ndarray, np.ndarray] | None = None, xb=None) -> LengthCells:
     """The cells correlate's expectation is taken over, for ``control`` (see :mod:`.pair_length`);
-    ``lengths_*`` are :func:`lengths_of_rows` of each side (side b only in cross mode)."""
+    ``lengths_*`` are :func:`~.common.lengths_of_rows` of each side (side b only in cross mode)."""
     if control == "none":
         return LengthCells.single(xa, xb)
     if control == "length":
@@ -384,5 +371,5 @@ def _token_check(store: Store, info: CorpusInfo, pairs: pl.DataFrame, threshold:
     return pairs.with_columns(pl.Series("same_token_share", shares, pl.Float64))
 
 
-__all__ = ["correlate", "CONTROLLED", "candidate_latents", "near_ubiquitous", "lengths_of_rows", "length_cells", "npmi",
+__all__ = ["correlate", "CONTROLLED", "candidate_latents", "near_ubiquitous", "length_cells", "npmi",
            "cooccurrence_pairs", "coactive_documents", "pair_label_similarity", "same_token_share"]

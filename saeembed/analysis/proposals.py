@@ -222,17 +222,39 @@ def selected_by(selection: str | None, detail: str | None = None, source: str | 
     return f" selected by {selection}" if selection in ("labels", "descriptors") else ""
 
 
-def cluster_header(row: dict[str, Any], n_docs: int | None = None) -> list[str]:
+LENGTH_SHARE_WARN = 0.25  # a clustering this much of whose length variance lies between clusters is flagged
+
+
+def cluster_medians(clusters: Any) -> dict[int, float] | None:
+    """{cluster: median content tokens} of a :func:`~saeembed.analysis.cluster.cluster` result (a polars
+    DataFrame), for :func:`cluster_header`; None for a frame without the column."""
+    if "median_tokens" not in clusters.columns:
+        return None
+    return {int(c): float(m) for c, m in zip(clusters["cluster"], clusters["median_tokens"]) if m is not None}
+
+
+def cluster_header(row: dict[str, Any], n_docs: int | None = None,
+                   medians: dict[int, float] | None = None) -> list[str]:
     """The lines every face prints above a clustering (terminal, HTML report, browser): what it was split
     on, and, when a query proposed poles or categories, where they came from and why they steer (or why
-    the reader's were refused). ``row``: any row of :func:`~saeembed.analysis.cluster.cluster`'s result."""
+    the reader's were refused), and how far the clusters differ in length. ``row``: any row of
+    :func:`~saeembed.analysis.cluster.cluster`'s result; ``medians``: its clusters' median_tokens."""
     docs = f", {n_docs} documents" if n_docs is not None else ""
     how = selected_by(row.get("selection"), row.get("poles") or row.get("facets"), row.get("source"))
     lines = [f"{row['k']} clusters ({row['method']}) on {row['n_features']} latents{how}{docs}"]
     if row.get("grounding"):
         lines.append(f"why: {row['grounding']}")
+    share = row.get("length_share")
+    if share is not None:
+        line = f"document length: {share:.0%} of the variance of log content tokens lies between the clusters"
+        if medians:
+            line += " (median tokens: " + ", ".join(f"cluster {c} {m:g}" for c, m in medians.items()) + ")"
+        if share >= LENGTH_SHARE_WARN:
+            line += ("; these clusters sort the documents largely by length, which max-pooled latents grow "
+                     "with, not by what they say (a --query clusters along a concept)")
+        lines.append(line)
     return lines
 
 
-__all__ = ["Selection", "SteerData", "cluster_selection", "selected_by", "cluster_header", "topics_selection",
-           "STEERED", "SOURCES"]
+__all__ = ["Selection", "SteerData", "cluster_selection", "selected_by", "cluster_header", "cluster_medians",
+           "topics_selection", "STEERED", "SOURCES"]

@@ -225,7 +225,7 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
     from ..analysis import cluster
     from ..analysis.cluster import cluster_assignments
     from ..analysis.examples import cluster_example_pairs
-    from ..analysis.proposals import cluster_header
+    from ..analysis.proposals import cluster_header, cluster_medians
 
     st = open_existing_store(store)
     opts = from_cli(ClusterOptions, kwargs)
@@ -234,7 +234,7 @@ def cluster_cmd(corpus: str, store: str, per_document: bool, expand: bool, highl
             raise UserError("--expand expands --query; pass --query")
         opts.query = _expanded(opts.query, kwargs)
     res = cluster(st, corpus, opts)
-    header = cluster_header(res.row(0, named=True)) if res.height else []
+    header = cluster_header(res.row(0, named=True), medians=cluster_medians(res)) if res.height else []
     if fmt == "table":
         for line in header:
             click.echo(line, err=True)

@@ -90,8 +90,8 @@ def length_null(h: Harness, corpus: str, seed: int = 0) -> dict[str, tuple[int, 
     that length alone produced: the truth is zero."""
     from scipy import sparse
 
-    from ..analysis.common import binary_matrix
-    from ..analysis.correlate import candidate_latents, cooccurrence_pairs, length_cells, lengths_of_rows
+    from ..analysis.common import binary_matrix, lengths_of_rows
+    from ..analysis.correlate import candidate_latents, cooccurrence_pairs, length_cells
     from ..analysis.pair_length import bh_over
     from ..store.corpusinfo import corpus_info
 

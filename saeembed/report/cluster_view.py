@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from ..analysis.diff import feature_counts
-from ..analysis.proposals import cluster_header
+from ..analysis.proposals import cluster_header, cluster_medians
 from ..highlight.views import Highlighter, shade_legend
 from ..store.corpusinfo import corpus_info
 from .charts import cluster_latents_chart, cluster_map
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..store.handle import Store
 
 MAP_DOCS = 1500  # points on the map; a stratified sample beyond that keeps reports small
-TABLE_COLUMNS = ["cluster", "size", "share", "top_labels", "top_diffs", "central"]
+TABLE_COLUMNS = ["cluster", "size", "share", "median_tokens", "top_labels", "top_diffs", "central"]
 SNIPPET_TOKENS = 12
 
 
@@ -100,7 +100,7 @@ def cluster_section(store: Store, df: pl.DataFrame, examples: int = 3, links: Li
     charts.append(ChartView("Distinctive latents", "share inside minus share outside each cluster",
                             cluster_latents_chart(df)))
 
-    lines = cluster_header(df.row(0, named=True), int(df["size"].sum()))
+    lines = cluster_header(df.row(0, named=True), int(df["size"].sum()), cluster_medians(df))
     lines[0] += (" (cluster −1: documents without any selected latent, or HDBSCAN noise)."
                  if (df["cluster"] < 0).any() else ".")
     return Section("Clusters", lines, charts, [("Clusters", table)], groups,
