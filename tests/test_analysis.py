@@ -241,7 +241,7 @@ def test_npmi_matches_brute_force(store: Path) -> None:
     mat, _ = st.embeddings("ge")
     want = _brute_npmi(mat, min_support=3, min_cooccur=2, top_features=300)
     got = correlate(st, "ge", min_support=3, min_cooccur=2, min_npmi=-1, label_filter=False, top=None,
-                    top_features=300, control="none", max_density=1.0)
+                    top_features=300, control="none", max_density=1.0, peak_check=False)
     assert (got["feature_a"] < got["feature_b"]).all()
     have = {(a, b): (v, c) for a, b, v, c in got.select("feature_a", "feature_b", "npmi", "n_ab").iter_rows()}
     assert len(want) > 1000 and set(have) == set(want)
@@ -256,7 +256,7 @@ def test_npmi_matches_brute_force(store: Path) -> None:
     assert npmi(np.array([0, 5, 10]), np.array([5, 5, 10]), np.array([5, 5, 10]), 10).tolist() == [-1.0, 1.0, 1.0]
     # the threshold filter and top-N
     strong = correlate(st, "ge", min_support=3, min_cooccur=2, min_npmi=0.5, label_filter=False, top=7, control="none",
-                       max_density=1.0)
+                       max_density=1.0, peak_check=False)
     assert strong.height == 7 and (strong["npmi"] >= 0.5).all()
 
 

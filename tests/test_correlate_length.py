@@ -162,7 +162,7 @@ def test_the_browser_ranks_a_latents_neighbours_as_correlate_does(real_store: Pa
 
     st = open_store(real_store)
     pairs = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=0.0, label_filter=False, top=None,
-                      top_features=300)
+                      top_features=300, peak_check=False)
     latent = int(pairs["feature_a"][0])
     near = neighbours(st, "ge", latent)
     with_latent = pairs.filter((pl.col("feature_a") == latent) | (pl.col("feature_b") == latent))
@@ -189,3 +189,29 @@ def test_near_ubiquitous_latents_are_left_out_and_said_to_be(real_store: Path) -
                                     "--max-density", "0.3"])
     assert res.exit_code == 0, res.output
     assert "present in more than 30% of the documents" in res.stderr
+
+
+def test_pairs_that_peak_on_the_same_token_are_dropped(real_store: Path) -> None:
+    """Two latents whose strongest tokens coincide mark one thing seen twice; the stored peaks say so
+    without a reader run, and the share is the textbook one."""
+    st = open_store(real_store)
+    kept = correlate(st, "ge", min_npmi=0.2, top=30)
+    shares = kept["same_peak_share"].drop_nulls()
+    assert shares.len() == kept.height and (shares <= 0.5).all()
+    every = correlate(st, "ge", min_npmi=0.2, top=30, peak_check=False)
+    assert every["same_peak_share"].null_count() == every.height
+    peaks = st.sql("SELECT doc_id, feature_id, peak_pos FROM activations WHERE value > 0 AND doc_id IN "
+                   "(SELECT doc_id FROM documents WHERE corpus_id = (SELECT corpus_id FROM corpora WHERE name = 'ge'))")
+    at = {(d, f): p for d, f, p in peaks.iter_rows()}
+    docs_of: dict[int, set[int]] = {}
+    for d, f in at:
+        docs_of.setdefault(f, set()).add(d)
+    dropped = 0
+    for r in every.iter_rows(named=True):
+        both = docs_of[r["feature_a"]] & docs_of[r["feature_b"]]  # 400 comments: all of them are read
+        share = np.mean([abs(at[(d, r["feature_a"])] - at[(d, r["feature_b"])]) <= 1 for d in both])
+        dropped += share > 0.5
+        if share <= 0.5 and r["feature_a"] in kept["feature_a"].to_list():
+            row = kept.filter((pl.col("feature_a") == r["feature_a"]) & (pl.col("feature_b") == r["feature_b"]))
+            assert row.height == 0 or row["same_peak_share"][0] == pytest.approx(share)
+    assert dropped > 0, "some of the top pairs by NPMI peak on the same token"

@@ -108,7 +108,8 @@ def test_diff_report_shows_rows_chart_and_highlights(faces_store: Path, diff_df:
 
 def test_correlate_report_heatmap_and_coactive_documents(faces_store: Path, tmp_path: Path) -> None:
     st = open_store(faces_store)
-    df = correlate(st, "pos", top=20, top_features=300)
+    df = correlate(st, "pos", top=20, top_features=300, min_npmi=0.2)
+    assert df.height > 2
     rep = report(df, st, corpus="pos", examples=2, example_rows=2)
     page = rep.save(tmp_path / "corr.html").read_text()
     _self_contained(page)

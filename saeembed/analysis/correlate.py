@@ -27,7 +27,7 @@ properties of a prompt go with which properties of its answer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import polars as pl
@@ -47,11 +47,12 @@ if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
     from ..store.handle import Store
 
-SAME_TOKEN_MAX = 0.5
+SAME_TOKEN_MAX = 0.5  # pairs firing (peaking) on the same or adjacent tokens in more of their documents are dropped
+PEAK_SAMPLE = 200  # co-active documents whose stored peaks are compared per pair
 BLOCK_ENTRIES = 4_000_000  # co-occurrence entries computed at once (one block of columns)
 
 COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "expected_ab", "p_value",
-           "q_value", "n_docs", "control", "label_similarity"]
+           "q_value", "n_docs", "control", "label_similarity", "same_peak_share"]
 NEAR_UBIQUITOUS_MAX = 8192  # latents fetched beyond --top-features, so those left out are replaced
 CONTROLLED = {  # what each --control held fixed, in words: the CLI's header line and the report's summary
     "length": "controlled for document length: NPMI and a one-sided test against the co-occurrence expected if "
@@ -182,8 +183,11 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     ``length`` or ``length-cmh``), n_a, n_b, n_ab (documents with a, with b, with both), expected_ab
     (documents expected with both under ``control``), p_value and q_value (one-sided: more together
     than expected), n_docs, control, label_similarity (MiniLM cosine of the labels; null when one is
-    missing), and with ``token_check`` same_token_share (share of ``token_sample`` co-active
-    documents where the two fire on the same or adjacent tokens; pairs above 0.5 are dropped).
+    missing), same_peak_share (share of sampled co-active documents whose two strongest tokens, kept at
+    encode, are the same or adjacent; pairs above 0.5 are dropped unless ``peak_check`` is off; null in
+    cross mode and for corpora stored without positions), and with ``token_check`` same_token_share
+    (share of ``token_sample`` co-active documents where the two fire on the same or adjacent tokens;
+    pairs above 0.5 are dropped).
     ``label_filter`` drops pairs with label_similarity >= ``max_label_similarity``. In cross mode
     ``feature_a`` is a latent of ``corpus`` and ``feature_b`` one of ``with_corpus``, and n_docs
     counts document pairs. Options: :class:`~saeembed.analysis.options.CorrelateOptions`.
@@ -248,7 +252,9 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
     out = out.join(lab_b, on="feature_b", how="left", maintain_order="left")
     # the token check drops pairs after this, so it needs spare candidates
     wanted = o.top if o.top is None or not o.token_check else 4 * o.top
-    out = _with_label_similarity(st, out, (info.sae, sae_b), o.label_filter, o.max_label_similarity, wanted)
+    peaks = ((lambda part: _with_peak_share(st, info, part, threshold))
+             if o.peak_check and o.with_corpus is None else None)  # cross mode: the two peak in two documents
+    out = _with_label_similarity(st, out, (info.sae, sae_b), o.label_filter, o.max_label_similarity, wanted, peaks)
     cols = list(COLUMNS)
     if o.token_check:
         # the check costs reader forwards, so it runs on a bounded head; dropped pairs are refilled
@@ -283,8 +289,10 @@ def length_cells(control: str, lengths_a: tuple[np.ndarray, np.ndarray], xa,
 
 
 def _with_label_similarity(store: Store, pairs: pl.DataFrame, saes: tuple[str, str], label_filter: bool,
-                           max_sim: float, top: int | None) -> pl.DataFrame:
-    """Add label_similarity (and drop similar pairs) chunk by chunk down the ranking, stopping once
+                           max_sim: float, top: int | None,
+                           peaks: Callable[[pl.DataFrame], pl.DataFrame] | None = None) -> pl.DataFrame:
+    """Add label_similarity (and drop similar pairs) and, with ``peaks``, same_peak_share (and drop the
+    pairs that peak together: :func:`_with_peak_share`), chunk by chunk down the ranking, stopping once
     ``top`` pairs are kept."""
     vectors = [label_vectors(store, sae) for sae in saes]
     chunk = max(4 * top, 2000) if top is not None else max(pairs.height, 1)
@@ -295,12 +303,36 @@ def _with_label_similarity(store: Store, pairs: pl.DataFrame, saes: tuple[str, s
         part = part.with_columns(pl.Series("label_similarity", sims, pl.Float64).fill_nan(None))
         if label_filter:
             part = part.filter(pl.col("label_similarity").is_null() | (pl.col("label_similarity") < max_sim))
+        part = peaks(part) if peaks is not None else part.with_columns(
+            pl.lit(None, pl.Float64).alias("same_peak_share"))
         parts.append(part)
         kept += part.height
         offset += chunk
     if not parts:
-        return pairs.with_columns(pl.lit(None, pl.Float64).alias("label_similarity"))
+        return pairs.with_columns(pl.lit(None, pl.Float64).alias("label_similarity"),
+                                  pl.lit(None, pl.Float64).alias("same_peak_share"))
     return pl.concat(parts)
+
+
+def _with_peak_share(store: Store, info: CorpusInfo, pairs: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """Add same_peak_share (``queries/pair_peaks.sql``: the share of up to ``PEAK_SAMPLE`` co-active
+    documents where the two latents' strongest tokens, kept at encode, are the same or adjacent) and drop
+    the pairs above ``SAME_TOKEN_MAX``. Null (kept) where the corpus was stored without peak positions.
+
+    Why by default: on 800 documents each of GoEmotions, Amazon reviews and AG News, 19 or 20 of the top
+    20 pairs by NPMI were two latents peaking on the same token (a document's first token, "@user"): one
+    thing seen twice. The reader-run ``token_check`` sees every firing token, not only the strongest, but
+    costs forwards; this costs one query (tens of milliseconds).
+    """
+    if pairs.height == 0:
+        return pairs.with_columns(pl.lit(None, pl.Float64).alias("same_peak_share"))
+    shares = run_query(store, "pair_peaks", {"lo": info.lo, "hi": info.hi, "threshold": float(threshold),
+                                             "fa": pairs["feature_a"].cast(pl.Int64).to_list(),
+                                             "fb": pairs["feature_b"].cast(pl.Int64).to_list(), "n": PEAK_SAMPLE})
+    shares = shares.select(pl.col("feature_a").cast(pairs.schema["feature_a"]),
+                           pl.col("feature_b").cast(pairs.schema["feature_b"]), "same_peak_share")
+    out = pairs.join(shares, on=["feature_a", "feature_b"], how="left", maintain_order="left")
+    return out.filter(pl.col("same_peak_share").is_null() | (pl.col("same_peak_share") <= SAME_TOKEN_MAX))
 
 
 def pair_label_similarity(vectors: list[tuple[np.ndarray, np.ndarray]], fa: np.ndarray, fb: np.ndarray,

@@ -74,6 +74,9 @@ class CorrelateOptions:
                                       "--keep-similar-labels keeps them", "--label-filter/--keep-similar-labels")
     max_label_similarity: float = option(LABEL_SIM_MAX, "label cosine at or above which a pair counts as similar",
                                          min=-1.0, max=1.0)
+    peak_check: bool = option(True, "drop pairs whose two latents peak on the same or adjacent token in more than "
+                                    "half the documents where both fire (from the peak positions kept at encode; no "
+                                    "reader run); --no-peak-check keeps them", "--peak-check/--no-peak-check")
     token_check: bool = option(False, "drop pairs that fire on the same or adjacent tokens (recomputes token "
                                       "activations for a sample of co-active documents)")
     token_sample: int = option(5, "with --token-check: co-active documents checked per pair", min=1)

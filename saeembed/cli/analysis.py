@@ -194,8 +194,13 @@ def correlate_cmd(corpus: str, store: str, highlight: int, shade: bool, fmt: str
     with st.reading():
         dense = near_ubiquitous(st, corpus, opts.threshold, opts.max_density)
     if dense:
-        caption.append(f"left out {dense} latents present in more than {opts.max_density:.0%} of the documents: they "
-                       "co-occur with nearly everything (--max-density 1 keeps them)")
+        caption.append(f"left out {dense} latent{'s' if dense != 1 else ''} present in more than "
+                       f"{opts.max_density:.0%} of the documents: they co-occur with nearly everything "
+                       "(--max-density 1 keeps them)")
+    if df.height == 0:
+        caption.append(f"no pair reaches NPMI {opts.min_npmi:g} once pairs with similar labels or a shared peak token "
+                       "are dropped: lower --min-npmi (e.g. 0.3), or see them with --keep-similar-labels / "
+                       "--no-peak-check")
     emit_result(df, fmt, output, [c for c in df.columns if c != "examples"], caption)
     if fmt == "table":
         print_examples(df, lambda r: f"{r['feature_a']} {r['label_a'] or ''} ~ {r['feature_b']} {r['label_b'] or ''} "

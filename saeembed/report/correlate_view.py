@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ..store.handle import Store
 
 TABLE_COLUMNS = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "n_a", "n_b", "n_ab", "expected_ab",
-                 "q_value", "label_similarity", "same_token_share", "example"]
+                 "q_value", "label_similarity", "same_peak_share", "same_token_share", "example"]
 SNIPPET_TOKENS = 10
 
 
