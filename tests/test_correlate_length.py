@@ -171,6 +171,17 @@ def test_the_browser_ranks_a_latents_neighbours_as_correlate_does(real_store: Pa
     shared = [(f, v) for f, v in zip(near["feature_id"].to_list(), near["npmi"].to_list()) if f in want]
     assert len(shared) >= 3
     assert all(v == pytest.approx(want[f], abs=1e-6) for f, v in shared)
+    # near-duplicates stay on a latent's page, with the share correlate would drop them by
+    peaks = correlate(st, "ge", min_support=5, min_cooccur=3, min_npmi=0.0, label_filter=False, top=None,
+                      top_features=300, peak_check=True)
+    shares = near["same_peak_share"].drop_nulls()
+    assert shares.len() > 0 and ((shares >= 0) & (shares <= 1)).all()
+    kept = set(peaks.filter((pl.col("feature_a") == latent) | (pl.col("feature_b") == latent))
+               .select(pl.when(pl.col("feature_a") == latent).then(pl.col("feature_b")).otherwise(pl.col("feature_a")))
+               .to_series().to_list())
+    for f, share in zip(near["feature_id"].to_list(), near["same_peak_share"].to_list()):
+        if f in want and share is not None:
+            assert (f in kept) == (share <= 0.5)
 
 
 def test_near_ubiquitous_latents_are_left_out_and_said_to_be(real_store: Path) -> None:

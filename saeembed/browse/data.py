@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from ..analysis.common import feature_labels, top_documents
+from ..analysis.correlate import PEAK_SAMPLE
 from ..analysis.length import presence_curves
 from ..analysis.pair_length import LengthCells
 from ..errors import UserError
@@ -67,8 +68,10 @@ def latent_histogram(store: Store, sae: str, feature_id: int, bins: int = HIST_B
 
 def neighbours(store: Store, corpus: str, feature_id: int, n: int = NEIGHBOURS) -> pl.DataFrame:
     """Latents co-occurring with ``feature_id`` in ``corpus``, by NPMI at equal document length, as
-    ``saeembed correlate`` ranks them by default (feature_id, label, npmi, n_ab, n_b); the expectation
-    comes from the length strata kept at ingest, so the page reads no document."""
+    ``saeembed correlate`` ranks them by default (feature_id, label, npmi, n_ab, n_b, same_peak_share);
+    the expectation comes from the length strata kept at ingest, so the page reads no document. Latents
+    that peak on the same token are kept here, with their share: on a latent's page a near-duplicate
+    is worth seeing, where correlate, looking for two things that co-occur, drops it."""
     info = corpus_info(store, corpus)
     df = run_query(store, "latent_cooccurrence", {"lo": info.lo, "hi": info.hi, "feature": int(feature_id),
                                                   "threshold": 0.0, "min_cooccur": MIN_COOCCUR})
@@ -85,8 +88,13 @@ def neighbours(store: Store, corpus: str, feature_id: int, n: int = NEIGHBOURS) 
     scores = cells.npmi(np.zeros(df.height, np.int64), np.arange(1, df.height + 1), df["n_ab"].to_numpy())
     df = df.with_columns(pl.Series("npmi", scores, pl.Float64)).sort(["npmi", "n_ab"], descending=True).head(n)
     labels = feature_labels(store, info.sae, df["feature_id"].to_list())
-    return df.join(labels, on="feature_id", how="left", maintain_order="left").select(
-        "feature_id", "label", "npmi", "n_ab", "n_b")
+    peaks = run_query(store, "pair_peaks", {"lo": info.lo, "hi": info.hi, "threshold": 0.0,
+                                            "fa": [int(feature_id)] * df.height, "fb": df["feature_id"].to_list(),
+                                            "n": PEAK_SAMPLE})
+    peaks = peaks.select(pl.col("feature_b").cast(df.schema["feature_id"]).alias("feature_id"), "same_peak_share")
+    return (df.join(labels, on="feature_id", how="left", maintain_order="left")
+            .join(peaks, on="feature_id", how="left", maintain_order="left")
+            .select("feature_id", "label", "npmi", "n_ab", "n_b", "same_peak_share"))
 
 
 def latent_sections(store: Store, info: dict[str, Any], feature_id: int, corpus: str | None,
