@@ -59,7 +59,7 @@ from ..store.handle import reads_store
 from ..store.queries import run_query
 from .axis import select_axis, split_axis
 from .clustering import assign_nearest, central_references, eigengap_k, jaccard, partition
-from .common import binary_matrix, check_threshold, doc_texts, feature_labels, frequent_features, lengths_of_rows
+from .common import binary_matrix, check_threshold, doc_texts, feature_labels, frequent_features, tokens_of_rows
 from .facets import select_facets, split_facets
 from .options import ClusterOptions
 from .proposals import STEERED, Selection, SteerData, cluster_selection, selected_by  # noqa: F401 - re-exported
@@ -182,8 +182,7 @@ def cluster(store: Store | str | Path, corpus: str, options: ClusterOptions | No
     describe_feats = feats if o.describe == "selected" else None
     summary = _describe(st, info, doc_ids, clusters, central, membership, threshold, describe_feats, o.n_describe,
                         o.n_central)
-    tokens = np.rint(np.exp(lengths_of_rows(st, info, rows)[1]))  # content tokens (at least 1)
-    medians, length_share = length_by_cluster(tokens, clusters)
+    medians, length_share = length_by_cluster(tokens_of_rows(st, info, rows), clusters)
     summary = summary.with_columns(pl.Series("median_tokens", [medians[int(c)] for c in summary["cluster"]],
                                              pl.Float64),
                                    pl.lit(length_share, pl.Float64).alias("length_share"))

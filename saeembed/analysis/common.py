@@ -72,16 +72,21 @@ def frequent_features(store: Store, info: CorpusInfo, threshold: float, min_supp
                                                      "min_support": int(max(min_support, 1)), "n": int(n)})
 
 
+def tokens_of_rows(store: Store, info: CorpusInfo, rows: np.ndarray) -> np.ndarray:
+    """Content tokens (at least 1) of the documents at ``rows`` (row_idx values)."""
+    docs = store.con.execute("SELECT row_idx, coalesce(n_tokens, 1) AS n_tokens FROM documents "
+                             "WHERE corpus_id = ?", [info.corpus_id]).fetchnumpy()
+    tokens = np.ones(int(docs["row_idx"].max(initial=-1)) + 1, np.float64)
+    tokens[docs["row_idx"].astype(np.int64)] = np.maximum(np.asarray(docs["n_tokens"], np.float64), 1.0)
+    return tokens[np.asarray(rows, np.int64)]
+
+
 def lengths_of_rows(store: Store, info: CorpusInfo, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(quarter-octave length stratum, log content tokens) of the documents at ``rows`` (row_idx values):
     the strata diff compares at (:func:`~saeembed.store.strata.stratum_of`)."""
     from ..store.strata import stratum_of
 
-    docs = store.con.execute("SELECT row_idx, coalesce(n_tokens, 1) AS n_tokens FROM documents "
-                             "WHERE corpus_id = ?", [info.corpus_id]).fetchnumpy()
-    tokens = np.ones(int(docs["row_idx"].max(initial=-1)) + 1, np.float64)
-    tokens[docs["row_idx"].astype(np.int64)] = np.maximum(np.asarray(docs["n_tokens"], np.float64), 1.0)
-    tokens = tokens[np.asarray(rows, np.int64)]
+    tokens = tokens_of_rows(store, info, rows)
     return stratum_of(tokens).astype(np.int64), np.log(tokens)
 
 

@@ -41,7 +41,7 @@ from ..store.queries import run_query
 from .common import binary_matrix, check_threshold, feature_labels, frequent_features, lengths_of_rows, paired_rows
 from .cooccurrence import DENSE_MAX, dense_pair_counts, numba_available
 from .options import CONTROLS, MAX_DENSITY, CorrelateOptions
-from .pair_length import LengthCells, bh_over
+from .pair_length import LengthCells, bh_over, npmi_against
 
 if TYPE_CHECKING:
     from ..store.corpusinfo import CorpusInfo
@@ -72,22 +72,22 @@ CROSS_MERGE = 4  # cross mode, length-cmh: each side's strata merged to an octav
 
 
 def npmi(counts_ab: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, n: int) -> np.ndarray:
-    """NPMI from co-occurrence counts (arrays broadcast elementwise).
+    """NPMI from co-occurrence counts (arrays broadcast elementwise): the paper's, against the product of
+    the two frequencies (:func:`~.pair_length.npmi_against` with E = n_a n_b / n).
 
     Pairs that never co-occur get −1 (the limit as p_ij → 0); pairs present in every document
     (p_ij = 1) get 1.
     """
-    c = np.asarray(counts_ab, dtype=np.float64)
-    pij = c / n
-    pi = np.asarray(n_a, dtype=np.float64) / n
-    pj = np.asarray(n_b, dtype=np.float64) / n
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = (np.log(pij) - np.log(pi) - np.log(pj)) / -np.log(pij)
-    out = np.where(c <= 0, -1.0, out)
-    return np.where((c > 0) & (pij >= 1.0), 1.0, out)
+    expected = np.asarray(n_a, dtype=np.float64) * np.asarray(n_b, dtype=np.float64) / n
+    return npmi_against(counts_ab, expected, float(n))
 
 
 npmi_matrix = npmi  # older name
+
+
+def density_cap(max_density: float, n_docs: int) -> int:
+    """The most documents a latent correlate reads may be present in (``--max-density`` of ``n_docs``)."""
+    return int(np.floor(max_density * int(n_docs)))
 
 
 def candidate_latents(store: Store, info: CorpusInfo, threshold: float, min_support: int, top_features: int,
@@ -95,7 +95,7 @@ def candidate_latents(store: Store, info: CorpusInfo, threshold: float, min_supp
     """The ``top_features`` most frequent latents with enough support, minus those present in every
     document (they co-occur with everything, so their NPMI carries no information) and those present in
     more than ``max_density`` of the documents (:func:`near_ubiquitous`)."""
-    cap = int(np.floor(max_density * int(info.n_docs)))
+    cap = density_cap(max_density, info.n_docs)
     df = frequent_features(store, info, threshold, min_support, int(top_features) + NEAR_UBIQUITOUS_MAX)
     df = df.filter((pl.col("n_present") < int(info.n_docs)) & (pl.col("n_present") <= cap)).head(int(top_features))
     return df["feature_id"].to_numpy().astype(np.int64)
@@ -107,7 +107,7 @@ def near_ubiquitous(store: Store, corpus: str, threshold: float = 0.0, max_densi
     scale −log p_ab shrinks to 0 as p_ab nears 1, ranks a pair of them near 1 on the handful of documents
     that lack them (the same rule as diff's ``ubiquitous`` flag)."""
     info = corpus_info(store, corpus)
-    cap = int(np.floor(max_density * int(info.n_docs)))
+    cap = density_cap(max_density, info.n_docs)
     df = frequent_features(store, info, threshold, cap + 1, NEAR_UBIQUITOUS_MAX)
     return int(df.filter(pl.col("n_present") > cap).height)
 
@@ -215,8 +215,8 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         i, j, c, v = cooccurrence_pairs(xa, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi, cells=cells)
         na = nb = np.asarray(xa.sum(axis=0)).ravel().astype(np.int64)
         tested = len(feats_a) * (len(feats_a) - 1) // 2
-        i_cells, j_cells = i, j
-        expected, _ = cells.expected(i, j)
+        expected, variance = cells.expected(i, j)
+        p_value = cells.p_values(i, j, c, expected, variance)
         swap = feats_a[i] > feats_a[j]  # report each unordered pair with feature_a < feature_b
         i, j = np.where(swap, j, i), np.where(swap, i, j)
         feats_b, sae_b = feats_a, info.sae
@@ -229,7 +229,7 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
         n = len(rows_a)
         # support and density among the paired documents only; latents in every pair say nothing
         na, nb = (np.asarray(x.sum(axis=0)).ravel().astype(np.int64) for x in (xa, xb))
-        cap = np.floor(o.max_density * n)
+        cap = density_cap(o.max_density, n)
         ka = np.flatnonzero((na >= max(o.min_support, 1)) & (na < n) & (na <= cap))
         kb = np.flatnonzero((nb >= max(o.min_support, 1)) & (nb < n) & (nb <= cap))
         xa, xb, feats_a, feats_b, na, nb = xa[:, ka], xb[:, kb], feats_a[ka], feats_b[kb], na[ka], nb[kb]
@@ -237,10 +237,9 @@ def correlate(store: Store | str | Path, corpus: str, options: CorrelateOptions 
                              lengths_of_rows(st, info_b, rows_b), xb)
         i, j, c, v = cooccurrence_pairs(xa, xb, min_cooccur=o.min_cooccur, min_npmi=o.min_npmi, cells=cells)
         tested = len(feats_a) * len(feats_b)
-        i_cells, j_cells = i, j
-        expected, _ = cells.expected(i, j)
+        expected, variance = cells.expected(i, j)
+        p_value = cells.p_values(i, j, c, expected, variance)
         sae_b = info_b.sae
-    p_value = cells.p_values(i_cells, j_cells, c)
     out = pl.DataFrame({"feature_a": feats_a[i].astype(np.int32), "feature_b": feats_b[j].astype(np.int32),
                         "npmi": v, "n_a": na[i], "n_b": nb[j], "n_ab": c, "expected_ab": expected,
                         "p_value": p_value, "q_value": bh_over(p_value, tested),

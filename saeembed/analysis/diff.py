@@ -39,7 +39,7 @@ from ..store.stats import corpus_stats, present_counts
 from ..store.strata import BINS_PER_OCTAVE, CorpusLengths, corpus_lengths, latent_counts
 from .common import bh_qvalues, check_threshold, feature_labels, paired_rows, top_documents, with_labels
 from .length import Adjusted, logistic_length, mantel_haenszel, paired_length
-from .options import CONTROLS, PAPER_MIN_DIFF, PAPER_TOP, DiffOptions
+from .options import CONTROLS, PAPER_MIN_DIFF, PAPER_TOP, UBIQUITOUS, DiffOptions
 
 if TYPE_CHECKING:
     from ..store.handle import Store
@@ -49,7 +49,6 @@ COLUMNS = ["target", "rank", "feature_id", "label", "freq_target", "freq_other",
            "ratio", "log_odds", "n_target", "n_other", "docs_target", "docs_other", "both", "only_target",
            "only_other", "p_value", "q_value", "test", "control", "ubiquitous", "mean_tokens_target",
            "median_tokens_target", "mean_tokens_other", "median_tokens_other", "examples_target", "examples_other"]
-UBIQUITOUS = 0.95  # present in at least this share of the documents of every compared corpus
 TESTS = {"none": "z", "length": "logistic", "length-cmh": "cmh"}  # the test of each unpaired control
 # stored strata (a quarter octave) merged into one cell of the logistic regression: its covariate is the
 # cell's mean log length, so wide cells lose nothing, and 4x fewer cells make the fit 4x cheaper
@@ -266,6 +265,7 @@ def diff(store: Store | str | Path, corpora: list[str], options: DiffOptions | N
     lengths = {c: corpus_lengths(st, infos[c]) for c in corpora}
     counts = {c: feature_counts(st, infos[c], threshold) for c in corpora}
     ns = {c: int(infos[c]["n_docs"]) for c in corpora}
+    # present in at least this share of the documents of every compared corpus
     ubiquitous = np.all([counts[c] >= UBIQUITOUS * ns[c] for c in corpora], axis=0)
 
     if o.paired:

@@ -16,7 +16,8 @@ PAPER_TOP = 200  # ... and the top 200 of them
 PER_PHRASE = 100  # the paper's latents per keyphrase (targeted clustering and retrieval)
 TEMPERATURE = 0.2  # the paper's retrieval temperature T in exp(-r / (k T))
 LABEL_SIM_MAX = 0.2  # the paper's "dissimilar labels" cut for interesting correlations
-MAX_DENSITY = 0.95  # correlate leaves out latents present in more of the documents (diff's ubiquitous share)
+UBIQUITOUS = 0.95  # a latent in this share of the documents: diff flags it, correlate leaves it out
+MAX_DENSITY = UBIQUITOUS
 CONTROLS = ("length", "length-cmh", "none")  # what diff and correlate hold fixed
 
 
@@ -156,4 +157,4 @@ class SearchOptions:
 
 
 __all__ = ["DiffOptions", "CorrelateOptions", "ClusterOptions", "SearchOptions", "CONTROLS", "MAX_DENSITY",
-           "PAPER_MIN_DIFF", "PAPER_TOP", "PER_PHRASE", "TEMPERATURE", "LABEL_SIM_MAX"]
+           "UBIQUITOUS", "PAPER_MIN_DIFF", "PAPER_TOP", "PER_PHRASE", "TEMPERATURE", "LABEL_SIM_MAX"]

@@ -79,24 +79,33 @@ class LengthCells:
         """Cells of the rows' strata (cross mode: pairs of the two sides' strata) with each latent's
         documents fitted by its logistic presence curve in log length (``log_a`` [rows]: log content
         tokens of side a's documents; ``strata_b``, ``log_b``, ``xb`` the same for side b, if any)."""
-        from .length import presence_curves
-
-        def curves(strata: np.ndarray, log_len: np.ndarray, x) -> tuple[np.ndarray, np.ndarray]:
+        def curves(strata: np.ndarray, log_len: np.ndarray, x) -> tuple[LengthCells, np.ndarray]:
             own = cls.of_rows(strata, x)
             _, at = np.unique(strata, return_inverse=True)
             mean_log = np.bincount(at, np.asarray(log_len, np.float64)) / own.docs
-            return presence_curves(own.present_a, own.docs, mean_log), at
+            return cls.from_counts(own.docs, own.present_a, mean_log), at
 
-        pa, at_a = curves(strata_a, log_a, xa)
+        own_a, at_a = curves(strata_a, log_a, xa)
         if xb is None:
-            docs = np.bincount(at_a, minlength=len(pa)).astype(np.float64)
-            present = docs[:, None] * pa
-            return cls(docs, present, present)
-        pb, at_b = curves(strata_b, log_b, xb)
-        pairs, at = np.unique(at_a.astype(np.int64) * (int(at_b.max(initial=0)) + 1) + at_b, return_inverse=True)
+            return own_a
+        own_b, at_b = curves(strata_b, log_b, xb)
+        width = int(at_b.max(initial=0)) + 1
+        pairs, at = np.unique(at_a.astype(np.int64) * width + at_b, return_inverse=True)
         docs = np.bincount(at, minlength=len(pairs)).astype(np.float64)
-        side_a, side_b = pairs // (int(at_b.max(initial=0)) + 1), pairs % (int(at_b.max(initial=0)) + 1)
-        return cls(docs, docs[:, None] * pa[side_a], docs[:, None] * pb[side_b])
+        pa, pb = own_a.present_a / own_a.docs[:, None], own_b.present_a / own_b.docs[:, None]
+        return cls(docs, docs[:, None] * pa[pairs // width], docs[:, None] * pb[pairs % width])
+
+    @classmethod
+    def from_counts(cls, docs: np.ndarray, present: np.ndarray, mean_log: np.ndarray) -> LengthCells:
+        """Cells of one corpus with each latent's documents fitted by its logistic presence curve in log
+        length (:func:`~.length.presence_curves`), from per-cell counts: ``docs`` [cells] (each holding a
+        document), ``present`` [cells, latents] documents with each latent, ``mean_log`` [cells] their
+        mean log content tokens (what the length strata kept at ingest hold, too)."""
+        from .length import presence_curves
+
+        docs = np.asarray(docs, np.float64)
+        fitted = docs[:, None] * presence_curves(present, docs, mean_log)
+        return cls(docs, fitted, fitted)
 
     @classmethod
     def single(cls, xa, xb=None) -> LengthCells:
@@ -116,7 +125,8 @@ class LengthCells:
             v[s:s + PAIR_CHUNK] = (a * (n - a) * b * (n - b) * spread).sum(axis=0)
         return e, v
 
-    def p_values(self, i: np.ndarray, j: np.ndarray, together: np.ndarray) -> np.ndarray:
+    def p_values(self, i: np.ndarray, j: np.ndarray, together: np.ndarray, expected: np.ndarray | None = None,
+                 variance: np.ndarray | None = None) -> np.ndarray:
         """One-sided p-values of ``together`` documents with both, under independence at equal length.
 
         A cell's count is hypergeometric (a_c of its n_c documents with a, b_c with b). Its tail is taken
@@ -126,14 +136,16 @@ class LengthCells:
         lacks most for the rare or near-ubiquitous latents. The cells' binomials are summed by saddlepoint
         (:func:`binomial_sum_tail`), the distance from the mean shrunk by the ratio of the two sums'
         standard deviations so that the test has the hypergeometric variance. Checked against Fisher's
-        exact test in the tests.
+        exact test in the tests. ``expected`` and ``variance``: :meth:`expected` of the pairs, where the
+        caller has them already.
         """
         i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
         together = np.asarray(together, np.float64)
-        expected, variance = self.expected(i, j)
+        if expected is None or variance is None:
+            expected, variance = self.expected(i, j)
         out = normal_p_values(together, expected, variance)  # at or below the mean: p ≥ ½ either way
         above = np.flatnonzero(together - 0.5 > expected)
-        i, j, together = i[above], j[above], together[above]
+        i, j, together, variance = i[above], j[above], together[above], np.asarray(variance)[above]
         tail = np.ones(len(above))
         n = self.docs[:, None]
         for s in range(0, len(i), PAIR_CHUNK):
@@ -141,8 +153,7 @@ class LengthCells:
             size, share, base = _binomial_view(a, b, n)
             mean = (size * share).sum(axis=0)
             wide = (size * share * (1 - share)).sum(axis=0)
-            spread = np.where(n > 1, 1.0 / np.where(n > 1, n ** 2 * (n - 1), 1.0), 0.0)
-            exact = (a * (n - a) * b * (n - b) * spread).sum(axis=0)
+            exact = variance[s:s + PAIR_CHUNK]
             scale = np.sqrt(np.where((exact > 0) & (wide > 0), wide / np.where(exact > 0, exact, 1.0), 1.0))
             raw = together[s:s + PAIR_CHUNK] - 0.5 - base.sum(axis=0)
             x = mean + (raw - mean) * scale

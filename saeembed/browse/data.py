@@ -11,7 +11,6 @@ import polars as pl
 
 from ..analysis.common import feature_labels, top_documents
 from ..analysis.correlate import PEAK_SAMPLE
-from ..analysis.length import presence_curves
 from ..analysis.pair_length import LengthCells
 from ..errors import UserError
 from ..highlight.views import Highlighter
@@ -82,9 +81,8 @@ def neighbours(store: Store, corpus: str, feature_id: int, n: int = NEIGHBOURS) 
     docs, mean_log = lengths.on(first, n_strata)
     held = docs > 0
     latents = np.concatenate([[int(feature_id)], df["feature_id"].to_numpy().astype(np.int64)])
-    fitted = docs[held][:, None] * presence_curves(lengths.present(width, first, n_strata)[held][:, latents],
-                                                   docs[held], mean_log[held])
-    cells = LengthCells(docs[held].astype(np.float64), fitted, fitted)  # column 0: this latent
+    cells = LengthCells.from_counts(docs[held], lengths.present(width, first, n_strata)[held][:, latents],
+                                    mean_log[held])  # column 0: this latent
     scores = cells.npmi(np.zeros(df.height, np.int64), np.arange(1, df.height + 1), df["n_ab"].to_numpy())
     df = df.with_columns(pl.Series("npmi", scores, pl.Float64)).sort(["npmi", "n_ab"], descending=True).head(n)
     labels = feature_labels(store, info.sae, df["feature_id"].to_list())
